@@ -1,0 +1,53 @@
+"""Config checks that run before any work: every key must be an argument its `_target_` accepts.
+
+Hydra already rejects overrides of keys that do not exist (`data.batch_sze=8`); this catches
+the rest (`+trainer.max_step=5`, a misspelt key in an experiment file) with the full key path,
+a suggestion and the accepted names, before data is written or a model is built.
+"""
+
+import difflib
+import inspect
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def _accepted_names(target: str) -> set[str] | None:
+    """Argument names of `target`, or None when it takes **kwargs (anything goes)."""
+    obj = get_object(target)
+    signature = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return {name for name in signature.parameters if name != "self"}
+
+
+def _check_node(node, path: str) -> None:
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str):
+            accepted = _accepted_names(target)
+            unknown = sorted(set(node) - HYDRA_KEYS - (accepted if accepted is not None else set(node)))
+            if unknown:
+                key = unknown[0]
+                close = difflib.get_close_matches(key, sorted(accepted), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"Unknown config key '{path}{key}' for {target}.{hint} Accepted: {', '.join(sorted(accepted))}"
+                )
+        for key, child in node.items():
+            _check_node(child, f"{path}{key}.")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _check_node(child, f"{path}{index}.")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ValueError naming the first key no component accepts, or a setting that breaks contrastive training."""
+    _check_node(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+    if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ValueError(
+            "trainer.accumulate_grad_batches must be 1: accumulating gradients of separate contrastive "
+            "batches drops the negatives between them, which is not the large-batch loss"
+        )

@@ -1,0 +1,166 @@
+"""The Lightning data module: tar shards in, per-rank batches of images and tokens out.
+
+Construction does everything that can fail fast (expanding and checking shard paths,
+writing the synthetic set, loading or learning the tokenizer), so a bad path stops the run
+before a model is built. The split across ranks happens in `setup`, once the trainer knows the
+world size.
+"""
+
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from clip_train.data.pipeline import PairStream
+from clip_train.data.shards import count_samples, expand_shards
+from clip_train.data.synthetic import SyntheticShards
+from clip_train.data.tokenizer import cached_caption_tokenizer, load_tokenizer
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
+
+# Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool
+# must be off or the forked workers can deadlock.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
+
+
+class Tokenize:
+    """Captions -> {input_ids, attention_mask}, each (B, context_length) long, right-padded."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
+        self.tokenizer, self.context_length = tokenizer, context_length
+
+    def __call__(self, captions: list[str]) -> dict:
+        tokens = self.tokenizer(
+            captions, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+
+def _captions(urls: Sequence[str]):
+    samples = wds.tarfile_samples(({"url": url} for url in urls), handler=wds.ignore_and_continue)
+    for sample in samples:
+        if "txt" in sample:
+            yield sample["txt"].decode("utf-8", errors="replace")
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Image-text shards (img2dataset layout) for training and validation.
+
+    train_shards, val_shards: a shard pattern or list (see `clip_train.data.shards`). When
+        unset and `synthetic` is given, the embedded scene dataset fills them in.
+    batch_size: per device. num_workers: DataLoader workers per device.
+    samples_per_epoch: the global number of training samples in one epoch; by default the
+        size of the training shards from `sizes.json`/`*_stats.json`.
+    resampled: draw training shards with replacement (an endless stream, best at scale).
+    tokenizer: a transformers tokenizer name or folder; unset means a BPE vocabulary of
+        `tokenizer_vocab_size` learnt from the first `tokenizer_max_captions` training captions.
+    """
+
+    def __init__(
+        self,
+        train_shards: str | Sequence[str] | None,
+        val_shards: str | Sequence[str] | None,
+        batch_size: int,
+        num_workers: int,
+        image_size: int,
+        context_length: int,
+        cache_dir: str,
+        samples_per_epoch: int | None = None,
+        resampled: bool = False,
+        shuffle_buffer: int = 2000,
+        seed: int = 0,
+        tokenizer: str | None = None,
+        tokenizer_vocab_size: int = 16384,
+        tokenizer_max_captions: int = 200_000,
+        image_mean: Sequence[float] = CLIP_MEAN,
+        image_std: Sequence[float] = CLIP_STD,
+        crop_scale: Sequence[float] = (0.9, 1.0),
+        synthetic: SyntheticShards | None = None,
+    ):
+        super().__init__()
+        if synthetic is not None and (train_shards is None or val_shards is None):
+            synthetic_train, synthetic_val = synthetic.write(cache_dir)
+            train_shards = train_shards or synthetic_train
+            val_shards = val_shards or synthetic_val
+        if train_shards is None:
+            raise ValueError("data.train_shards is not set: give a shard pattern such as '/data/{00000..00099}.tar'")
+        self.train_urls = expand_shards(train_shards, "data.train_shards")
+        self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
+        if samples_per_epoch is None:
+            samples_per_epoch = count_samples(self.train_urls)
+            if samples_per_epoch is None:
+                raise ValueError(
+                    "data.samples_per_epoch is not set and the training shards have no sizes.json or "
+                    "*_stats.json beside them; set data.samples_per_epoch=N"
+                )
+        self.samples_per_epoch = samples_per_epoch
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
+        self.context_length = context_length
+        self.tokenizer_source = tokenizer or cached_caption_tokenizer(
+            _captions(self.train_urls), "|".join(self.train_urls), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
+        )
+        self.tokenizer = load_tokenizer(self.tokenizer_source)
+        self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
+        self.eval_image_transform = eval_transform(image_size, image_mean, image_std)
+        self._epoch = multiprocessing.Value("i", 0)
+        self.rank, self.world = 0, 1
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:
+            self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
+        readers = self.world * max(1, self.num_workers)
+        if not self.resampled and len(self.train_urls) < readers:
+            raise ValueError(
+                f"{len(self.train_urls)} training shards cannot feed {self.world} ranks × {max(1, self.num_workers)} "
+                f"workers without resampling: a reader with no shard would hang the others. Set "
+                f"data.resampled=true, lower data.num_workers, or split the data into at least {readers} shards"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Training batches each rank yields per epoch: the same on every rank."""
+        workers = max(1, self.num_workers)
+        per_rank = math.ceil(self.samples_per_epoch / (self.batch_size * self.world))
+        return math.ceil(per_rank / workers) * workers
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seeds the next epoch's shard and sample order (also in persistent workers)."""
+        self._epoch.value = epoch
+
+    def _loader(self, urls: list[str], training: bool) -> DataLoader:
+        stream = PairStream(
+            urls,
+            rank=self.rank,
+            world=self.world,
+            batch_size=self.batch_size,
+            image_transform=self.train_image_transform if training else self.eval_image_transform,
+            tokenize=Tokenize(self.tokenizer, self.context_length),
+            seed=self.seed,
+            resampled=self.resampled and training,
+            shuffle_buffer=self.shuffle_buffer,
+            batches_per_worker=self.batches_per_epoch // max(1, self.num_workers) if training else None,
+            epoch=self._epoch,
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=training and self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_urls, training=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_urls, training=False) if self.val_urls else []

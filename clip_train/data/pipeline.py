@@ -1,0 +1,156 @@
+"""The streaming pipeline that runs inside each DataLoader worker.
+
+    shard URLs (this rank's and this worker's share, or a seeded resampled stream)
+      -> tar members grouped into samples (webdataset)
+      -> decoded (PIL image, caption); broken or incomplete samples skipped and counted
+      -> seeded shuffle buffer (training)
+      -> image transform, then batches tokenized in one call
+      -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
+          bad_samples: () long, the count of samples skipped since the previous batch}
+
+Batches are built in the workers, so the main process only forwards ready tensors. Each
+worker yields exactly `batches_per_worker` batches when it is set, which gives every rank the
+same number of steps per epoch even on uneven shards (the shard stream wraps around).
+"""
+
+import io
+import itertools
+import logging
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.sharedctypes import Synchronized
+
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+class BadSampleCounter:
+    """Counts samples dropped in one worker; `take()` returns the count since the last call."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._reported = 0
+
+    def skip(self, reason: str) -> None:
+        self.total += 1
+        if self.total <= 5 or math.log2(self.total).is_integer():
+            log.warning("skipping bad sample #%d: %s", self.total, reason)
+
+    def handle(self, error: Exception) -> bool:
+        """webdataset exception handler: count, warn and carry on."""
+        self.skip(f"{error.__class__.__name__}: {error}")
+        return True
+
+    def take(self) -> int:
+        fresh, self._reported = self.total - self._reported, self.total
+        return fresh
+
+
+def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, str] | None:
+    """(RGB image, caption) from a webdataset sample, or None (counted) if it is unusable."""
+    key = f"{sample.get('__url__')}:{sample.get('__key__')}"
+    image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
+    if image_bytes is None or "txt" not in sample:
+        counter.skip(f"{key} lacks an image or a caption (has {sorted(k for k in sample if not k.startswith('__'))})")
+        return None
+    try:
+        image = Image.open(io.BytesIO(image_bytes))
+        image = image.convert("RGB")
+        caption = sample["txt"].decode("utf-8").strip()
+    except Exception as error:  # PIL raises many types for truncated or foreign data
+        counter.skip(f"{key} does not decode: {error.__class__.__name__}: {error}")
+        return None
+    if not caption:
+        counter.skip(f"{key} has an empty caption")
+        return None
+    return image, caption
+
+
+class PairStream(IterableDataset):
+    """Batches of image-text pairs from tar shards, for one rank; see the module docstring.
+
+    rank, world: this process's place among the data-parallel ranks. They are given, not read
+        from the environment, so the split is the one the trainer uses.
+    resampled: draw shards with replacement, an endless stream seeded per rank, worker and epoch;
+        otherwise every pass deals the (seeded, shuffled) shard list out rank by rank, then
+        worker by worker.
+    batches_per_worker: None for one exact pass (validation), else a fixed count (training).
+    epoch: shared with the workers; the data module sets it before each epoch so persistent
+        workers draw a new shard order.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        rank: int,
+        world: int,
+        batch_size: int,
+        image_transform: Callable[[Image.Image], torch.Tensor],
+        tokenize: Callable[[list[str]], dict[str, torch.Tensor]],
+        seed: int,
+        resampled: bool,
+        shuffle_buffer: int,
+        batches_per_worker: int | None,
+        epoch: Synchronized,
+    ):
+        super().__init__()
+        self.urls, self.rank, self.world = list(urls), rank, world
+        self.batch_size, self.image_transform, self.tokenize = batch_size, image_transform, tokenize
+        self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
+        self.batches_per_worker, self.epoch = batches_per_worker, epoch
+
+    def _shard_urls(self, worker: int, workers: int) -> Iterator[dict]:
+        epoch = self.epoch.value
+        if self.resampled:
+            rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
+            while True:
+                yield {"url": rng.choice(self.urls)}
+        for repeat in itertools.count():
+            order = list(self.urls)
+            if self.batches_per_worker is not None:  # training: same permutation on every rank
+                random.Random(f"{self.seed}/shards/{epoch}/{repeat}").shuffle(order)
+            yield from ({"url": url} for url in order[self.rank :: self.world][worker::workers])
+            if self.batches_per_worker is None:
+                return
+
+    def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
+        buffer = []
+        for pair in pairs:
+            buffer.append(pair)
+            if len(buffer) >= self.shuffle_buffer:
+                index = rng.randrange(len(buffer))
+                buffer[index], buffer[-1] = buffer[-1], buffer[index]
+                yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _collate(self, pairs: list[tuple[Image.Image, str]], counter: BadSampleCounter) -> dict[str, torch.Tensor]:
+        images = torch.stack([self.image_transform(image) for image, _ in pairs])
+        tokens = self.tokenize([caption for _, caption in pairs])
+        return {"image": images, **tokens, "bad_samples": torch.tensor(counter.take())}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        counter = BadSampleCounter()
+        samples = wds.tarfile_samples(self._shard_urls(worker, workers), handler=counter.handle)
+        pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
+        training = self.batches_per_worker is not None
+        if training and self.shuffle_buffer > 1:
+            pairs = self._shuffled(pairs, random.Random(f"{self.seed}/samples/{self.epoch.value}/{self.rank}/{worker}"))
+        batches = self._batches(pairs, counter, drop_last=training)
+        yield from itertools.islice(batches, self.batches_per_worker)
+
+    def _batches(self, pairs: Iterator, counter: BadSampleCounter, drop_last: bool) -> Iterator[dict]:
+        while batch := list(itertools.islice(pairs, self.batch_size)):
+            if len(batch) < self.batch_size and drop_last:
+                return
+            yield self._collate(batch, counter)

@@ -1,0 +1,65 @@
+"""Shard lists: brace patterns and lists expanded to URLs, checked up front, sized from sidecars.
+
+A shard spec is a string or a list of strings. Each string may hold brace ranges
+(`/data/cc3m/{00000..00331}.tar`) and `::`-separated alternatives; `pipe:`, `s3://`,
+`http(s)://` and `gs://` URLs pass through to webdataset untouched. Local paths are checked at
+start-up so a typo fails before any model is built, naming the missing file.
+"""
+
+import glob
+import json
+import os
+from collections.abc import Sequence
+
+import braceexpand
+
+REMOTE_PREFIXES = ("pipe:", "s3://", "http://", "https://", "gs://", "hf://")
+
+
+def is_remote(url: str) -> bool:
+    return url.startswith(REMOTE_PREFIXES)
+
+
+def expand_shards(spec: str | Sequence[str], option: str) -> list[str]:
+    """All shard URLs named by `spec`, in order; local ones must exist. `option` names the config key."""
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    urls = []
+    for pattern in patterns:
+        for alternative in str(pattern).split("::"):
+            urls.extend(braceexpand.braceexpand(alternative))
+    if not urls:
+        raise ValueError(f"{option} names no shards")
+    missing = [url for url in urls if not is_remote(url) and not os.path.isfile(url.removeprefix("file:"))]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{option}: shard {missing[0]!r} does not exist{more}")
+    return urls
+
+
+def _sidecar_sizes(folder: str) -> dict[str, int]:
+    """{shard file name: samples} from `sizes.json`, else from img2dataset's `*_stats.json` files."""
+    sizes_path = os.path.join(folder, "sizes.json")
+    if os.path.isfile(sizes_path):
+        with open(sizes_path) as f:
+            return {name: int(n) for name, n in json.load(f).items()}
+    sizes = {}
+    for stats_path in glob.glob(os.path.join(folder, "*_stats.json")):
+        with open(stats_path) as f:
+            stats = json.load(f)
+        shard = os.path.basename(stats_path).removesuffix("_stats.json") + ".tar"
+        sizes[shard] = int(stats["successes"])
+    return sizes
+
+
+def count_samples(urls: Sequence[str]) -> int | None:
+    """Total samples in local `urls` according to their sidecars, or None if any shard is unsized."""
+    total, cache = 0, {}
+    for url in urls:
+        if is_remote(url):
+            return None
+        folder, name = os.path.split(url.removeprefix("file:"))
+        sizes = cache.setdefault(folder, _sidecar_sizes(folder))
+        if name not in sizes:
+            return None
+        total += sizes[name]
+    return total

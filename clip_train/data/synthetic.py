@@ -1,0 +1,72 @@
+"""The embedded default dataset: drawn scenes written once into a cache folder as real shards.
+
+The shards then stream through exactly the same WebDataset path as user data, so the default
+run exercises the whole pipeline. The folder name holds every generation parameter, so a new
+setting never reuses a stale cache; writing goes to a temporary folder renamed into place, so
+concurrent ranks or an interrupted run never leave a half-written set behind.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+
+from clip_train.data.scenes import make_pair
+from clip_train.data.shard_writer import Sample, write_shards
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+
+
+def _samples(seed: int, start: int, count: int, image_size: int):
+    for index in range(start, start + count):
+        image, caption, scene = make_pair(seed, index, image_size)
+        yield Sample(key=f"{index:09d}", image=image, caption=caption, metadata={"scene": asdict(scene)})
+
+
+def _brace_pattern(folder: str, prefix: str, num_shards: int) -> str:
+    return os.path.join(folder, f"{prefix}-{{00000..{num_shards - 1:05d}}}.tar")
+
+
+@dataclass(frozen=True)
+class SyntheticShards:
+    """The embedded scene dataset: `num_train` + `num_val` pairs at `image_size` px, seeded by `seed`."""
+
+    num_train: int = 8192
+    num_val: int = 512
+    samples_per_shard: int = 1024
+    image_size: int = 64
+    seed: int = 0
+
+    def write(self, cache_dir: str) -> tuple[str, str]:
+        """Write the set under `cache_dir` unless it is cached already; returns the (train, val) brace patterns.
+
+        Validation scenes use indices after the training ones, so the splits never share a pair.
+        """
+        name = (
+            f"scenes-v{GENERATOR_VERSION}-seed{self.seed}-train{self.num_train}-val{self.num_val}"
+            f"-px{self.image_size}-per{self.samples_per_shard}"
+        )
+        folder = os.path.join(cache_dir, name)
+        splits = {"train": (0, self.num_train), "val": (self.num_train, self.num_val)}
+        patterns = tuple(
+            _brace_pattern(folder, split, -(-count // self.samples_per_shard)) for split, (_, count) in splits.items()
+        )
+        if os.path.isdir(folder):
+            return patterns
+        os.makedirs(cache_dir, exist_ok=True)
+        log.info("Writing the synthetic dataset (%d train, %d val pairs) to %s", self.num_train, self.num_val, folder)
+        staging = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir)
+        try:
+            for split, (start, count) in splits.items():
+                samples = _samples(self.seed, start, count, self.image_size)
+                write_shards(staging, split, samples, self.samples_per_shard)
+            os.rename(staging, folder)
+        except OSError:
+            if not os.path.isdir(folder):  # another process winning the rename is fine; anything else is not
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return patterns

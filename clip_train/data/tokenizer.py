@@ -1,0 +1,82 @@
+"""Tokenizers: any transformers tokenizer, or a byte-level BPE built offline from training captions.
+
+The default needs no download: when `data.tokenizer` is unset, a BPE vocabulary is learnt
+with the `tokenizers` library from the first captions of the training shards and cached
+under a name derived from those shards, so every rank and every restart builds or finds the
+same one. It lowercases, wraps each caption in `<|startoftext|> ... <|endoftext|>` (the text
+tower pools at the end-of-text position) and pads on the right with `<|pad|>`.
+"""
+
+import hashlib
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+START, END, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """A transformers tokenizer from a local folder or hub name, padding on the right."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"data.tokenizer={name_or_path!r} is neither a local tokenizer folder nor a cached hub name "
+            f"({error.__class__.__name__}: {error}). Leave data.tokenizer unset to build one from the captions."
+        ) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def train_caption_tokenizer(captions: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Learn a lowercase byte-level BPE of at most `vocab_size` tokens from `captions`."""
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, START, END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(captions, trainer=trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single=f"{START} $A {END}", special_tokens=[(START, bpe.token_to_id(START)), (END, bpe.token_to_id(END))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=START, eos_token=END, pad_token=PAD, padding_side="right"
+    )
+
+
+def cached_caption_tokenizer(
+    captions: Iterable[str], source_id: str, cache_dir: str, vocab_size: int, max_captions: int
+) -> str:
+    """Folder of the tokenizer learnt from the first `max_captions` of `captions`; built once per `source_id`."""
+    digest = hashlib.sha1(f"{source_id}|{vocab_size}|{max_captions}".encode()).hexdigest()[:16]
+    folder = os.path.join(cache_dir, "tokenizers", f"bpe-{vocab_size}-{digest}")
+    if os.path.isdir(folder):
+        return folder
+    log.info("Learning a %d-token BPE tokenizer from up to %d training captions", vocab_size, max_captions)
+    tokenizer = train_caption_tokenizer(itertools.islice(captions, max_captions), vocab_size)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".bpe-", dir=os.path.dirname(folder))
+    try:
+        tokenizer.save_pretrained(staging)
+        os.rename(staging, folder)
+    except OSError:
+        if not os.path.isdir(folder):  # another rank finished first: same inputs, same tokenizer
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,79 @@
+"""The few collectives the contrastive loss and evaluation need, written once.
+
+Every function is the identity on a single process, so the same code runs unchanged on a
+laptop, under gloo on CPUs and under NCCL on GPUs. Model files never talk across ranks.
+"""
+
+import torch
+import torch.distributed as dist
+
+# torch 2.14 renamed the single-tensor collectives; older releases only have the old names.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sends each rank the summed gradient of its slice.
+
+    Every rank's loss depends on every rank's features, so the gradient of the summed loss
+    with respect to a rank's local features is the sum over ranks of the gradients of the
+    gathered copy: a reduce-scatter with SUM. DDP then averages parameter gradients, which
+    makes them equal to the gradient of the mean loss over ranks.
+    """
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        gathered = local.new_empty((world * local.shape[0], *local.shape[1:]))
+        _all_gather_single(gathered, local.contiguous())
+        return gathered
+
+    @staticmethod
+    def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        grad_local = grad_gathered.new_empty((grad_gathered.shape[0] // world, *grad_gathered.shape[1:]))
+        _reduce_scatter_single(grad_local, grad_gathered.contiguous(), op=dist.ReduceOp.SUM)
+        return grad_local
+
+
+def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on each rank -> (world·B, ...), rank-major, differentiable. Needs equal B on all ranks."""
+    if rank_and_world()[1] == 1:
+        return local
+    return _GatherWithGrad.apply(local)
+
+
+@torch.no_grad()
+def gather_uneven(local: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(B_r, ...) on rank r -> ((ΣB_r, ...) rank-major, index of this rank's first row); no gradient.
+
+    B_r may differ between ranks, as it does for validation sets that do not split evenly.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return local, 0
+    size = torch.tensor([local.shape[0]], device=local.device)
+    sizes = size.new_empty(world)
+    _all_gather_single(sizes, size)
+    padded = local.new_zeros((int(sizes.max()), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    gathered = padded.new_empty((world * padded.shape[0], *padded.shape[1:]))
+    _all_gather_single(gathered, padded.contiguous())
+    chunks = gathered.split(padded.shape[0])
+    return torch.cat([chunk[: int(n)] for chunk, n in zip(chunks, sizes)]), int(sizes[:rank].sum())
+
+
+@torch.no_grad()
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """A reduced copy of `value`, summed over ranks."""
+    if rank_and_world()[1] == 1:
+        return value
+    total = value.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total

@@ -1,0 +1,37 @@
+"""Symmetric InfoNCE over the global batch, computed as local rows against gathered columns.
+
+On rank r with local batch B and world size W, the image features (B, D) are scored against
+all W·B text features and vice versa, giving two (B, W·B) logit blocks instead of the full
+(W·B)² matrix. The positive of local row i is global column r·B + i. Features are gathered
+with gradient, so the averaged DDP gradient equals the single-process full-batch gradient.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_train.distributed import gather_with_grad, rank_and_world
+
+
+class ContrastiveLoss(nn.Module):
+    """CLIP's loss: mean of image→text and text→image cross-entropy at temperature 1/exp(logit_scale)."""
+
+    def forward(
+        self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+    ) -> torch.Tensor:
+        """image_features, text_features: (B, D), L2-normalised; logit_scale: 0-d log of the inverse temperature.
+
+        Always computed in float32, also under bf16/fp16 autocast: the logits of a large batch
+        at scale 100 lose the ranking signal in a 7-bit mantissa.
+        """
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            image_features, text_features = image_features.float(), text_features.float()
+            rank, _ = rank_and_world()
+            all_image_features = gather_with_grad(image_features)
+            all_text_features = gather_with_grad(text_features)
+            scale = logit_scale.float().exp()
+            logits_per_image = scale * image_features @ all_text_features.T
+            logits_per_text = scale * text_features @ all_image_features.T
+            batch = image_features.shape[0]
+            labels = torch.arange(batch, device=image_features.device) + rank * batch
+            return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2

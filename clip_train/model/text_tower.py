@@ -1,0 +1,108 @@
+"""Text towers built on transformers: a CLIP-style causal transformer, or any pretrained AutoModel.
+
+Both map (input_ids, attention_mask) of shape (B, L) to (B, embed_dim) and share one contract,
+so a new text tower is a class with `forward` and `no_weight_decay`.
+"""
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel
+
+
+def _project(width: int, embed_dim: int) -> nn.Linear:
+    projection = nn.Linear(width, embed_dim, bias=False)
+    nn.init.normal_(projection.weight, std=width**-0.5)
+    return projection
+
+
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, W) -> (B, W): the state at the last attended position, the end-of-text token.
+
+    With right padding and causal attention only that position has seen the whole caption.
+    It is found from the mask, not by a token id, so it works for any tokenizer.
+    """
+    last = attention_mask.sum(dim=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class CausalTextTower(nn.Module):
+    """CLIP's text transformer, randomly initialised from a size spec, pooled at end of text."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        vocab_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        context_length: int,
+        mlp_ratio: float = 4.0,
+    ):
+        super().__init__()
+        self.context_length = context_length
+        config = CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=width,
+            intermediate_size=int(width * mlp_ratio),
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=context_length,
+            # pooling is ours (last_token); these ids only need to lie inside the vocabulary
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        self.transformer = CLIPTextModel(config)
+        self.projection = _project(width, embed_dim)
+
+    def no_weight_decay(self) -> set[str]:
+        embeddings = "transformer.text_model.embeddings"
+        return {f"{embeddings}.token_embedding.weight", f"{embeddings}.position_embedding.weight"}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.projection(last_token(hidden, attention_mask))
+
+
+class PretrainedTextTower(nn.Module):
+    """Any transformers encoder by hub name or local folder, mean- or CLS-pooled.
+
+    `pretrained=False` builds the same architecture from its config with random weights.
+    `vocab_size` is the tokenizer's; it must fit the model's embedding table.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        embed_dim: int,
+        vocab_size: int,
+        pooling: str = "mean",
+        pretrained: bool = True,
+    ):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"model.text_tower.pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.pooling = pooling
+        if pretrained:
+            self.transformer = AutoModel.from_pretrained(name_or_path)
+        else:
+            self.transformer = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+        table = self.transformer.get_input_embeddings().num_embeddings
+        if vocab_size > table:
+            raise ValueError(
+                f"the tokenizer has {vocab_size} tokens but {name_or_path} embeds only {table}; "
+                "set data.tokenizer to the tokenizer this text model was trained with"
+            )
+        self.projection = _project(self.transformer.config.hidden_size, embed_dim)
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"transformer.{name}" for name, _ in self.transformer.named_parameters() if "embeddings" in name}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.projection(pooled)

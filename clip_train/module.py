@@ -1,0 +1,95 @@
+"""The LightningModule: one contrastive step, optimizer groups, schedule and validation metrics.
+
+Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
+over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100),
+`lr`, `train/samples_seen` and `data/bad_samples` (summed over ranks). Validation encodes the
+whole validation set on every rank and reports retrieval over the union (`clip_train.eval`).
+"""
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+
+from clip_train.eval.retrieval import retrieval_metrics
+from clip_train.loss import ContrastiveLoss
+from clip_train.model import DualEncoder
+from clip_train.optim import parameter_groups
+
+
+class ClipModule(L.LightningModule):
+    """Trains a `DualEncoder` with a `ContrastiveLoss`.
+
+    optimizer: a partial (Hydra `_partial_: true`) taking `params`; its `weight_decay`
+        applies to the decayed group only (see `clip_train.optim`).
+    scheduler: a partial taking `(optimizer, total_steps=...)`, stepped every optimizer step.
+    recipe: what is needed to rebuild the model from a checkpoint (model config, tokenizer,
+        image preprocessing); stored in the checkpoint's hyper-parameters.
+    """
+
+    def __init__(
+        self,
+        model: DualEncoder,
+        loss: ContrastiveLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
+        recipe: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler"])
+        self.model, self.loss = model, loss
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        self.samples_seen = 0
+        self.bad_samples = 0
+        self.last_validated_step = -1
+        self._val_features: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        image_features, text_features = self.model(batch)
+        loss = self.loss(image_features, text_features, self.model.logit_scale)
+        batch_size = batch["image"].shape[0]
+        self.samples_seen += batch_size * self.trainer.world_size
+        self.bad_samples += int(batch["bad_samples"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
+        self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
+        self.log("data/bad_samples", float(self.bad_samples), reduce_fx="sum", sync_dist=True, batch_size=batch_size)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.model.clamp_logit_scale_()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.bad_samples += int(batch["bad_samples"])
+        self._val_features.append(tuple(f.detach() for f in self.model(batch)))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_features:
+            image_features, text_features = (torch.cat(parts) for parts in zip(*self._val_features))
+        else:  # this rank's share of the validation shards was empty; it still joins the collectives
+            width = self.model.image_tower.projection.out_features
+            image_features = text_features = torch.zeros(0, width, device=self.device)
+        self._val_features.clear()
+        metrics = retrieval_metrics(image_features, text_features, self.model.logit_scale.detach())
+        self.log_dict({f"val/{name}": value for name, value in metrics.items()}, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.last_validated_step = self.global_step
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(params=parameter_groups(self.model))
+        scheduler = self.make_scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["counters"] = {"samples_seen": self.samples_seen, "bad_samples": self.bad_samples}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counters = checkpoint.get("counters", {})
+        self.samples_seen = counters.get("samples_seen", 0)
+        self.bad_samples = counters.get("bad_samples", 0)

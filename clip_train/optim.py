@@ -1,0 +1,51 @@
+"""Optimizer parameter groups and the learning-rate schedule.
+
+Weight decay pulls weights towards zero, which is wrong for parameters that set a scale or
+an offset: biases, normalisation gains, the temperature `logit_scale`, and what a tower
+declares in `no_weight_decay()` (position embeddings, class tokens, token embeddings).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Qualified names of the trainable parameters that must not be decayed."""
+    names = {"logit_scale"}
+    for prefix, module in model.named_modules():
+        dotted = f"{prefix}." if prefix else ""
+        if isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("Norm", "Norm2d")):
+            names.update(f"{dotted}{name}" for name, _ in module.named_parameters(recurse=False))
+        if prefix and callable(getattr(module, "no_weight_decay", None)):
+            names.update(f"{dotted}{name}" for name in module.no_weight_decay())
+    names.update(name for name, _ in model.named_parameters() if name.endswith(".bias") or name == "bias")
+    return names
+
+
+def parameter_groups(model: nn.Module) -> list[dict]:
+    """Two groups: decayed at the optimizer's `weight_decay`, and not decayed; frozen parameters are left out."""
+    skip = no_decay_names(model)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for name, p in trainable if name not in skip]},
+        {"params": [p for name, p in trainable if name in skip], "weight_decay": 0.0},
+    ]
+
+
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, final_lr_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 over `warmup_steps` optimizer steps, then cosine decay to
+    `final_lr_ratio` × the base rate at `total_steps`; stepped once per optimizer step."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

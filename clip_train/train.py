@@ -1,0 +1,74 @@
+"""Training: build every component from the config, fit, validate, write metrics.json.
+
+    python -m clip_train                                   # embedded default, this machine
+    python -m clip_train debug=fast                        # seconds-long smoke run
+    python -m clip_train data.train_shards='/data/cc3m/{00000..00331}.tar' \
+        data.val_shards='/data/cc3m_val/{00000..00003}.tar' model=vit_b16 trainer=ddp trainer.devices=8
+"""
+
+import json
+import logging
+import os
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clip_train.config import check_config
+from clip_train.distributed import all_reduce_sum
+from clip_train.module import ClipModule
+
+log = logging.getLogger(__name__)
+
+
+def _resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    if ckpt_path != "last":
+        return ckpt_path
+    last = os.path.join(output_dir, "checkpoints", "last.ckpt")
+    return last if os.path.isfile(last) else None
+
+
+def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[str, float]:
+    """The last logged values, with validation re-run if the last one predates the final step."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if datamodule.val_urls and module.last_validated_step != trainer.global_step:
+        metrics |= {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
+    metrics["train/samples_seen"] = float(module.samples_seen)
+    metrics["data/bad_samples"] = float(all_reduce_sum(torch.tensor(module.bad_samples, device=module.device)))
+    return dict(sorted(metrics.items()))
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train as `cfg` says; returns the final metrics, also written to `<run dir>/metrics.json`."""
+    check_config(cfg)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
+    model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
+    model = instantiate(model_cfg)
+    recipe = {
+        "model": OmegaConf.to_container(model_cfg),
+        "tokenizer": datamodule.tokenizer_source,
+        "image_mean": list(cfg.data.image_mean),
+        "image_std": list(cfg.data.image_std),
+    }
+    module = ClipModule(
+        model=model,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler),
+        recipe=recipe,
+    )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    output_dir = cfg.paths.output_dir
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, output_dir))
+    metrics = _final_metrics(trainer, module, datamodule)
+    if trainer.is_global_zero:
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        print(json.dumps(metrics, indent=2))
+    return metrics
