@@ -6,7 +6,7 @@
       -> seeded shuffle buffer (training)
       -> image transform, then batches tokenized in one call
       -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
-          bad_samples: () long, the count of samples skipped since the previous batch}
+          key: B sample keys, bad_samples: () long, the count of samples skipped since the previous batch}
 
 Batches are built in the workers, so the main process only forwards ready tensors. Each
 worker yields exactly `batches_per_worker` batches when it is set, which gives every rank the
@@ -53,24 +53,24 @@ class BadSampleCounter:
         return fresh
 
 
-def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, str] | None:
-    """(RGB image, caption) from a webdataset sample, or None (counted) if it is unusable."""
-    key = f"{sample.get('__url__')}:{sample.get('__key__')}"
+def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, str, str] | None:
+    """(RGB image, caption, key) from a webdataset sample, or None (counted) if it is unusable."""
+    where = f"{sample.get('__url__')}:{sample.get('__key__')}"
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
     if image_bytes is None or "txt" not in sample:
-        counter.skip(f"{key} lacks an image or a caption (has {sorted(k for k in sample if not k.startswith('__'))})")
+        counter.skip(f"{where} lacks an image or a caption (has {sorted(k for k in sample if not k.startswith('__'))})")
         return None
     try:
         image = Image.open(io.BytesIO(image_bytes))
         image = image.convert("RGB")
         caption = sample["txt"].decode("utf-8").strip()
     except Exception as error:  # PIL raises many types for truncated or foreign data
-        counter.skip(f"{key} does not decode: {error.__class__.__name__}: {error}")
+        counter.skip(f"{where} does not decode: {error.__class__.__name__}: {error}")
         return None
     if not caption:
-        counter.skip(f"{key} has an empty caption")
+        counter.skip(f"{where} has an empty caption")
         return None
-    return image, caption
+    return image, caption, sample["__key__"]
 
 
 class PairStream(IterableDataset):
@@ -113,13 +113,15 @@ class PairStream(IterableDataset):
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
             while True:
                 yield {"url": rng.choice(self.urls)}
-        for repeat in itertools.count():
-            order = list(self.urls)
-            if self.batches_per_worker is not None:  # training: same permutation on every rank
-                random.Random(f"{self.seed}/shards/{epoch}/{repeat}").shuffle(order)
-            yield from ({"url": url} for url in order[self.rank :: self.world][worker::workers])
-            if self.batches_per_worker is None:
-                return
+        order = list(self.urls)
+        if self.batches_per_worker is not None:  # training: the same permutation on every rank
+            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
+        mine = [{"url": url} for url in order[self.rank :: self.world][worker::workers]]
+        if self.batches_per_worker is None:
+            yield from mine
+            return
+        while True:  # a reader whose shards run out wraps round them until the epoch's batch count is met
+            yield from (dict(shard) for shard in mine)
 
     def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
         buffer = []
@@ -132,10 +134,11 @@ class PairStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _collate(self, pairs: list[tuple[Image.Image, str]], counter: BadSampleCounter) -> dict[str, torch.Tensor]:
-        images = torch.stack([self.image_transform(image) for image, _ in pairs])
-        tokens = self.tokenize([caption for _, caption in pairs])
-        return {"image": images, **tokens, "bad_samples": torch.tensor(counter.take())}
+    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter) -> dict:
+        images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
+        tokens = self.tokenize([caption for _, caption, _ in pairs])
+        keys = [key for _, _, key in pairs]
+        return {"image": images, **tokens, "key": keys, "bad_samples": torch.tensor(counter.take())}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()

@@ -15,6 +15,11 @@ def _project(width: int, embed_dim: int) -> nn.Linear:
     return projection
 
 
+def _embedding_weights(tower: nn.Module) -> set[str]:
+    """Token and position embedding tables: lookup rows, not weights to shrink."""
+    return {f"{name}.weight" for name, module in tower.named_modules() if isinstance(module, nn.Embedding)}
+
+
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, L, W) -> (B, W): the state at the last attended position, the end-of-text token.
 
@@ -56,8 +61,7 @@ class CausalTextTower(nn.Module):
         self.projection = _project(width, embed_dim)
 
     def no_weight_decay(self) -> set[str]:
-        embeddings = "transformer.text_model.embeddings"
-        return {f"{embeddings}.token_embedding.weight", f"{embeddings}.position_embedding.weight"}
+        return _embedding_weights(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -96,7 +100,7 @@ class PretrainedTextTower(nn.Module):
         self.projection = _project(self.transformer.config.hidden_size, embed_dim)
 
     def no_weight_decay(self) -> set[str]:
-        return {f"transformer.{name}" for name, _ in self.transformer.named_parameters() if "embeddings" in name}
+        return _embedding_weights(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -1,0 +1,163 @@
+"""The shard data module against shards written here: counts, keys, shapes, bad data and errors."""
+
+import io
+import os
+import tarfile
+
+import pytest
+import torch
+
+from clip_train.data import ShardDataModule
+from clip_train.data.shard_writer import Sample, write_shards
+from clip_train.data.shards import count_samples, expand_shards
+
+from samples import colour_samples
+
+
+def make_datamodule(train_shards, val_shards=None, **overrides) -> ShardDataModule:
+    settings = dict(
+        batch_size=4,
+        num_workers=0,
+        image_size=24,
+        context_length=8,
+        cache_dir=os.environ["CLIP_TRAIN_CACHE"],
+        shuffle_buffer=8,
+        tokenizer_vocab_size=300,
+    )
+    return ShardDataModule(train_shards, val_shards, **(settings | overrides))
+
+
+def keys(batches) -> list[int]:
+    return [int(key) for batch in batches for key in batch["key"]]
+
+
+def test_expand_shards_braces_lists_and_missing(colour_shards, tmp_path):
+    urls = expand_shards(colour_shards, "data.train_shards")
+    assert [os.path.basename(u) for u in urls] == [f"train-0000{i}.tar" for i in range(4)]
+    assert expand_shards([urls[0], urls[1]], "x") == urls[:2]
+    assert expand_shards(f"{urls[0]}::{urls[3]}", "x") == [urls[0], urls[3]]
+    assert expand_shards("pipe:cat /nowhere/{0..1}.tar", "x") == ["pipe:cat /nowhere/0.tar", "pipe:cat /nowhere/1.tar"]
+    with pytest.raises(FileNotFoundError, match=r"data.val_shards: shard '.*/missing-00001.tar' does not exist"):
+        expand_shards([urls[0], str(tmp_path / "missing-00001.tar")], "data.val_shards")
+    assert count_samples(urls) == 40
+
+
+def test_missing_shard_fails_at_construction(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere-00000.tar"):
+        make_datamodule(str(tmp_path / "nowhere-{00000..00001}.tar"))
+
+
+def test_unsized_shards_need_samples_per_epoch(colour_shards, tmp_path):
+    os.remove(os.path.join(os.path.dirname(colour_shards.split("{")[0]), "sizes.json"))
+    with pytest.raises(ValueError, match="data.samples_per_epoch"):
+        make_datamodule(colour_shards)
+    assert make_datamodule(colour_shards, samples_per_epoch=40).samples_per_epoch == 40
+
+
+def test_training_batches_have_shapes_and_epoch_length(colour_shards):
+    datamodule = make_datamodule(colour_shards)
+    datamodule.setup("fit")
+    batches = list(datamodule.train_dataloader())
+    assert len(batches) == datamodule.batches_per_epoch == 10  # 40 samples / batch 4
+    batch = batches[0]
+    assert batch["image"].shape == (4, 3, 24, 24) and batch["image"].dtype == torch.float32
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, 8)
+    assert batch["input_ids"].dtype == torch.long
+    assert sum(int(b["bad_samples"]) for b in batches) == 0
+
+
+def test_validation_reads_every_pair_exactly_once(colour_shards):
+    datamodule = make_datamodule(colour_shards, colour_shards, batch_size=6)
+    datamodule.setup("validate")
+    batches = list(datamodule.val_dataloader())
+    assert [b["image"].shape[0] for b in batches] == [6] * 6 + [4]
+
+
+def rank_loader(datamodule: ShardDataModule, rank: int, world: int, training: bool):
+    """The loader rank `rank` of `world` would get (the trainer normally sets these in `setup`)."""
+    datamodule.rank, datamodule.world = rank, world
+    datamodule.setup("fit")
+    return datamodule.train_dataloader() if training else datamodule.val_dataloader()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_ranks_read_disjoint_shards_and_equal_batch_counts(tmp_path, num_workers):
+    # uneven shards: 7 shards of 10, 10, ..., and a last one of 3 samples
+    write_shards(str(tmp_path), "train", colour_samples(63), samples_per_shard=10)
+    pattern = str(tmp_path / "train-{00000..00006}.tar")
+    datamodule = make_datamodule(pattern, pattern, num_workers=num_workers)
+    validation = {rank: keys(rank_loader(datamodule, rank, 2, training=False)) for rank in range(2)}
+    assert set(validation[0]).isdisjoint(validation[1])
+    assert sorted(validation[0] + validation[1]) == list(range(63))
+
+    epoch = {rank: list(rank_loader(datamodule, rank, 2, training=True)) for rank in range(2)}
+    expected = datamodule.batches_per_epoch
+    assert len(epoch[0]) == len(epoch[1]) == expected >= 63 // (4 * 2)
+    shards_of = {rank: {k // 10 for k in keys(epoch[rank])} for rank in range(2)}
+    assert shards_of[0].isdisjoint(shards_of[1])  # non-resampled training splits by shard too
+
+
+def test_resampled_ranks_draw_different_streams(colour_shards):
+    datamodule = make_datamodule(colour_shards, resampled=True, samples_per_epoch=32)
+    first, second = (keys(rank_loader(datamodule, rank, 2, training=True)) for rank in range(2))
+    assert len(first) == len(second) == 16
+    assert first != second
+
+
+def test_epochs_differ_and_are_reproducible(colour_shards):
+    datamodule = make_datamodule(colour_shards)
+    datamodule.setup("fit")
+    epoch0 = keys(datamodule.train_dataloader())
+    datamodule.set_epoch(1)
+    epoch1 = keys(datamodule.train_dataloader())
+    datamodule.set_epoch(0)
+    assert keys(datamodule.train_dataloader()) == epoch0
+    assert epoch0 != epoch1 and len(epoch0) == len(epoch1) == 40
+    # an epoch is 40 draws from a stream that wraps round the shards: nearly, not exactly, a permutation
+    assert set(epoch0) <= set(range(40)) and len(set(epoch0)) >= 30
+
+
+def test_too_few_shards_for_ranks_and_workers_fails_fast(colour_shards):
+    datamodule = make_datamodule(colour_shards, num_workers=3)
+    datamodule.rank, datamodule.world = 0, 2
+    with pytest.raises(ValueError, match="4 training shards cannot feed 2 ranks × 3 workers"):
+        datamodule.setup("fit")
+
+
+def _append_raw(tar_path: str, members: dict[str, bytes]) -> None:
+    with tarfile.open(tar_path, "a") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path):
+    good = colour_samples(12)
+    path = str(tmp_path / "mixed-00000.tar")
+    write_shards(str(tmp_path), "mixed", good[:6], samples_per_shard=100)
+    _append_raw(path, {
+        "000000100.jpg": b"not an image at all",   # undecodable image
+        "000000100.txt": b"a broken picture",
+        "000000101.txt": b"a caption without an image",  # incomplete
+    })  # fmt: skip
+    bad_image = io.BytesIO()
+    good[0].image.save(bad_image, format="PNG")
+    _append_raw(path, {"000000102.png": bad_image.getvalue()[:40], "000000102.txt": b"truncated png"})
+    write_shards(str(tmp_path), "clean", good[6:], samples_per_shard=100)
+    shards = [path, str(tmp_path / "clean-00000.tar")]
+
+    datamodule = make_datamodule(shards, shards, samples_per_epoch=12)
+    datamodule.setup("validate")
+    batches = list(datamodule.val_dataloader())
+    assert sorted(keys(batches)) == list(range(12))
+    assert sum(int(b["bad_samples"]) for b in batches) == 3
+
+
+def test_learnt_tokenizer_wraps_captions_and_is_cached(colour_shards):
+    first = make_datamodule(colour_shards)
+    second = make_datamodule(colour_shards)
+    assert first.tokenizer_source == second.tokenizer_source and os.path.isdir(first.tokenizer_source)
+    tokens = first.tokenizer(["a red square"])["input_ids"][0]
+    assert tokens[0] == first.tokenizer.bos_token_id and tokens[-1] == first.tokenizer.eos_token_id
+    assert first.tokenizer.decode(tokens, skip_special_tokens=True).strip() == "a red square"

@@ -1,0 +1,128 @@
+"""Towers, the dual encoder, the temperature clamp and the weight-decay groups."""
+
+import math
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
+from clip_train.optim import cosine_with_warmup, parameter_groups
+
+
+def small_encoder(embed_dim: int = 16) -> DualEncoder:
+    return DualEncoder(
+        ImageTower("test_vit", embed_dim=embed_dim, image_size=32),
+        CausalTextTower(embed_dim, vocab_size=50, width=32, layers=2, heads=2, context_length=12),
+        embed_dim=embed_dim,
+        image_size=32,
+        context_length=12,
+    )
+
+
+def test_encoders_give_unit_vectors_of_embed_dim():
+    model = small_encoder()
+    images = torch.randn(3, 3, 32, 32)
+    input_ids = torch.randint(1, 50, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, 5:] = 0
+    image_features, text_features = model({"image": images, "input_ids": input_ids, "attention_mask": mask})
+    assert image_features.shape == text_features.shape == (3, 16)
+    torch.testing.assert_close(image_features.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(text_features.norm(dim=-1), torch.ones(3))
+
+
+def test_causal_text_pooling_ignores_tokens_after_end_of_text():
+    tower = CausalTextTower(8, vocab_size=50, width=32, layers=2, heads=2, context_length=12).eval()
+    ids = torch.randint(1, 50, (1, 12))
+    mask = torch.zeros(1, 12, dtype=torch.long)
+    mask[0, :6] = 1
+    changed = ids.clone()
+    changed[0, 6:] = (changed[0, 6:] % 49) + 1  # different padding content
+    torch.testing.assert_close(tower(ids, mask), tower(changed, mask))
+    assert not torch.allclose(tower(ids, mask), tower(ids, torch.ones_like(mask)))
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bert")
+    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_pretrained_text_tower_loads_local_folder_and_pools(bert_folder, pooling):
+    tower = PretrainedTextTower(bert_folder, embed_dim=8, vocab_size=60, pooling=pooling).eval()
+    ids = torch.randint(0, 60, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    hidden = tower.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+    if pooling == "cls":
+        expected = hidden[:, 0]
+    else:
+        expected = torch.stack([hidden[0].mean(0), hidden[1, :4].mean(0)])
+    torch.testing.assert_close(tower(ids, mask), tower.projection(expected))
+
+
+def test_pretrained_text_tower_rejects_a_larger_tokenizer(bert_folder):
+    with pytest.raises(ValueError, match="tokenizer has 61 tokens"):
+        PretrainedTextTower(bert_folder, embed_dim=8, vocab_size=61)
+
+
+def test_tower_width_must_match_embed_dim():
+    with pytest.raises(ValueError, match="model.text_tower projects to 8"):
+        DualEncoder(
+            ImageTower("test_vit", embed_dim=16, image_size=32),
+            CausalTextTower(8, vocab_size=50, width=32, layers=1, heads=2, context_length=12),
+            embed_dim=16,
+            image_size=32,
+            context_length=12,
+        )
+
+
+def test_logit_scale_starts_at_clip_init_and_clamps_at_ln_100():
+    model = small_encoder()
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    with torch.no_grad():
+        model.logit_scale.fill_(7.0)
+    model.clamp_logit_scale_()
+    assert model.logit_scale.item() == pytest.approx(math.log(100))
+
+
+def test_weight_decay_groups():
+    model = small_encoder()
+    decayed, not_decayed = parameter_groups(model)
+    assert not_decayed["weight_decay"] == 0.0 and "weight_decay" not in decayed
+    names = {id(p): n for n, p in model.named_parameters()}
+    skip = {names[id(p)] for p in not_decayed["params"]}
+    decay = {names[id(p)] for p in decayed["params"]}
+    assert skip.isdisjoint(decay) and skip | decay == set(names.values())
+    # independent rule: every 1-d tensor here is a bias or norm gain; plus the named embeddings
+    embeddings = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
+    assert len(embeddings) == 2  # the text tower's token and position tables
+    named = {"logit_scale", "image_tower.trunk.pos_embed", "image_tower.trunk.cls_token"}
+    expected_skip = {n for n, p in model.named_parameters() if p.ndim == 1} | embeddings | named
+    assert skip == expected_skip
+    assert "image_tower.trunk.blocks.0.attn.qkv.weight" in decay
+    assert "image_tower.projection.weight" in decay and "text_tower.projection.weight" in decay
+    assert "image_tower.trunk.blocks.0.norm1.weight" in skip
+
+
+def test_frozen_parameters_are_left_out_of_the_optimizer():
+    model = small_encoder()
+    model.image_tower.requires_grad_(False)
+    grouped = {id(p) for group in parameter_groups(model) for p in group["params"]}
+    assert all(id(p) not in grouped for p in model.image_tower.parameters())
+
+
+def test_cosine_schedule_with_linear_warmup():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps=4, total_steps=14, final_lr_ratio=0.1)
+    rates = []
+    for _ in range(16):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    # cosine over the remaining 10 steps: 0.1 + 0.9 * (1 + cos(pi * t / 10)) / 2
+    assert rates[4:] == pytest.approx([0.1 + 0.45 * (1 + math.cos(math.pi * min(t, 10) / 10)) for t in range(12)])
