@@ -1,0 +1,62 @@
+"""The command line as a user runs it: a subprocess per run, real configs, tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REQUIRED_METRICS = {
+    "val/loss",
+    "val/image_to_text_R@1",
+    "val/image_to_text_R@5",
+    "val/image_to_text_R@10",
+    "val/text_to_image_R@1",
+    "val/text_to_image_R@5",
+    "val/text_to_image_R@10",
+    "train/samples_seen",
+    "data/bad_samples",
+}
+
+
+def clip_train(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clip_train", *overrides], capture_output=True, text=True, env=os.environ, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_run_writes_metrics_checkpoint_config_and_every_logger_then_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    done = clip_train("debug=fast", f"hydra.run.dir={run_dir}", "logger=[csv,tensorboard,wandb]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert REQUIRED_METRICS <= set(metrics) and all(isinstance(v, float) for v in metrics.values())
+    assert metrics["train/samples_seen"] == 6 * 16 and metrics["data/bad_samples"] == 0
+    assert json.loads(done.stdout[done.stdout.index("{") :]) == metrics  # printed at the end
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tensorboard"))
+    assert any(name.startswith("offline-run") for name in os.listdir(run_dir / "wandb"))
+
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 6 and checkpoint["hyper_parameters"]["recipe"]["model"]["embed_dim"] == 32
+
+    resumed = clip_train("debug=fast", f"hydra.run.dir={run_dir}", "ckpt_path=last", "trainer.max_steps=9")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["train/samples_seen"] == 9 * 16
+
+
+def test_misspelt_key_fails_before_any_work(tmp_path):
+    done = clip_train("data.batch_sze=8", f"hydra.run.dir={tmp_path}/run")
+    assert done.returncode != 0 and "batch_sze" in done.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_shard_fails_naming_the_path(tmp_path):
+    missing = tmp_path / "nowhere-{00000..00002}.tar"
+    done = clip_train(f"data.train_shards={missing}", "model=test", f"hydra.run.dir={tmp_path}/run")
+    assert done.returncode != 0 and "nowhere-00000.tar" in done.stderr

@@ -1,0 +1,118 @@
+"""Every option of every config group composes, passes the key check and instantiates."""
+
+import os
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from clip_train.config import check_config
+from clip_train.paths import CONFIG_DIR
+
+SMALL_SYNTHETIC = ["data.synthetic.num_train=64", "data.synthetic.num_val=32", "data.synthetic.samples_per_shard=32"]
+
+
+def options(group: str) -> list[str]:
+    folder = os.path.join(CONFIG_DIR, group)
+    return sorted(name.removesuffix(".yaml") for name in os.listdir(folder) if name.endswith(".yaml"))
+
+
+def test_groups_exist():
+    expected = {"model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug"}
+    assert expected <= set(os.listdir(CONFIG_DIR))
+    assert {"tiny", "vit_b32", "vit_b16"} <= set(options("model"))
+
+
+@pytest.mark.parametrize("preset", options("model"))
+def test_model_presets_build(compose_config, preset):
+    cfg = compose_config(f"model={preset}")
+    check_config(cfg)
+    model = instantiate(cfg.model, text_tower={"vocab_size": 1000})
+    assert model.embed_dim == cfg.model.embed_dim
+    if preset.startswith("vit_b"):
+        assert (cfg.model.embed_dim, cfg.model.context_length, cfg.model.image_size) == (512, 77, 224)
+        assert (cfg.model.text_tower.width, cfg.model.text_tower.layers) == (512, 12)
+    images = torch.randn(2, 3, cfg.model.image_size, cfg.model.image_size)
+    ids = torch.randint(0, 1000, (2, cfg.model.context_length))
+    with torch.no_grad():
+        image_features, text_features = model({"image": images, "input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    assert image_features.shape == text_features.shape == (2, cfg.model.embed_dim)
+
+
+def test_pretrained_text_tower_option(compose_config, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    cfg = compose_config("model=test", "model/text_tower=pretrained", f"model.text_tower.name_or_path={tmp_path}/bert")
+    check_config(cfg)
+    model = instantiate(cfg.model, text_tower={"vocab_size": 100})
+    assert type(model.text_tower).__name__ == "PretrainedTextTower"
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_options(compose_config, colour_shards, option):
+    extra = SMALL_SYNTHETIC if option == "synthetic" else [f"data.train_shards={colour_shards}", "data.num_workers=0"]
+    cfg = compose_config(f"data={option}", "model=test", *extra)
+    check_config(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (cfg.data.batch_size, 3, 32, 32)
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_options(compose_config, option):
+    # GPU options are checked on the CPU: same keys, accelerator swapped
+    cfg = compose_config(f"trainer={option}", "trainer.accelerator=cpu")
+    check_config(cfg)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.max_steps == cfg.trainer.max_steps
+    if option in ("gpu", "ddp"):
+        assert cfg.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_options(compose_config, option, tmp_path):
+    cfg = compose_config(f"logger={option}", f"paths.output_dir={tmp_path}")
+    loggers = [instantiate(node) for node in cfg.logger.values()]
+    assert loggers and all(hasattr(logger, "log_metrics") for logger in loggers)
+
+
+@pytest.mark.parametrize("group", ["loss", "optim", "callbacks"])
+def test_other_groups(compose_config, group):
+    for option in options(group):
+        cfg = compose_config(f"{group}={option}")
+        check_config(cfg)
+        node = instantiate(cfg[group])
+        if group == "optim":
+            optimizer = node.optimizer(params=[torch.nn.Parameter(torch.zeros(2))])
+            node.scheduler(optimizer, total_steps=10).step()
+
+
+@pytest.mark.parametrize("option", options("experiment") + [f"debug/{name}" for name in options("debug")])
+def test_experiments_and_debug_configs_compose(compose_config, option):
+    group, name = option.split("/") if "/" in option else ("experiment", option)
+    cfg = compose_config(f"{group}={name}")
+    check_config(cfg)
+    OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False)
+
+
+def test_misspelt_override_names_the_key(compose_config):
+    with pytest.raises(ConfigCompositionException, match="batch_sze"):
+        compose_config("data.batch_sze=8")
+
+
+def test_added_unknown_key_is_caught_before_any_work(compose_config):
+    cfg = compose_config("+trainer.max_step=5")
+    with pytest.raises(ValueError, match=r"Unknown config key 'trainer.max_step'.*Did you mean 'max_steps'"):
+        check_config(cfg)
+    cfg = compose_config("+model.image_tower.pol=avg")  # ImageTower takes **timm_kwargs: timm rejects it
+    check_config(cfg)
+
+
+def test_lightning_gradient_accumulation_is_refused(compose_config):
+    with pytest.raises(ValueError, match="accumulate_grad_batches must be 1"):
+        check_config(compose_config("trainer.accumulate_grad_batches=4"))
