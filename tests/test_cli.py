@@ -60,3 +60,13 @@ def test_missing_shard_fails_naming_the_path(tmp_path):
     missing = tmp_path / "nowhere-{00000..00002}.tar"
     done = clip_train(f"data.train_shards={missing}", "model=test", f"hydra.run.dir={tmp_path}/run")
     assert done.returncode != 0 and "nowhere-00000.tar" in done.stderr
+
+
+def test_brace_ranges_are_quoted_for_hydra():
+    from clip_train.cli import quote_shard_ranges
+
+    assert quote_shard_ranges(["data.train_shards=/d/{000..009}.tar", "trainer.devices=2"]) == [
+        "data.train_shards='/d/{000..009}.tar'",
+        "trainer.devices=2",
+    ]
+    assert quote_shard_ranges(["data.val_shards='/d/{0..1}.tar'"]) == ["data.val_shards='/d/{0..1}.tar'"]

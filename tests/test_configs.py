@@ -54,7 +54,7 @@ def test_pretrained_text_tower_option(compose_config, tmp_path):
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_options(compose_config, colour_shards, option):
-    extra = SMALL_SYNTHETIC if option == "synthetic" else [f"data.train_shards={colour_shards}", "data.num_workers=0"]
+    extra = SMALL_SYNTHETIC if option == "synthetic" else [f"data.train_shards='{colour_shards}'", "data.num_workers=0"]
     cfg = compose_config(f"data={option}", "model=test", *extra)
     check_config(cfg)
     datamodule = instantiate(cfg.data)

@@ -17,7 +17,7 @@ def test_training_on_synthetic_scenes_learns(compose_config, tmp_path):
         "data.synthetic.samples_per_shard=512",
         "data.batch_size=64",
         "data.num_workers=0",
-        "optim.optimizer.lr=2e-3",
+        "optim.optimizer.lr=5e-3",
         "optim.scheduler.warmup_steps=10",
         "trainer.max_steps=160",
         "trainer.num_sanity_val_steps=0",
