@@ -21,15 +21,16 @@ class ContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         """image_features, text_features: (B, D), L2-normalised; logit_scale: 0-d log of the inverse temperature.
 
-        Always computed in float32, also under bf16/fp16 autocast: the logits of a large batch
+        Computed in at least float32, also under bf16/fp16 autocast: the logits of a large batch
         at scale 100 lose the ranking signal in a 7-bit mantissa.
         """
         with torch.autocast(device_type=image_features.device.type, enabled=False):
-            image_features, text_features = image_features.float(), text_features.float()
+            dtype = torch.promote_types(image_features.dtype, torch.float32)  # float64 stays float64
+            image_features, text_features = image_features.to(dtype), text_features.to(dtype)
             rank, _ = rank_and_world()
             all_image_features = gather_with_grad(image_features)
             all_text_features = gather_with_grad(text_features)
-            scale = logit_scale.float().exp()
+            scale = logit_scale.to(dtype).exp()
             logits_per_image = scale * image_features @ all_text_features.T
             logits_per_text = scale * text_features @ all_image_features.T
             batch = image_features.shape[0]

@@ -1,0 +1,68 @@
+"""Two gloo processes on the CPU against one process with the full batch: loss, every gradient, retrieval."""
+
+import math
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from clip_train.eval.retrieval import retrieval_metrics
+from clip_train.loss import ContrastiveLoss
+
+WORLD = 2
+BATCH = 6  # global; 3 per rank
+
+
+def make_problem():
+    """Linear 'towers' on fixed inputs: enough to check every gradient path through the loss."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(BATCH, 5, generator=generator, dtype=torch.float64)
+    texts = torch.randn(BATCH, 7, generator=generator, dtype=torch.float64)
+    image_weight = torch.randn(5, 4, generator=generator, dtype=torch.float64)
+    text_weight = torch.randn(7, 4, generator=generator, dtype=torch.float64)
+    return images, texts, image_weight, text_weight
+
+
+def loss_and_grads(images, texts, image_weight, text_weight):
+    image_weight = image_weight.clone().requires_grad_()
+    text_weight = text_weight.clone().requires_grad_()
+    logit_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
+    image_features = torch.nn.functional.normalize(images @ image_weight, dim=-1)
+    text_features = torch.nn.functional.normalize(texts @ text_weight, dim=-1)
+    loss = ContrastiveLoss()(image_features, text_features, logit_scale)
+    loss.backward()
+    return loss.detach(), [image_weight.grad, text_weight.grad, logit_scale.grad], image_features, text_features
+
+
+def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    images, texts, image_weight, text_weight = make_problem()
+    local = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    loss, grads, image_features, text_features = loss_and_grads(images[local], texts[local], image_weight, text_weight)
+    for grad in grads:  # what DDP does: average the gradients over ranks
+        dist.all_reduce(grad)
+        grad /= WORLD
+    dist.all_reduce(loss)
+    # uneven validation shares: rank 0 holds 4 pairs, rank 1 holds 2
+    uneven = slice(0, 4) if rank == 0 else slice(4, BATCH)
+    with torch.no_grad():
+        full_image = torch.nn.functional.normalize(images @ image_weight, dim=-1)
+        full_text = torch.nn.functional.normalize(texts @ text_weight, dim=-1)
+    metrics = retrieval_metrics(full_image[uneven], full_text[uneven], torch.tensor(1.0), ks=(1, 2))
+    torch.save({"loss": loss / WORLD, "grads": grads, "metrics": metrics}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_the_full_batch(tmp_path):
+    mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    loss, grads, image_features, text_features = loss_and_grads(*make_problem())
+    expected_metrics = retrieval_metrics(image_features.detach(), text_features.detach(), torch.tensor(1.0), ks=(1, 2))
+    for rank in range(WORLD):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(result["loss"], loss)
+        for got, want in zip(result["grads"], grads):
+            torch.testing.assert_close(got, want)
+        assert result["metrics"].keys() == expected_metrics.keys()
+        for name, value in expected_metrics.items():
+            assert math.isclose(result["metrics"][name], value, rel_tol=1e-6), name
