@@ -161,3 +161,12 @@ def test_learnt_tokenizer_wraps_captions_and_is_cached(colour_shards):
     tokens = first.tokenizer(["a red square"])["input_ids"][0]
     assert tokens[0] == first.tokenizer.bos_token_id and tokens[-1] == first.tokenizer.eos_token_id
     assert first.tokenizer.decode(tokens, skip_special_tokens=True).strip() == "a red square"
+
+
+def test_training_on_shards_without_a_readable_sample_fails_instead_of_spinning(tmp_path):
+    for index in range(2):
+        (tmp_path / f"junk-{index:05d}.tar").write_bytes(b"this is not a tar archive" * 100)
+    datamodule = make_datamodule(str(tmp_path / "junk-{00000..00001}.tar"), samples_per_epoch=8)
+    datamodule.setup("fit")
+    with pytest.raises(RuntimeError, match="no readable sample"):
+        next(iter(datamodule.train_dataloader()))

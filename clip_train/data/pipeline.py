@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-class BadSampleCounter:
-    """Counts samples dropped in one worker; `take()` returns the count since the last call."""
+class SampleCounter:
+    """Counts one worker's decoded and dropped samples; `take()` returns the drops since the last call."""
 
     def __init__(self) -> None:
+        self.decoded = 0
         self.total = 0
         self._reported = 0
 
@@ -53,7 +54,7 @@ class BadSampleCounter:
         return fresh
 
 
-def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, str, str] | None:
+def decode_pair(sample: dict, counter: SampleCounter) -> tuple[Image.Image, str, str] | None:
     """(RGB image, caption, key) from a webdataset sample, or None (counted) if it is unusable."""
     where = f"{sample.get('__url__')}:{sample.get('__key__')}"
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
@@ -70,6 +71,7 @@ def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, s
     if not caption:
         counter.skip(f"{where} has an empty caption")
         return None
+    counter.decoded += 1
     return image, caption, sample["__key__"]
 
 
@@ -107,7 +109,7 @@ class PairStream(IterableDataset):
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
         self.batches_per_worker, self.epoch = batches_per_worker, epoch
 
-    def _shard_urls(self, worker: int, workers: int) -> Iterator[dict]:
+    def _shard_urls(self, worker: int, workers: int, counter: SampleCounter) -> Iterator[dict]:
         epoch = self.epoch.value
         if self.resampled:
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
@@ -121,7 +123,10 @@ class PairStream(IterableDataset):
             yield from mine
             return
         while True:  # a reader whose shards run out wraps round them until the epoch's batch count is met
+            decoded_before = counter.decoded
             yield from (dict(shard) for shard in mine)
+            if counter.decoded == decoded_before:
+                raise RuntimeError(f"no readable sample in any of these shards: {[s['url'] for s in mine]}")
 
     def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
         buffer = []
@@ -134,7 +139,7 @@ class PairStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter) -> dict:
+    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: SampleCounter) -> dict:
         images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
         tokens = self.tokenize([caption for _, caption, _ in pairs])
         keys = [key for _, _, key in pairs]
@@ -143,8 +148,8 @@ class PairStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        counter = BadSampleCounter()
-        samples = wds.tarfile_samples(self._shard_urls(worker, workers), handler=counter.handle)
+        counter = SampleCounter()
+        samples = wds.tarfile_samples(self._shard_urls(worker, workers, counter), handler=counter.handle)
         pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
         training = self.batches_per_worker is not None
         if training and self.shuffle_buffer > 1:
@@ -152,7 +157,7 @@ class PairStream(IterableDataset):
         batches = self._batches(pairs, counter, drop_last=training)
         yield from itertools.islice(batches, self.batches_per_worker)
 
-    def _batches(self, pairs: Iterator, counter: BadSampleCounter, drop_last: bool) -> Iterator[dict]:
+    def _batches(self, pairs: Iterator, counter: SampleCounter, drop_last: bool) -> Iterator[dict]:
         while batch := list(itertools.islice(pairs, self.batch_size)):
             if len(batch) < self.batch_size and drop_last:
                 return
