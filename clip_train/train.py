@@ -13,6 +13,7 @@ import os
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from clip_train.config import check_config
@@ -27,6 +28,17 @@ def _resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
         return ckpt_path
     last = os.path.join(output_dir, "checkpoints", "last.ckpt")
     return last if os.path.isfile(last) else None
+
+
+def _strategy(strategy):
+    """`trainer.strategy=ddp` as DDP without per-forward buffer broadcasts.
+
+    Validation ranks run as many batches as their shards hold, which may differ; a buffer
+    broadcast in every forward would leave the rank with more batches waiting forever.
+    """
+    if strategy == "ddp":
+        return DDPStrategy(broadcast_buffers=False)
+    return instantiate(strategy) if isinstance(strategy, DictConfig) else strategy
 
 
 def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[str, float]:
@@ -63,7 +75,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, strategy=_strategy(cfg.trainer.strategy))
     output_dir = cfg.paths.output_dir
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, output_dir))
     metrics = _final_metrics(trainer, module, datamodule)

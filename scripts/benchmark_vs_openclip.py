@@ -61,7 +61,7 @@ MODEL_DESCRIPTION = (
 DIFFERENCES = [
     f"text vocabulary: OpenCLIP's default tokenizer has {OPENCLIP_VOCAB} tokens, so its token embedding table "
     "is 49408x256 (12.6M parameters, updated densely by AdamW every step); ours is learnt from the captions "
-    "(a few hundred tokens here)",
+    "(a few hundred tokens here); this favours ours",
     "text attention: ours is transformers' CLIPTextModel (causal + padding mask, pooled at the last attended "
     "position); OpenCLIP's is nn.MultiheadAttention (causal mask only, pooled at the end-of-text token id)",
     "sample shuffle buffer: ours 2000, OpenCLIP 5000 (1000 before the first sample)",
@@ -118,7 +118,7 @@ OPENCLIP_STEP_LINE = re.compile(r"Train Epoch: \d+ \[\s*(\d+)/\d+ .*?Batch \(t\)
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per trainer (the first 20%% are warm-up)")
+    parser.add_argument("--steps", type=int, default=100, help="steps per trainer (the first 20%% are warm-up)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--openclip-python", default="/work/bench-venv/bin/python",
                         help="the Python of the separate venv that has open-clip-torch (see the docstring)")
@@ -149,7 +149,7 @@ def run_logged(command: list[str], log_path: str) -> None:
 def package_versions(python: str, modules: list[str]) -> dict[str, str]:
     code = f"import importlib.metadata as m; print(*(m.version(n) for n in {modules!r}))"
     versions = subprocess.check_output([python, "-c", code], text=True, env=subprocess_env()).split()
-    return dict(zip(modules, versions))
+    return dict(zip(modules, versions, strict=True))
 
 
 def synthetic_train_shards() -> tuple[str, int]:
@@ -197,8 +197,9 @@ def write_openclip_launcher(run_dir: str) -> tuple[str, str]:
     return launcher, config_dir
 
 
-def run_openclip(python: str, shards: str, shard_samples: int, steps: int, batch_size: int, run_dir: str
-                 ) -> dict[int, float]:
+def run_openclip(
+    python: str, shards: str, shard_samples: int, steps: int, batch_size: int, run_dir: str
+) -> dict[int, float]:
     """Trains the same towers with open_clip_train; returns samples/s of each step, by 0-based step index.
 
     One epoch of exactly `steps` batches; the shard list is repeated (`::`) when one pass is too short.

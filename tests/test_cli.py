@@ -50,6 +50,19 @@ def test_run_writes_metrics_checkpoint_config_and_every_logger_then_resumes(tmp_
     assert json.loads((run_dir / "metrics.json").read_text())["train/samples_seen"] == 9 * 16
 
 
+@pytest.mark.slow
+def test_two_process_ddp_run_with_uneven_validation_shares(tmp_path):
+    # debug=fast validates on one 64-pair shard: rank 0 reads it, rank 1 has nothing, and
+    # both must still finish (no DDP collective may wait on the rank with more batches)
+    done = clip_train(
+        "debug=fast", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train/samples_seen"] == 6 * 16 * 2
+    assert REQUIRED_METRICS <= set(metrics)
+
+
 def test_misspelt_key_fails_before_any_work(tmp_path):
     done = clip_train("data.batch_sze=8", f"hydra.run.dir={tmp_path}/run")
     assert done.returncode != 0 and "batch_sze" in done.stderr
