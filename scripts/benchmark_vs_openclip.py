@@ -49,37 +49,47 @@ import subprocess
 import sys
 import tempfile
 
+from clip_train.data.datamodule import learnt_tokenizer_folder
+from clip_train.data.shards import expand_shards
 from clip_train.data.synthetic import SyntheticShards
+from clip_train.data.tokenizer import load_tokenizer
 
 WARMUP_FRACTION = 0.2
 OPENCLIP_MODEL = "bench-vit-tiny-64"
-OPENCLIP_VOCAB = 49408
 MODEL_DESCRIPTION = (
     "timm vit_tiny_patch16_224 at 64 px (class token, linear 192->256, no bias) + causal text transformer "
-    "(4 layers x 256, 4 heads, MLP x4, 32 tokens, ->256); embed dim 256"
+    "(4 layers x 256, 4 heads, MLP x4, 32 tokens, ->256); embed dim 256; the same learnt BPE tokenizer"
 )
 DIFFERENCES = [
-    f"text vocabulary: OpenCLIP's default tokenizer has {OPENCLIP_VOCAB} tokens, so its token embedding table "
-    "is 49408x256 (12.6M parameters, updated densely by AdamW every step); ours is learnt from the captions "
-    "(a few hundred tokens here); this favours ours",
     "text attention: ours is transformers' CLIPTextModel (causal + padding mask, pooled at the last attended "
-    "position); OpenCLIP's is nn.MultiheadAttention (causal mask only, pooled at the end-of-text token id)",
+    "position); OpenCLIP's is nn.MultiheadAttention (causal mask only, pooled by its argmax rule)",
     "sample shuffle buffer: ours 2000, OpenCLIP 5000 (1000 before the first sample)",
 ]
 
-OPENCLIP_MODEL_CONFIG = {
-    "embed_dim": 256,
-    "quick_gelu": True,  # transformers' CLIPTextModel, our text tower, uses QuickGELU
-    "vision_cfg": {
-        "timm_model_name": "vit_tiny_patch16_64",
-        "timm_model_pretrained": False,
-        "timm_pool": "token",
-        "timm_proj": "linear",
-        "timm_proj_bias": False,
-        "image_size": 64,
-    },
-    "text_cfg": {"context_length": 32, "vocab_size": OPENCLIP_VOCAB, "width": 256, "heads": 4, "layers": 4},
-}
+
+def openclip_model_config(tokenizer_folder: str, vocab_size: int) -> dict:
+    """OpenCLIP's description of our `tiny` towers, reading captions with our learnt tokenizer."""
+    return {
+        "embed_dim": 256,
+        "quick_gelu": True,  # transformers' CLIPTextModel, our text tower, uses QuickGELU
+        "vision_cfg": {
+            "timm_model_name": "vit_tiny_patch16_64",
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": "linear",
+            "timm_proj_bias": False,
+            "image_size": 64,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": vocab_size,
+            "hf_tokenizer_name": tokenizer_folder,
+            "width": 256,
+            "heads": 4,
+            "layers": 4,
+        },
+    }
+
 
 OPENCLIP_LAUNCHER = '''\
 """Runs OpenCLIP's trainer with run-time fixes; written by clip_train's scripts/benchmark_vs_openclip.py.
@@ -152,12 +162,14 @@ def package_versions(python: str, modules: list[str]) -> dict[str, str]:
     return dict(zip(modules, versions, strict=True))
 
 
-def synthetic_train_shards() -> tuple[str, int]:
-    """The embedded training shards (written on first use, as `python -m clip_train` does) and their size."""
+def synthetic_train_shards() -> tuple[str, int, str, int]:
+    """The embedded training shards (written on first use, as `python -m clip_train` does), their size,
+    and the tokenizer our trainer learns from them (folder, vocabulary size)."""
     shards = SyntheticShards()
     cache_dir = os.environ.get("CLIP_TRAIN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "clip_train"))
     train_pattern, _ = shards.write(cache_dir)
-    return train_pattern, shards.num_train
+    tokenizer_folder = learnt_tokenizer_folder(expand_shards(train_pattern, "train"), cache_dir, 16384, 200_000)
+    return train_pattern, shards.num_train, tokenizer_folder, len(load_tokenizer(tokenizer_folder))
 
 
 def run_ours(shards: str, steps: int, batch_size: int, run_dir: str) -> dict[int, float]:
@@ -185,12 +197,12 @@ def run_ours(shards: str, steps: int, batch_size: int, run_dir: str) -> dict[int
     return {int(row["step"]): float(row["train/samples_per_sec"]) for row in rows}
 
 
-def write_openclip_launcher(run_dir: str) -> tuple[str, str]:
+def write_openclip_launcher(run_dir: str, model_config: dict) -> tuple[str, str]:
     """The launcher script and the folder holding its model config, both inside `run_dir`."""
     config_dir = os.path.join(run_dir, "openclip_model_configs")
     os.makedirs(config_dir)
     with open(os.path.join(config_dir, f"{OPENCLIP_MODEL}.json"), "w") as f:
-        json.dump(OPENCLIP_MODEL_CONFIG, f, indent=2)
+        json.dump(model_config, f, indent=2)
     launcher = os.path.join(run_dir, "openclip_launcher.py")
     with open(launcher, "w") as f:
         f.write(OPENCLIP_LAUNCHER)
@@ -198,13 +210,13 @@ def write_openclip_launcher(run_dir: str) -> tuple[str, str]:
 
 
 def run_openclip(
-    python: str, shards: str, shard_samples: int, steps: int, batch_size: int, run_dir: str
+    python: str, shards: str, shard_samples: int, model_config: dict, steps: int, batch_size: int, run_dir: str
 ) -> dict[int, float]:
     """Trains the same towers with open_clip_train; returns samples/s of each step, by 0-based step index.
 
     One epoch of exactly `steps` batches; the shard list is repeated (`::`) when one pass is too short.
     """
-    launcher, config_dir = write_openclip_launcher(run_dir)
+    launcher, config_dir = write_openclip_launcher(run_dir, model_config)
     passes = math.ceil(steps * batch_size / shard_samples)
     command = [
         python, launcher, config_dir,
@@ -274,9 +286,12 @@ def main() -> None:
     args = parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     run_dir = tempfile.mkdtemp(prefix="benchmark_vs_openclip-", dir=args.workdir)
-    shards, shard_samples = synthetic_train_shards()
+    shards, shard_samples, tokenizer_folder, vocab_size = synthetic_train_shards()
     ours_rates = run_ours(shards, args.steps, args.batch_size, run_dir)
-    openclip_rates = run_openclip(args.openclip_python, shards, shard_samples, args.steps, args.batch_size, run_dir)
+    model_config = openclip_model_config(tokenizer_folder, vocab_size)
+    openclip_rates = run_openclip(
+        args.openclip_python, shards, shard_samples, model_config, args.steps, args.batch_size, run_dir
+    )
     measured = measured_steps(args.steps, ours_rates, openclip_rates)
     if not measured:
         raise RuntimeError(f"no step was timed by both trainers after the warm-up; see the logs in {run_dir}")

@@ -10,10 +10,11 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from samples import colour_samples  # noqa: E402
 
 from clip_train.data.shard_writer import write_shards  # noqa: E402
 from clip_train.paths import CONFIG_DIR  # noqa: E402
-from samples import colour_samples  # noqa: E402
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):

@@ -6,12 +6,11 @@ import tarfile
 
 import pytest
 import torch
+from samples import colour_samples
 
 from clip_train.data import ShardDataModule
-from clip_train.data.shard_writer import Sample, write_shards
+from clip_train.data.shard_writer import write_shards
 from clip_train.data.shards import count_samples, expand_shards
-
-from samples import colour_samples
 
 
 def make_datamodule(train_shards, val_shards=None, **overrides) -> ShardDataModule:

@@ -4,8 +4,9 @@ import os
 import subprocess
 import sys
 
-from clip_train.data.shards import count_samples, expand_shards
 from samples import colour_samples
+
+from clip_train.data.shards import count_samples, expand_shards
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "make_shards.py")
 

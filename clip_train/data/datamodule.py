@@ -51,6 +51,11 @@ def _captions(urls: Sequence[str]):
             yield sample["txt"].decode("utf-8", errors="replace")
 
 
+def learnt_tokenizer_folder(train_urls: Sequence[str], cache_dir: str, vocab_size: int, max_captions: int) -> str:
+    """The BPE tokenizer learnt from (and cached for) these training shards' first captions."""
+    return cached_caption_tokenizer(_captions(train_urls), "|".join(train_urls), cache_dir, vocab_size, max_captions)
+
+
 class ShardDataModule(L.LightningDataModule):
     """Image-text shards (img2dataset layout) for training and validation.
 
@@ -105,8 +110,8 @@ class ShardDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.context_length = context_length
-        self.tokenizer_source = tokenizer or cached_caption_tokenizer(
-            _captions(self.train_urls), "|".join(self.train_urls), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
+        self.tokenizer_source = tokenizer or learnt_tokenizer_folder(
+            self.train_urls, cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
