@@ -89,7 +89,9 @@ def test_other_groups(compose_config, group):
         node = instantiate(cfg[group])
         if group == "optim":
             optimizer = node.optimizer(params=[torch.nn.Parameter(torch.zeros(2))])
-            node.scheduler(optimizer, total_steps=10).step()
+            scheduler = node.scheduler(optimizer, total_steps=10)
+            optimizer.step()
+            scheduler.step()
 
 
 @pytest.mark.parametrize("option", options("experiment") + [f"debug/{name}" for name in options("debug")])
