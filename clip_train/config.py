@@ -49,5 +49,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise ValueError(
             "trainer.accumulate_grad_batches must be 1: accumulating gradients of separate contrastive "
-            "batches drops the negatives between them, which is not the large-batch loss"
+            "batches drops the negatives between them. Set optim.accumulate=k instead: it splits each batch "
+            "into k micro-batches and keeps every negative"
         )
+    if cfg.trainer.get("gradient_clip_val") is not None:
+        raise ValueError("trainer.gradient_clip_val is not used (optimization is manual): set optim.gradient_clip_norm")

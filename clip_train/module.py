@@ -1,5 +1,9 @@
 """The LightningModule: one contrastive step, optimizer groups, schedule and validation metrics.
 
+Optimization is manual: one training step is one optimizer step over the whole per-device
+batch, split into `accumulate` micro-batches with exact gradients (`clip_train.accumulation`),
+then gradient clipping, the optimizer and schedule steps, and the temperature clamp.
+
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
 over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100),
 `lr`, `train/samples_seen` and `data/bad_samples` (summed over ranks). Validation encodes the
@@ -7,10 +11,12 @@ whole validation set on every rank and reports retrieval over the union (`clip_t
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import lightning as L
 import torch
 
+from clip_train.accumulation import contrastive_backward
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.loss import ContrastiveLoss
 from clip_train.model import DualEncoder
@@ -23,6 +29,8 @@ class ClipModule(L.LightningModule):
     optimizer: a partial (Hydra `_partial_: true`) taking `params`; its `weight_decay`
         applies to the decayed group only (see `clip_train.optim`).
     scheduler: a partial taking `(optimizer, total_steps=...)`, stepped every optimizer step.
+    accumulate: micro-batches per optimizer step (the batch is split; negatives are kept).
+    gradient_clip_norm: clip the global gradient L2 norm to this; None for no clipping.
     recipe: what is needed to rebuild the model from a checkpoint (model config, tokenizer,
         image preprocessing); stored in the checkpoint's hyper-parameters.
     """
@@ -33,12 +41,16 @@ class ClipModule(L.LightningModule):
         loss: ContrastiveLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
+        accumulate: int = 1,
+        gradient_clip_norm: float | None = 1.0,
         recipe: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler"])
         self.model, self.loss = model, loss
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm
+        self.automatic_optimization = False
         self.samples_seen = 0
         self.bad_samples = 0
         self.last_validated_step = -1
@@ -50,20 +62,33 @@ class ClipModule(L.LightningModule):
             datamodule.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image_features, text_features = self.model(batch)
-        loss = self.loss(image_features, text_features, self.model.logit_scale)
+        optimizer = self.optimizers()
+        loss = contrastive_backward(
+            self.model,
+            self.loss,
+            batch,
+            self.accumulate,
+            backward=self.manual_backward,
+            no_sync=getattr(self.trainer.strategy, "block_backward_sync", nullcontext),  # single device: none
+        )
+        if self.gradient_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        self.model.clamp_logit_scale_()
+
         batch_size = batch["image"].shape[0]
         self.samples_seen += batch_size * self.trainer.world_size
         self.bad_samples += int(batch["bad_samples"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
-        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
+        self.log("lr", lr, batch_size=batch_size)
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
         self.log("data/bad_samples", float(self.bad_samples), reduce_fx="sum", sync_dist=True, batch_size=batch_size)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.model.clamp_logit_scale_()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.bad_samples += int(batch["bad_samples"])

@@ -71,6 +71,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler),
+        accumulate=cfg.optim.accumulate,
+        gradient_clip_norm=cfg.optim.gradient_clip_norm,
         recipe=recipe,
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []

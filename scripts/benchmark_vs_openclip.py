@@ -4,7 +4,8 @@ OpenCLIP is never a dependency of clip_train: it lives in a separate virtual env
 outside the repository, that this script only starts as a subprocess. Create it once:
 
     python -m venv /work/bench-venv
-    /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 open-clip-torch==3.3.0 webdataset pandas timm
+    /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
+        open-clip-torch==3.3.0 webdataset pandas timm transformers
 
 then, from the repository root, with clip_train installed in the current Python:
 

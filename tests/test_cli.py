@@ -51,12 +51,14 @@ def test_run_writes_metrics_checkpoint_config_and_every_logger_then_resumes(tmp_
 
 
 @pytest.mark.slow
-def test_two_process_ddp_run_with_uneven_validation_shares(tmp_path):
+def test_two_process_ddp_run_with_accumulation_and_uneven_validation_shares(tmp_path):
     # debug=fast validates on one 64-pair shard: rank 0 reads it, rank 1 has nothing, and
-    # both must still finish (no DDP collective may wait on the rank with more batches)
+    # both must still finish (no DDP collective may wait on the rank with more batches);
+    # optim.accumulate=2 runs the no_sync micro-steps through Lightning's DDP
     done = clip_train(
-        "debug=fast", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path}"
-    )
+        "debug=fast", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "optim.accumulate=2", f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train/samples_seen"] == 6 * 16 * 2

@@ -4,20 +4,11 @@ import math
 
 import pytest
 import torch
+from models import small_encoder
 from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
 from clip_train.optim import cosine_with_warmup, parameter_groups
-
-
-def small_encoder(embed_dim: int = 16) -> DualEncoder:
-    return DualEncoder(
-        ImageTower("test_vit", embed_dim=embed_dim, image_size=32),
-        CausalTextTower(embed_dim, vocab_size=50, width=32, layers=2, heads=2, context_length=12),
-        embed_dim=embed_dim,
-        image_size=32,
-        context_length=12,
-    )
 
 
 def test_encoders_give_unit_vectors_of_embed_dim():

@@ -1,0 +1,102 @@
+"""Exact gradient accumulation: k micro-batches give the full-batch gradients, temperature included."""
+
+import os
+from contextlib import nullcontext
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from models import small_encoder
+
+from clip_train.accumulation import _RandomState, contrastive_backward, split_batch
+from clip_train.loss import ContrastiveLoss
+
+BATCH = 8
+
+
+def make_batch(size: int = BATCH, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.ones(size, 12, dtype=torch.long)
+    for row in range(size):
+        mask[row, 4 + row % 8 :] = 0
+    return {
+        "image": torch.randn(size, 3, 32, 32, generator=generator, dtype=torch.float64),
+        "input_ids": torch.randint(1, 50, (size, 12), generator=generator),
+        "attention_mask": mask,
+        "bad_samples": torch.tensor(0),
+    }
+
+
+def make_model(**image_options):
+    torch.manual_seed(0)
+    return small_encoder(**image_options).double()
+
+
+def gradients(model, batch, micro_batches: int) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    contrastive_backward(
+        model, ContrastiveLoss(), batch, micro_batches, backward=lambda loss: loss.backward(), no_sync=nullcontext
+    )
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("micro_batches", [2, 4, 8])
+def test_micro_batches_give_the_full_batch_gradients(micro_batches):
+    model, batch = make_model(), make_batch()
+    full = gradients(model, batch, 1)
+    accumulated = gradients(model, batch, micro_batches)
+    assert full.keys() == accumulated.keys()
+    for name in full:
+        torch.testing.assert_close(accumulated[name], full[name], msg=name)
+    assert full["logit_scale"].abs() > 0  # and not micro_batches times it: compared above
+
+
+def test_naive_accumulation_is_not_the_full_batch_gradient():
+    """What the test above guards against: averaging separate micro-batch losses loses negatives."""
+    model, batch = make_model(), make_batch()
+    full = gradients(model, batch, 1)
+    model.zero_grad(set_to_none=True)
+    for chunk in split_batch(batch, 2):
+        image, text = model(chunk)
+        (ContrastiveLoss()(image, text, model.logit_scale) / 2).backward()
+    assert not torch.allclose(model.image_tower.projection.weight.grad, full["image_tower.projection.weight"])
+
+
+def test_random_state_replays_patch_dropout():
+    model = make_model(patch_drop_rate=0.5).train()
+    images = make_batch()["image"]
+    state = _RandomState()
+    first = model.encode_image(images)
+    second = model.encode_image(images)
+    state.restore()
+    replayed = model.encode_image(images)
+    assert not torch.allclose(first, second)  # dropout is random...
+    torch.testing.assert_close(replayed, first)  # ...and replayed exactly
+
+
+def test_indivisible_batch_is_refused():
+    with pytest.raises(ValueError, match="data.batch_size=8 is not divisible by optim.accumulate=3"):
+        split_batch(make_batch(), 3)
+
+
+def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    model, batch = make_model(), make_batch()
+    local = {key: value[rank * 4 : (rank + 1) * 4] for key, value in batch.items() if key != "bad_samples"}
+    local["bad_samples"] = torch.tensor(0)
+    grads = gradients(model, local, 2)  # 2 ranks × 2 micro-batches × 2 pairs
+    for grad in grads.values():  # DDP's average over ranks
+        dist.all_reduce(grad)
+        grad /= 2
+    torch.save(grads, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_accumulation_under_two_processes_equals_one_full_batch(tmp_path):
+    mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    full = gradients(make_model(), make_batch(), 1)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        for name in full:
+            torch.testing.assert_close(got[name], full[name], msg=name)
