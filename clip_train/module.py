@@ -72,7 +72,7 @@ class ClipModule(L.LightningModule):
             no_sync=getattr(self.trainer.strategy, "block_backward_sync", nullcontext),  # single device: none
         )
         if self.gradient_clip_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
+            self._clip_gradients(optimizer)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler = self.lr_schedulers()
@@ -89,6 +89,14 @@ class ClipModule(L.LightningModule):
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
         self.log("data/bad_samples", float(self.bad_samples), reduce_fx="sum", sync_dist=True, batch_size=batch_size)
         return loss
+
+    def _clip_gradients(self, optimizer) -> None:
+        """Clip the global gradient norm; an FSDP root module must do it itself, over all shards."""
+        sharded_clip = getattr(self.trainer.strategy.model, "clip_grad_norm_", None)
+        if sharded_clip is not None:
+            sharded_clip(self.gradient_clip_norm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.bad_samples += int(batch["bad_samples"])

@@ -60,6 +60,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
     model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
     model = instantiate(model_cfg)
+    if cfg.compile:  # in place, so parameter names (and checkpoints) stay those of the eager model
+        model.image_tower.compile()
+        model.text_tower.compile()
     recipe = {
         "model": OmegaConf.to_container(model_cfg),
         "tokenizer": datamodule.tokenizer_source,

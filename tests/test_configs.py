@@ -63,7 +63,19 @@ def test_data_options(compose_config, colour_shards, option):
     assert batch["image"].shape == (cfg.data.batch_size, 3, 32, 32)
 
 
-@pytest.mark.parametrize("option", options("trainer"))
+def test_fsdp_strategy_wraps_layers_of_our_towers(compose_config):
+    from hydra.utils import get_class
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    cfg = compose_config("trainer=fsdp", "model=test")
+    check_config(cfg)
+    assert isinstance(instantiate(cfg.trainer.strategy), FSDPStrategy)  # Lightning needs a GPU for the rest
+    model = instantiate(cfg.model, text_tower={"vocab_size": 100})
+    for path in cfg.trainer.strategy.wrap:
+        assert any(isinstance(module, get_class(path)) for module in model.modules()), path
+
+
+@pytest.mark.parametrize("option", [name for name in options("trainer") if name != "fsdp"])
 def test_trainer_options(compose_config, option):
     # GPU options are checked on the CPU: same keys, accelerator swapped
     cfg = compose_config(f"trainer={option}", "trainer.accelerator=cpu")

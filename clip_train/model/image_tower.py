@@ -4,6 +4,8 @@ import timm
 import torch
 from torch import nn
 
+from clip_train.model.locking import lock_timm_trunk
+
 
 class ImageTower(nn.Module):
     """timm trunk (B, 3, H, W) -> pooled (B, F) -> projection (B, embed_dim), not yet normalised.
@@ -11,6 +13,12 @@ class ImageTower(nn.Module):
     `pool` is timm's `global_pool` ("token" for the CLS token, "avg" for the mean of patch
     tokens, "map" for attention pooling). Random init unless `pretrained`; pretrained weights
     come from timm's cache, a local file (`pretrained_cfg_overlay=dict(file=...)`) or the hub.
+
+    patch_dropout: FLIP's token dropping, the fraction of patch tokens removed at random in
+        training (the class token is kept); evaluation sees every patch.
+    grad_checkpointing: recompute block activations in backward instead of storing them.
+    lock: freeze the trunk but its last `unlocked_groups` timm layer groups (LiT); with
+        `freeze_norm=False` its norm layers keep training.
     """
 
     def __init__(
@@ -20,10 +28,17 @@ class ImageTower(nn.Module):
         image_size: int,
         pool: str = "token",
         pretrained: bool = False,
+        patch_dropout: float = 0.0,
+        grad_checkpointing: bool = False,
+        lock: bool = False,
+        unlocked_groups: int = 0,
+        freeze_norm: bool = True,
         **timm_kwargs,
     ):
         super().__init__()
         self.image_size = image_size
+        if patch_dropout:  # only token-based trunks take it
+            timm_kwargs["patch_drop_rate"] = patch_dropout
         create = dict(pretrained=pretrained, num_classes=0, global_pool=pool, **timm_kwargs)
         try:
             self.trunk = timm.create_model(model_name, img_size=image_size, **create)
@@ -33,6 +48,10 @@ class ImageTower(nn.Module):
             self.trunk = timm.create_model(model_name, **create)
         self.projection = nn.Linear(self.trunk.num_features, embed_dim, bias=False)
         nn.init.normal_(self.projection.weight, std=self.trunk.num_features**-0.5)
+        if grad_checkpointing:
+            self.trunk.set_grad_checkpointing(True)
+        if lock:
+            lock_timm_trunk(self.trunk, unlocked_groups, freeze_norm)
 
     def no_weight_decay(self) -> set[str]:
         """Trunk parameters timm marks as not to decay (position embeddings, class tokens)."""

@@ -1,18 +1,33 @@
 """Text towers built on transformers: a CLIP-style causal transformer, or any pretrained AutoModel.
 
 Both map (input_ids, attention_mask) of shape (B, L) to (B, embed_dim) and share one contract,
-so a new text tower is a class with `forward` and `no_weight_decay`.
+so a new text tower is a class with `forward` and `no_weight_decay`. Both take the same memory
+options: `grad_checkpointing` (recompute layer activations in backward) and LiT-style `lock`
+(freeze all but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training).
 """
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel
 
+from clip_train.model.locking import lock_text_transformer
+
 
 def _project(width: int, embed_dim: int) -> nn.Linear:
     projection = nn.Linear(width, embed_dim, bias=False)
     nn.init.normal_(projection.weight, std=width**-0.5)
     return projection
+
+
+def _apply_memory_options(transformer, grad_checkpointing: bool, lock: bool, unlocked_layers: int, freeze_norm: bool):
+    if grad_checkpointing:
+        enable = getattr(transformer, "activation_checkpointing_enable", None)  # transformers >= 5 name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lock:
+        lock_text_transformer(transformer, unlocked_layers, freeze_norm)
 
 
 def _embedding_weights(tower: nn.Module) -> set[str]:
@@ -42,6 +57,10 @@ class CausalTextTower(nn.Module):
         heads: int,
         context_length: int,
         mlp_ratio: float = 4.0,
+        grad_checkpointing: bool = False,
+        lock: bool = False,
+        unlocked_layers: int = 0,
+        freeze_norm: bool = True,
     ):
         super().__init__()
         self.context_length = context_length
@@ -59,6 +78,7 @@ class CausalTextTower(nn.Module):
         )
         self.transformer = CLIPTextModel(config)
         self.projection = _project(width, embed_dim)
+        _apply_memory_options(self.transformer, grad_checkpointing, lock, unlocked_layers, freeze_norm)
 
     def no_weight_decay(self) -> set[str]:
         return _embedding_weights(self)
@@ -82,6 +102,10 @@ class PretrainedTextTower(nn.Module):
         vocab_size: int,
         pooling: str = "mean",
         pretrained: bool = True,
+        grad_checkpointing: bool = False,
+        lock: bool = False,
+        unlocked_layers: int = 0,
+        freeze_norm: bool = True,
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -98,6 +122,7 @@ class PretrainedTextTower(nn.Module):
                 "set data.tokenizer to the tokenizer this text model was trained with"
             )
         self.projection = _project(self.transformer.config.hidden_size, embed_dim)
+        _apply_memory_options(self.transformer, grad_checkpointing, lock, unlocked_layers, freeze_norm)
 
     def no_weight_decay(self) -> set[str]:
         return _embedding_weights(self)
