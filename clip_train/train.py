@@ -6,6 +6,7 @@
         data.val_shards='/data/cc3m_val/{00000..00003}.tar' model=vit_b16 trainer=ddp trainer.devices=8
 """
 
+import glob
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import os
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,10 +26,22 @@ log = logging.getLogger(__name__)
 
 
 def _resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """`last`: the newest checkpoint of this run directory, the periodic `checkpoints/last.ckpt` or the
+    `hpc_ckpt_N.ckpt` Lightning saves when SLURM signals a requeue; None (a fresh start) if there is none."""
     if ckpt_path != "last":
         return ckpt_path
-    last = os.path.join(output_dir, "checkpoints", "last.ckpt")
-    return last if os.path.isfile(last) else None
+    candidates = glob.glob(os.path.join(output_dir, "hpc_ckpt_*.ckpt")) + glob.glob(
+        os.path.join(output_dir, "checkpoints", "last.ckpt")
+    )
+    return max(candidates, key=os.path.getmtime, default=None)
+
+
+def _requeue_plugins() -> list:
+    """Exactly one component owns SLURM requeue. Under submitit (hydra/launcher=slurm) it is submitit,
+    so Lightning's own SIGUSR1 auto-requeue is turned off; elsewhere (sbatch + srun) Lightning owns it."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
 
 
 def _strategy(strategy):
@@ -80,7 +94,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, strategy=_strategy(cfg.trainer.strategy))
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        strategy=_strategy(cfg.trainer.strategy),
+        plugins=_requeue_plugins() or None,
+    )
     output_dir = cfg.paths.output_dir
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, output_dir))
     metrics = _final_metrics(trainer, module, datamodule)
