@@ -40,7 +40,6 @@ added with `open_clip.add_model_config`.
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -49,6 +48,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+from benchmark import measured_steps, run_clip_train, subprocess_env
 
 from clip_train.data.datamodule import learnt_tokenizer_folder
 from clip_train.data.shards import expand_shards
@@ -142,10 +143,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-
-
 def run_logged(command: list[str], log_path: str) -> None:
     """Runs `command`, its output going to `log_path`; on failure raises with the log's tail."""
     print(f"$ {' '.join(command)}\n  (output: {log_path})", flush=True)
@@ -175,27 +172,15 @@ def synthetic_train_shards() -> tuple[str, int, str, int]:
 
 def run_ours(shards: str, steps: int, batch_size: int, run_dir: str) -> dict[int, float]:
     """Trains the `tiny` preset; returns samples/s of each timed step, by 0-based step index."""
-    out_dir = os.path.join(run_dir, "ours")
-    command = [
-        sys.executable, "-m", "clip_train",
-        f"hydra.run.dir={out_dir}",
+    overrides = [
         "model=tiny",
         "data=webdataset",  # `data=synthetic` would also validate on the synthetic validation split
         f"data.train_shards={shards}",
-        "data.val_shards=null",
         "data.num_workers=1",
         f"data.batch_size={batch_size}",
-        f"trainer.max_steps={steps}",
-        "trainer.log_every_n_steps=1",
-        "trainer.num_sanity_val_steps=0",
-        "logger=csv",
-        "callbacks.throughput.window=1",  # every step's own time instead of a moving window
-        f"callbacks.model_checkpoint.every_n_train_steps={steps + 1}",  # no checkpoint inside the timed steps
     ]
-    run_logged(command, os.path.join(run_dir, "ours.log"))
-    with open(os.path.join(out_dir, "csv", "metrics.csv"), newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row.get("train/samples_per_sec")]
-    return {int(row["step"]): float(row["train/samples_per_sec"]) for row in rows}
+    timed = run_clip_train(overrides, steps, os.path.join(run_dir, "ours"))
+    return {step: rate for step, (rate, _) in timed.items()}
 
 
 def write_openclip_launcher(run_dir: str, model_config: dict) -> tuple[str, str]:
@@ -256,13 +241,6 @@ def steady_state(rates: dict[int, float], measured: list[int]) -> dict[str, floa
         "samples_per_sec": len(step_rates) / sum(1.0 / rate for rate in step_rates),
         "median_step_samples_per_sec": statistics.median(step_rates),
     }
-
-
-def measured_steps(steps: int, *runs: dict[int, float]) -> list[int]:
-    """Steps after the warm-up that every run timed (ours does not time the first step of an epoch)."""
-    first = math.ceil(steps * WARMUP_FRACTION)
-    common = set.intersection(*(set(run) for run in runs))
-    return sorted(step for step in common if step >= first)
 
 
 def print_table(result: dict) -> None:
