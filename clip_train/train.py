@@ -59,7 +59,8 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
     """The last logged values, with validation re-run if the last one predates the final step."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if datamodule.val_urls and module.last_validated_step != trainer.global_step:
-        metrics |= {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
+        for results in trainer.validate(module, datamodule=datamodule, verbose=False):  # none when limited to 0
+            metrics |= {k: float(v) for k, v in results.items()}
     metrics["train/samples_seen"] = float(module.samples_seen)
     metrics["data/bad_samples"] = float(all_reduce_sum(torch.tensor(module.bad_samples, device=module.device)))
     return dict(sorted(metrics.items()))

@@ -66,3 +66,38 @@ def test_two_processes_equal_the_full_batch(tmp_path):
         assert result["metrics"].keys() == expected_metrics.keys()
         for name, value in expected_metrics.items():
             assert math.isclose(result["metrics"][name], value, rel_tol=1e-6), name
+
+
+def _data_rank_main(rank: int, init_file: str, pattern: str, out_dir: str) -> None:
+    """One rank of a 2-process run of the data module, told its place as Lightning's trainer tells it."""
+    from types import SimpleNamespace
+
+    from clip_train.data import ShardDataModule
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    datamodule = ShardDataModule(
+        pattern, pattern, batch_size=4, num_workers=2, image_size=16, context_length=8,
+        cache_dir=os.environ["CLIP_TRAIN_CACHE"], shuffle_buffer=8, tokenizer_vocab_size=300,
+    )  # fmt: skip
+    datamodule.trainer = SimpleNamespace(global_rank=dist.get_rank(), world_size=dist.get_world_size())
+    datamodule.setup("fit")
+    train = [[int(k) for k in batch["key"]] for batch in datamodule.train_dataloader()]
+    val = [int(k) for batch in datamodule.val_dataloader() for k in batch["key"]]
+    torch.save({"train": train, "val": val}, os.path.join(out_dir, f"data{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_process_data_reads_disjoint_keys_in_equal_step_counts(tmp_path):
+    from samples import colour_samples
+
+    from clip_train.data.shard_writer import write_shards
+
+    write_shards(str(tmp_path), "train", colour_samples(70), samples_per_shard=9)  # 8 uneven shards: 9 × 7 + 7
+    pattern = str(tmp_path / "train-{00000..00007}.tar")
+    mp.spawn(_data_rank_main, args=(str(tmp_path / "init"), pattern, str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"data{rank}.pt") for rank in range(WORLD)]
+    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 10  # ceil(70 / (4 × 2)) rounded up to 2 workers
+    shards = [{key // 9 for batch in r["train"] for key in batch} for r in ranks]
+    assert shards[0].isdisjoint(shards[1])
+    assert set(ranks[0]["val"]).isdisjoint(ranks[1]["val"])
+    assert sorted(ranks[0]["val"] + ranks[1]["val"]) == list(range(70))
