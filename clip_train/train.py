@@ -19,6 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from clip_train.config import check_config
+from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.module import ClipModule
 
@@ -81,6 +82,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     recipe = {
         "model": OmegaConf.to_container(model_cfg),
         "tokenizer": datamodule.tokenizer_source,
+        "tokenizer_files": tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
         "image_mean": list(cfg.data.image_mean),
         "image_std": list(cfg.data.image_std),
     }

@@ -8,6 +8,7 @@ from models import small_encoder
 from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
+from clip_train.model.text_tower import last_token
 from clip_train.optim import cosine_with_warmup, parameter_groups
 
 
@@ -21,6 +22,16 @@ def test_encoders_give_unit_vectors_of_embed_dim():
     assert image_features.shape == text_features.shape == (3, 16)
     torch.testing.assert_close(image_features.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(text_features.norm(dim=-1), torch.ones(3))
+
+
+def test_causal_text_tower_equals_attention_with_the_padding_mask():
+    """Dropping the padding mask (for speed) must not change the pooled end-of-text state."""
+    tower = CausalTextTower(8, vocab_size=50, width=32, layers=2, heads=2, context_length=12).eval()
+    ids = torch.randint(1, 50, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, 5:], mask[1, 9:] = 0, 0
+    masked = tower.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(tower(ids, mask), tower.projection(last_token(masked, mask)))
 
 
 def test_causal_text_pooling_ignores_tokens_after_end_of_text():

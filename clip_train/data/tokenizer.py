@@ -80,3 +80,23 @@ def cached_caption_tokenizer(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer as {file name: text}, to travel inside a checkpoint and be rebuilt anywhere."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        files = {}
+        for name in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                files[name] = f.read()
+        return files
+
+
+def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
+    """Inverse of `tokenizer_files`."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, text in files.items():
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        return load_tokenizer(folder)

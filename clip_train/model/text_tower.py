@@ -84,7 +84,10 @@ class CausalTextTower(nn.Module):
         return _embedding_weights(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Only the causal mask goes to attention: with right padding, no position up to the end of
+        # text can see a pad token anyway, so the pooled state is the same and attention keeps its
+        # fast causal kernel instead of an explicit (B, 1, L, L) mask.
+        hidden = self.transformer(input_ids=input_ids).last_hidden_state
         return self.projection(last_token(hidden, attention_mask))
 
 

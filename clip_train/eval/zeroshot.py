@@ -1,0 +1,94 @@
+"""Zero-shot classification: class weights from prompt templates, accuracy on an ImageFolder.
+
+A class's weight is the normalised mean of the text embeddings of its prompts ("a photo of a
+{}." filled with the class name, for each template); an image's class is the one with the
+highest cosine. Class names come from a file (one per line, in the sorted folder order) or a
+JSON mapping {folder name: class name}, else the folder names themselves.
+"""
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+GENERIC_TEMPLATES = (
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a close-up photo of a {}.",
+    "a cropped photo of a {}.",
+    "a bright photo of a {}.",
+    "a dark photo of a {}.",
+    "a blurry photo of a {}.",
+    "a drawing of a {}.",
+    "a rendering of a {}.",
+    "a small {}.",
+    "a large {}.",
+    "there is a {} in the picture.",
+    "a {} in the scene.",
+)
+TEMPLATE_SETS = {"default": DEFAULT_TEMPLATES, "generic": GENERIC_TEMPLATES}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
+    """A built-in set name ("default", "generic"), a file of templates (one per line), or the templates."""
+    if isinstance(templates, str):
+        if templates in TEMPLATE_SETS:
+            return TEMPLATE_SETS[templates]
+        with open(templates) as f:
+            templates = [line.strip() for line in f if line.strip()]
+    if not templates or not all("{}" in t for t in templates):
+        raise ValueError(f"every template needs a '{{}}' for the class name: {templates!r}")
+    return tuple(templates)
+
+
+@torch.no_grad()
+def class_weights(
+    encode_text: Callable[[list[str]], torch.Tensor], classnames: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
+    """(C, D) unit-norm class weights: the normalised mean embedding of each class's prompts."""
+    prompts = [template.format(name) for name in classnames for template in templates]
+    embeddings = encode_text(prompts).reshape(len(classnames), len(templates), -1)
+    return torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
+
+
+def image_folder(root: str, classnames: str | None = None) -> tuple[list[str], list[int], list[str]]:
+    """(image paths, class indices, class names) of an ImageFolder: one sub-folder per class."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"zero-shot root {root!r} is not a folder")
+    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not folders:
+        raise ValueError(f"zero-shot root {root!r} has no class folders")
+    names = folders
+    if classnames:
+        with open(classnames) as f:
+            text = f.read()
+        if classnames.endswith(".json"):
+            mapping = json.loads(text)
+            absent = [d for d in folders if d not in mapping]
+            if absent:
+                raise ValueError(f"{classnames} names no class for the folders {absent[:5]}")
+            names = [mapping[d] for d in folders]
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip()]
+            if len(names) != len(folders):
+                raise ValueError(f"{classnames} has {len(names)} class names but {root} has {len(folders)} class folders")
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        for name in sorted(os.listdir(os.path.join(root, folder))):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(os.path.join(root, folder, name))
+                labels.append(label)
+    return paths, labels, names
+
+
+def accuracy(image_features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, names: Sequence[str]) -> dict:
+    """Top-1/top-5 accuracy and per-class top-1 of (N, D) features against (C, D) class weights."""
+    top = (image_features @ weights.T).topk(min(5, weights.shape[0]), dim=-1).indices
+    hit1 = top[:, 0] == labels
+    hit5 = (top == labels[:, None]).any(dim=-1)
+    per_class = {name: float(hit1[labels == c].float().mean()) for c, name in enumerate(names) if (labels == c).any()}
+    return {"top1": float(hit1.float().mean()), "top5": float(hit5.float().mean()), "per_class": per_class}

@@ -1,0 +1,132 @@
+"""Use a trained model without Lightning: load, encode images and texts, classify zero-shot.
+
+    import clip_train
+    model = clip_train.load("logs/train/runs/RUN/checkpoints/last.ckpt")   # or an exported folder
+    images = model.encode_image([PIL.Image.open("cat.jpg")])               # (N, D), unit norm
+    texts = model.encode_text(["a photo of a cat", "a photo of a dog"])   # (M, D), unit norm
+    probs = model.classify(images_or_pils, ["cat", "dog"])                # (N, C)
+
+Loading reads tensors and plain data only (`torch.load(weights_only=True)` or safetensors), so
+no pickled code from a checkpoint ever runs; a GPU checkpoint loads on a CPU-only machine.
+"""
+
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
+
+from clip_train.data.tokenizer import load_tokenizer, tokenizer_from_files
+from clip_train.data.transforms import eval_transform
+from clip_train.model import DualEncoder
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class ClipModel:
+    """A dual encoder with its tokenizer and image preprocessing, in evaluation mode."""
+
+    def __init__(self, model: DualEncoder, tokenizer: PreTrainedTokenizerBase, recipe: dict):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.recipe = recipe
+        self.preprocess = eval_transform(model.image_size, recipe["image_mean"], recipe["image_std"])
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    def to(self, device: str | torch.device) -> "ClipModel":
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode_image(self, images: Sequence[Image.Image | str], batch_size: int = 64) -> torch.Tensor:
+        """PIL images or paths -> (N, D) float32, L2-normalised, on the model's device."""
+        features = []
+        for start in range(0, len(images), batch_size):
+            chunk = [Image.open(i) if isinstance(i, str | os.PathLike) else i for i in images[start : start + batch_size]]
+            pixels = torch.stack([self.preprocess(image.convert("RGB")) for image in chunk]).to(self.device)
+            features.append(self.model.encode_image(pixels).float())
+        return torch.cat(features) if features else torch.zeros(0, self.model.embed_dim, device=self.device)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Strings -> (M, D) float32, L2-normalised, on the model's device."""
+        features = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding="max_length",
+                truncation=True,
+                max_length=self.model.context_length,
+                return_tensors="pt",
+            )
+            ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            features.append(self.model.encode_text(ids, mask).float())
+        return torch.cat(features) if features else torch.zeros(0, self.model.embed_dim, device=self.device)
+
+    @torch.no_grad()
+    def classify(
+        self,
+        images: Sequence[Image.Image | str] | torch.Tensor,
+        classnames: Sequence[str],
+        templates: Sequence[str] | None = None,
+    ) -> torch.Tensor:
+        """Zero-shot class probabilities (N, C): softmax over exp(logit_scale) × cosine to each class,
+        whose weight is the normalised mean of its prompts' embeddings. `images` may be features (N, D)."""
+        from clip_train.eval.zeroshot import DEFAULT_TEMPLATES, class_weights
+
+        image_features = images if isinstance(images, torch.Tensor) else self.encode_image(images)
+        weights = class_weights(self.encode_text, classnames, templates or DEFAULT_TEMPLATES)
+        return (self.model.logit_scale.exp() * image_features @ weights.T).softmax(dim=-1)
+
+
+def _build(recipe: dict, state_dict: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, source: str):
+    try:
+        model = instantiate(recipe["model"])
+    except Exception as error:  # an unknown timm or transformers architecture, or a missing local path
+        raise ValueError(
+            f"{source}: cannot build its model ({error.__class__.__name__}: {error}); the checkpoint names "
+            "a timm or transformers model this installation does not have"
+        ) from error
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return ClipModel(model, tokenizer, recipe)
+
+
+def _load_checkpoint(path: str) -> ClipModel:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint ({error.__class__.__name__}: {error})") from error
+    recipe = checkpoint.get("hyper_parameters", {}).get("recipe") if isinstance(checkpoint, dict) else None
+    if recipe is None or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a clip_train checkpoint: it has no state_dict and model recipe")
+    state_dict = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    return _build(recipe, state_dict, tokenizer_from_files(recipe["tokenizer_files"]), path)
+
+
+def _load_export(folder: str) -> ClipModel:
+    config_path, weights_path = os.path.join(folder, CONFIG_FILE), os.path.join(folder, WEIGHTS_FILE)
+    if not (os.path.isfile(config_path) and os.path.isfile(weights_path)):
+        raise ValueError(f"{folder} is not an exported clip_train model: it lacks {CONFIG_FILE} or {WEIGHTS_FILE}")
+    with open(config_path) as f:
+        recipe = json.load(f)
+    return _build(recipe, load_file(weights_path), load_tokenizer(folder), folder)
+
+
+def load(path: str, device: str | torch.device = "cpu") -> ClipModel:
+    """A `ClipModel` from a Lightning checkpoint (`.ckpt`) or a folder written by `clip_train.export`."""
+    if os.path.isdir(path):
+        model = _load_export(path)
+    elif os.path.isfile(path):
+        model = _load_checkpoint(path)
+    else:
+        raise FileNotFoundError(f"{path} does not exist")
+    return model.to(device)

@@ -1,0 +1,112 @@
+"""The Python API: load a checkpoint or an export, encode, classify; export round trip; clear errors."""
+
+import json
+
+import pytest
+import torch
+from samples import COLORS, colour_samples
+
+import clip_train
+from clip_train.eval.zeroshot import accuracy, class_weights, image_folder, resolve_templates
+from clip_train.export import export
+from clip_train.train import run
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """A few steps of the test preset on colour squares: enough to have a real checkpoint."""
+    from hydra import compose, initialize_config_dir
+
+    from clip_train.data.shard_writer import write_shards
+    from clip_train.paths import CONFIG_DIR
+
+    folder = tmp_path_factory.mktemp("trained")
+    write_shards(str(folder / "shards"), "train", colour_samples(40), samples_per_shard=10)
+    overrides = [
+        f"paths.output_dir={folder}/run", "data=webdataset", f"data.train_shards='{folder}/shards/train-{{00000..00003}}.tar'",
+        "data.batch_size=8", "data.num_workers=0", "model=test", "trainer.max_steps=3", "logger=csv",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        run(compose("train", overrides=overrides))
+    return str(folder / "run" / "checkpoints" / "last.ckpt")
+
+
+def test_checkpoint_and_export_give_identical_embeddings(trained_checkpoint, tmp_path):
+    images = [sample.image for sample in colour_samples(5)]
+    texts = ["a red square", "a blue square", "something else entirely"]
+    from_checkpoint = clip_train.load(trained_checkpoint)
+    export(from_checkpoint, str(tmp_path / "export"))
+    from_export = clip_train.load(str(tmp_path / "export"))
+    image_features = from_checkpoint.encode_image(images)
+    assert image_features.shape == (5, 32) and image_features.dtype == torch.float32
+    torch.testing.assert_close(image_features.norm(dim=-1), torch.ones(5))
+    torch.testing.assert_close(from_export.encode_image(images), image_features, rtol=0, atol=0)
+    torch.testing.assert_close(from_export.encode_text(texts), from_checkpoint.encode_text(texts), rtol=0, atol=0)
+    probs = from_export.classify(images, list(COLORS), templates=["a {} square"])
+    assert probs.shape == (5, 4)
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(5))
+    torch.testing.assert_close(probs, from_checkpoint.classify(images, list(COLORS), templates=["a {} square"]))
+
+
+def test_exported_image_tower_loads_in_timm(trained_checkpoint, tmp_path):
+    import timm
+
+    model = clip_train.load(trained_checkpoint)
+    export(model, str(tmp_path / "export"))
+    config = json.loads((tmp_path / "export" / "image_tower" / "config.json").read_text())
+    trunk = timm.create_model(
+        config["architecture"], pretrained=True, num_classes=0, img_size=config["img_size"], patch_size=8,
+        pretrained_cfg_overlay={"file": str(tmp_path / "export" / "image_tower" / "model.safetensors")},
+    )  # fmt: skip
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(trunk.eval()(pixels), model.model.image_tower.trunk(pixels))
+
+
+def test_load_errors_are_clear(tmp_path, trained_checkpoint):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        clip_train.load(str(junk))
+    with pytest.raises(ValueError, match="not an exported clip_train model"):
+        clip_train.load(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        clip_train.load(str(tmp_path / "absent.ckpt"))
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["recipe"]["model"]["image_tower"]["model_name"] = "no_such_timm_model"
+    torch.save(checkpoint, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="cannot build its model"):
+        clip_train.load(str(tmp_path / "foreign.ckpt"))
+
+
+def test_zero_shot_accuracy_with_constructed_features(tmp_path):
+    # 3 classes; text embedding of a prompt is the basis vector of the colour word it contains,
+    # image features are chosen so that images 0-2 are right and image 3 is wrongly closest to class 0
+    basis = {"red": torch.tensor([1.0, 0, 0]), "green": torch.tensor([0, 1.0, 0]), "blue": torch.tensor([0, 0, 1.0])}
+
+    def encode_text(prompts):
+        return torch.stack([next(v for k, v in basis.items() if k in p) for p in prompts])
+
+    weights = class_weights(encode_text, ["red", "green", "blue"], resolve_templates("generic"))
+    torch.testing.assert_close(weights, torch.eye(3))
+    features = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0.2, 0.9], [0.9, 0, 0.1]])
+    labels = torch.tensor([0, 1, 2, 2])
+    result = accuracy(features, labels, weights, ["red", "green", "blue"])
+    assert result["top1"] == 0.75 and result["top5"] == 1.0
+    assert result["per_class"] == {"red": 1.0, "green": 1.0, "blue": 0.5}
+
+
+def test_image_folder_reads_classes_and_rejects_bad_layouts(tmp_path):
+    for colour in ("blue", "red"):
+        (tmp_path / "zs" / colour).mkdir(parents=True)
+        for index, sample in enumerate(colour_samples(2)):
+            sample.image.save(tmp_path / "zs" / colour / f"{index}.png")
+    (tmp_path / "names.txt").write_text("a blue thing\na red thing\n")
+    paths, labels, names = image_folder(str(tmp_path / "zs"), str(tmp_path / "names.txt"))
+    assert len(paths) == 4 and labels == [0, 0, 1, 1] and names == ["a blue thing", "a red thing"]
+    (tmp_path / "short.txt").write_text("only one\n")
+    with pytest.raises(ValueError, match="has 1 class names but .* has 2 class folders"):
+        image_folder(str(tmp_path / "zs"), str(tmp_path / "short.txt"))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        image_folder(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="needs a"):
+        resolve_templates(["no placeholder"])
