@@ -63,8 +63,8 @@ MODEL_DESCRIPTION = (
     "(4 layers x 256, 4 heads, MLP x4, 32 tokens, ->256); embed dim 256; the same learnt BPE tokenizer"
 )
 DIFFERENCES = [
-    "text attention: ours is transformers' CLIPTextModel (causal + padding mask, pooled at the last attended "
-    "position); OpenCLIP's is nn.MultiheadAttention (causal mask only, pooled by its argmax rule)",
+    "text attention: ours is transformers' CLIPTextModel (causal mask, pooled at the end-of-text position found "
+    "from the padding mask); OpenCLIP's is nn.MultiheadAttention (causal mask, pooled by its argmax rule)",
     "sample shuffle buffer: ours 2000, OpenCLIP 5000 (1000 before the first sample)",
 ]
 
