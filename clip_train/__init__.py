@@ -4,10 +4,14 @@
 imported on first use so that `python -m clip_train` reports config errors before heavy imports.
 """
 
-__all__ = ["ClipModel", "load"]
+__all__ = ["ClipModel", "ImageTextIndex", "load"]
 
 
 def __getattr__(name: str):
+    if name == "ImageTextIndex":
+        from clip_train.index import ImageTextIndex
+
+        return ImageTextIndex
     if name in __all__:
         from clip_train import inference
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from samples import COLORS, colour_samples
 
 import clip_train
@@ -110,3 +111,42 @@ def test_image_folder_reads_classes_and_rejects_bad_layouts(tmp_path):
         image_folder(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="needs a"):
         resolve_templates(["no placeholder"])
+
+
+class FixedEncoder:
+    """Stands in for a ClipModel: each image is a solid colour, embedded as its normalised RGB;
+    a text query names a colour and is embedded the same way. The right answers are known."""
+
+    class _Model:
+        embed_dim = 3
+
+    model = _Model()
+
+    def encode_image(self, images, batch_size=64):
+        rgb = [Image.open(i).getpixel((0, 0)) if isinstance(i, str) else i.getpixel((0, 0)) for i in images]
+        return torch.nn.functional.normalize(torch.tensor(rgb, dtype=torch.float32), dim=-1)
+
+    def encode_text(self, texts):
+        return torch.nn.functional.normalize(torch.tensor([COLORS[t] for t in texts], dtype=torch.float32), dim=-1)
+
+
+def test_index_search_duplicates_and_round_trip(tmp_path):
+    from clip_train import ImageTextIndex
+
+    paths = []
+    for name in ("red", "green", "blue", "red"):  # the second red is a duplicate of the first
+        path = str(tmp_path / f"{len(paths)}_{name}.png")
+        Image.new("RGB", (8, 8), COLORS[name]).save(path)
+        paths.append(path)
+    index = ImageTextIndex(FixedEncoder(), chunk_rows=3)  # chunking across the duplicate pair
+    index.add(paths[:2])
+    index.add([Image.open(p) for p in paths[2:]], names=paths[2:])
+    hits = index.search_text("blue", k=2)
+    assert hits[0] == (paths[2], pytest.approx(1.0)) and hits[1][1] < 0.5
+    assert {path for path, _ in index.search_image(paths[0], k=2)} == {paths[0], paths[3]}
+    assert index.find_duplicates(0.99) == [(paths[0], paths[3], pytest.approx(1.0))]
+    index.save(str(tmp_path / "index"))
+    again = ImageTextIndex.load(str(tmp_path / "index"), FixedEncoder())
+    assert again.paths == paths and torch.equal(again.embeddings, index.embeddings)
+    with pytest.raises(ValueError, match="give `names`"):
+        index.add([Image.open(paths[0])])
