@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from clip_train.data.tokenizer import load_tokenizer, tokenizer_from_files
+from clip_train.data.tokenizer import Tokenize, load_tokenizer, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
 
@@ -33,6 +33,7 @@ class ClipModel:
     def __init__(self, model: DualEncoder, tokenizer: PreTrainedTokenizerBase, recipe: dict):
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.tokenize = Tokenize(tokenizer, model.context_length)  # exactly as in training
         self.recipe = recipe
         self.preprocess = eval_transform(model.image_size, recipe["image_mean"], recipe["image_std"])
 
@@ -59,13 +60,7 @@ class ClipModel:
         """Strings -> (M, D) float32, L2-normalised, on the model's device."""
         features = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(
-                list(texts[start : start + batch_size]),
-                padding="max_length",
-                truncation=True,
-                max_length=self.model.context_length,
-                return_tensors="pt",
-            )
+            tokens = self.tokenize(list(texts[start : start + batch_size]))
             ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
             features.append(self.model.encode_text(ids, mask).float())
         return torch.cat(features) if features else torch.zeros(0, self.model.embed_dim, device=self.device)

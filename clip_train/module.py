@@ -52,7 +52,7 @@ class ClipModule(L.LightningModule):
         self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm
         self.automatic_optimization = False
         self.samples_seen = 0
-        self.bad_samples = 0
+        self.bad_samples = torch.zeros((), dtype=torch.long)  # kept on the batches' device: no host sync per step
         self.last_validated_step = -1
         self._val_features: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -82,12 +82,12 @@ class ClipModule(L.LightningModule):
 
         batch_size = batch["image"].shape[0]
         self.samples_seen += batch_size * self.trainer.world_size
-        self.bad_samples += int(batch["bad_samples"])
+        self._count_bad_samples(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
         self.log("lr", lr, batch_size=batch_size)
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
-        self.log("data/bad_samples", float(self.bad_samples), reduce_fx="sum", sync_dist=True, batch_size=batch_size)
+        self.log("data/bad_samples", self.bad_samples.float(), reduce_fx="sum", sync_dist=True, batch_size=batch_size)
         return loss
 
     def _clip_gradients(self, optimizer) -> None:
@@ -98,16 +98,18 @@ class ClipModule(L.LightningModule):
         else:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
 
+    def _count_bad_samples(self, batch: dict[str, torch.Tensor]) -> None:
+        self.bad_samples = self.bad_samples.to(batch["bad_samples"].device) + batch["bad_samples"]
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.bad_samples += int(batch["bad_samples"])
+        self._count_bad_samples(batch)
         self._val_features.append(tuple(f.detach() for f in self.model(batch)))
 
     def on_validation_epoch_end(self) -> None:
         if self._val_features:
             image_features, text_features = (torch.cat(parts) for parts in zip(*self._val_features))
         else:  # this rank's share of the validation shards was empty; it still joins the collectives
-            width = self.model.image_tower.projection.out_features
-            image_features = text_features = torch.zeros(0, width, device=self.device)
+            image_features = text_features = torch.zeros(0, self.model.embed_dim, device=self.device)
         self._val_features.clear()
         metrics = retrieval_metrics(image_features, text_features, self.model.logit_scale.detach())
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, sync_dist=True)
@@ -120,9 +122,9 @@ class ClipModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["counters"] = {"samples_seen": self.samples_seen, "bad_samples": self.bad_samples}
+        checkpoint["counters"] = {"samples_seen": self.samples_seen, "bad_samples": int(self.bad_samples)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
-        self.bad_samples = counters.get("bad_samples", 0)
+        self.bad_samples = torch.tensor(counters.get("bad_samples", 0))

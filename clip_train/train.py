@@ -63,7 +63,7 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
         for results in trainer.validate(module, datamodule=datamodule, verbose=False):  # none when limited to 0
             metrics |= {k: float(v) for k, v in results.items()}
     metrics["train/samples_seen"] = float(module.samples_seen)
-    metrics["data/bad_samples"] = float(all_reduce_sum(torch.tensor(module.bad_samples, device=module.device)))
+    metrics["data/bad_samples"] = float(all_reduce_sum(module.bad_samples.to(module.device)))
     return dict(sorted(metrics.items()))
 
 

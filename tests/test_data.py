@@ -131,7 +131,8 @@ def _append_raw(tar_path: str, members: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(payload))
 
 
-def test_bad_samples_are_skipped_and_counted(tmp_path):
+def write_mixed_shards(tmp_path) -> list[str]:
+    """Two shards holding the 12 colour samples plus 3 bad ones in the first."""
     good = colour_samples(12)
     path = str(tmp_path / "mixed-00000.tar")
     write_shards(str(tmp_path), "mixed", good[:6], samples_per_shard=100)
@@ -144,13 +145,29 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     good[0].image.save(bad_image, format="PNG")
     _append_raw(path, {"000000102.png": bad_image.getvalue()[:40], "000000102.txt": b"truncated png"})
     write_shards(str(tmp_path), "clean", good[6:], samples_per_shard=100)
-    shards = [path, str(tmp_path / "clean-00000.tar")]
+    return [path, str(tmp_path / "clean-00000.tar")]
 
+
+def test_bad_samples_are_skipped_and_counted(tmp_path):
+    shards = write_mixed_shards(tmp_path)
     datamodule = make_datamodule(shards, shards, samples_per_epoch=12)
     datamodule.setup("validate")
     batches = list(datamodule.val_dataloader())
     assert sorted(keys(batches)) == list(range(12))
     assert sum(int(b["bad_samples"]) for b in batches) == 3
+
+
+def test_training_run_reports_bad_samples_of_every_rank_in_metrics(compose_config, colour_shards, tmp_path):
+    from clip_train.train import run
+
+    shards = write_mixed_shards(tmp_path / "mixed")
+    cfg = compose_config(
+        "data=webdataset", f"data.train_shards='{colour_shards}'", f"data.val_shards=[{shards[0]},{shards[1]}]",
+        "data.batch_size=8", "data.num_workers=0", "model=test", "trainer.max_steps=2",
+        "trainer.num_sanity_val_steps=0", f"paths.output_dir={tmp_path}/run",
+    )  # fmt: skip
+    metrics = run(cfg)  # the clean training shards add none; the one final validation pass meets all 3
+    assert metrics["data/bad_samples"] == 3
 
 
 def test_learnt_tokenizer_wraps_captions_and_is_cached(colour_shards):

@@ -16,12 +16,11 @@ import lightning as L
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
 
 from clip_train.data.pipeline import PairStream
 from clip_train.data.shards import count_samples, expand_shards
 from clip_train.data.synthetic import SyntheticShards
-from clip_train.data.tokenizer import cached_caption_tokenizer, load_tokenizer
+from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
 
 # Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool
@@ -29,19 +28,6 @@ from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, trai
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 log = logging.getLogger(__name__)
-
-
-class Tokenize:
-    """Captions -> {input_ids, attention_mask}, each (B, context_length) long, right-padded."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
-        self.tokenizer, self.context_length = tokenizer, context_length
-
-    def __call__(self, captions: list[str]) -> dict:
-        tokens = self.tokenizer(
-            captions, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
-        )
-        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
 def _captions(urls: Sequence[str]):

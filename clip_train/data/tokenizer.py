@@ -100,3 +100,16 @@ def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
             with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
                 f.write(text)
         return load_tokenizer(folder)
+
+
+class Tokenize:
+    """Captions -> {input_ids, attention_mask}, each (B, context_length) long, right-padded."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
+        self.tokenizer, self.context_length = tokenizer, context_length
+
+    def __call__(self, captions: list[str]) -> dict:
+        tokens = self.tokenizer(
+            captions, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
