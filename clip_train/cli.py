@@ -17,3 +17,9 @@ def quote_shard_ranges(overrides: list[str]) -> list[str]:
             override = f"{key}='{escaped}'"
         quoted.append(override)
     return quoted
+
+
+def open_zeroshot_sets(overrides: list[str]) -> list[str]:
+    """Let `eval.zeroshot.NAME.KEY=VALUE` add a new zero-shot set as well as change a configured one
+    (Hydra would otherwise demand `+` for a new NAME): such overrides become `++` (add or override)."""
+    return ["++" + o if o.startswith("eval.zeroshot.") and "=" in o else o for o in overrides]

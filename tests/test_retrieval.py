@@ -48,3 +48,29 @@ def test_random_features_match_a_naive_loop_and_chunking_is_invisible():
         ranks_of_positives(images, texts, positives, chunk=7), ranks_of_positives(images, texts, positives)
     )
     assert metrics["loss"] == pytest.approx(float(ContrastiveLoss()(images, texts, torch.tensor(math.log(10)))), rel=1e-5)
+
+
+def test_hand_computed_example_with_several_captions_per_image():
+    # image A = e0 has captions t0, t1; image B = e1 has captions t2, t3. score(image, text) = text[image's axis]
+    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    texts = torch.tensor([[0.6, 0.8, 0.0], [0.0, 0.0, 1.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0]])
+    owners = torch.tensor([0, 0, 1, 1])
+    metrics = retrieval_metrics(images, texts, torch.tensor(0.0), ks=(1, 2), text_to_image=owners)
+    # A scores (.6, 0, .8, 0): its best caption t0 (.6) is beaten by t2 -> rank 1; B's best, t3 (1.0), comes first
+    assert metrics["image_to_text_R@1"] == pytest.approx(1 / 2)
+    assert metrics["image_to_text_R@2"] == pytest.approx(1.0)
+    # t0 prefers B (.8 > .6): rank 1; t1 ties A and B at 0: rank 0; t2 prefers A: rank 1; t3: rank 0
+    assert metrics["text_to_image_R@1"] == pytest.approx(2 / 4)
+    assert metrics["text_to_image_R@2"] == pytest.approx(1.0)
+    # matching cosines .6, 0, .6, 1 (mean .55); non-matching .8, 0, .8, 0 (mean .4)
+    assert metrics["alignment_gap"] == pytest.approx(0.15)
+    assert "loss" not in metrics  # InfoNCE is defined for pairs only
+
+
+def test_one_caption_per_image_given_as_owners_equals_pairs():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.nn.functional.normalize(torch.randn(20, 6, generator=generator), dim=-1)
+    texts = torch.nn.functional.normalize(images + torch.randn(20, 6, generator=generator), dim=-1)
+    as_pairs = retrieval_metrics(images, texts, torch.tensor(0.0))
+    as_owners = retrieval_metrics(images, texts, torch.tensor(0.0), text_to_image=torch.arange(20))
+    assert as_owners == pytest.approx({k: v for k, v in as_pairs.items() if k != "loss"})

@@ -3,14 +3,20 @@
 A class's weight is the normalised mean of the text embeddings of its prompts ("a photo of a
 {}." filled with the class name, for each template); an image's class is the one with the
 highest cosine. Class names come from a file (one per line, in the sorted folder order) or a
-JSON mapping {folder name: class name}, else the folder names themselves.
+JSON mapping {folder name: class name}, else a `classnames.txt` in the root, else the folder
+names themselves. Templates likewise default to the root's `templates.txt`, else "default".
+
+Accuracy is computed from each rank's share of the images and summed over ranks.
 """
 
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import torch
+
+from clip_train.distributed import all_reduce_sum
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 GENERIC_TEMPLATES = (
@@ -55,14 +61,19 @@ def class_weights(
     return torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
 
 
-def image_folder(root: str, classnames: str | None = None) -> tuple[list[str], list[int], list[str]]:
-    """(image paths, class indices, class names) of an ImageFolder: one sub-folder per class."""
+def image_folder(
+    root: str, classnames: str | None = None, images_per_class: int | None = None
+) -> tuple[list[str], list[int], list[str]]:
+    """(image paths, class indices, class names) of an ImageFolder: one sub-folder per class,
+    the first `images_per_class` (sorted by name) of each when given."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"zero-shot root {root!r} is not a folder")
     folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not folders:
         raise ValueError(f"zero-shot root {root!r} has no class folders")
     names = folders
+    if classnames is None and os.path.isfile(os.path.join(root, "classnames.txt")):
+        classnames = os.path.join(root, "classnames.txt")
     if classnames:
         with open(classnames) as f:
             text = f.read()
@@ -78,17 +89,70 @@ def image_folder(root: str, classnames: str | None = None) -> tuple[list[str], l
                 raise ValueError(f"{classnames} has {len(names)} class names but {root} has {len(folders)} class folders")
     paths, labels = [], []
     for label, folder in enumerate(folders):
-        for name in sorted(os.listdir(os.path.join(root, folder))):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(os.path.join(root, folder, name))
-                labels.append(label)
+        folder_path = os.path.join(root, folder)
+        images = sorted(name for name in os.listdir(folder_path) if name.lower().endswith(IMAGE_EXTENSIONS))
+        if not images:
+            raise ValueError(f"zero-shot class folder {folder_path!r} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        images = images[:images_per_class]
+        paths += [os.path.join(folder_path, name) for name in images]
+        labels += [label] * len(images)
     return paths, labels, names
 
 
+@dataclass(frozen=True)
+class ZeroShotSet:
+    """One configured zero-shot set (`eval.zeroshot.<name>`).
+
+    root: the ImageFolder; when null, `synthetic` names a drawn set (`shapes`, `colours`)
+        written on first use into the cache.
+    classnames: a file of names (one per line, folder order) or a JSON {folder: name}.
+    templates: `default`, `generic`, a file of templates, or null for the root's own
+        `templates.txt` (else `default`).
+    """
+
+    root: str | None = None
+    synthetic: str | None = None
+    classnames: str | None = None
+    templates: str | None = None
+
+    @classmethod
+    def from_config(cls, name: str, spec) -> "ZeroShotSet":
+        accepted = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - accepted)
+        if unknown:
+            raise ValueError(f"Unknown config key 'eval.zeroshot.{name}.{unknown[0]}'. Accepted: {', '.join(sorted(accepted))}")
+        if spec.get("root") is None and spec.get("synthetic") is None:
+            raise ValueError(f"eval.zeroshot.{name} needs a root (an ImageFolder) or a synthetic set name")
+        return cls(**spec)
+
+    def locate(self, cache_dir: str) -> str:
+        if self.root is not None:
+            return self.root
+        from clip_train.eval.synthetic_sets import write_class_folders
+
+        return write_class_folders(self.synthetic, cache_dir)
+
+    def resolved_templates(self, root: str) -> tuple[str, ...]:
+        own = os.path.join(root, "templates.txt")
+        return resolve_templates(self.templates or (own if os.path.isfile(own) else "default"))
+
+
+@torch.no_grad()
 def accuracy(image_features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, names: Sequence[str]) -> dict:
-    """Top-1/top-5 accuracy and per-class top-1 of (N, D) features against (C, D) class weights."""
-    top = (image_features @ weights.T).topk(min(5, weights.shape[0]), dim=-1).indices
-    hit1 = top[:, 0] == labels
-    hit5 = (top == labels[:, None]).any(dim=-1)
-    per_class = {name: float(hit1[labels == c].float().mean()) for c, name in enumerate(names) if (labels == c).any()}
-    return {"top1": float(hit1.float().mean()), "top5": float(hit5.float().mean()), "per_class": per_class}
+    """Top-1/top-5 accuracy and per-class top-1 over all ranks, from this rank's share.
+
+    image_features: (N_r, D) unit-norm; labels: (N_r,) class indices; weights: (C, D), the same
+    on every rank. Every rank must call this (N_r may be 0).
+    """
+    num_classes = weights.shape[0]
+    top = (image_features.float() @ weights.float().T).topk(min(5, num_classes), dim=-1).indices
+    hit1 = (top[:, 0] == labels).double()
+    hit5 = (top == labels[:, None]).any(dim=-1).double()
+    counts = torch.zeros(3, num_classes, dtype=torch.float64, device=image_features.device)
+    counts[0].index_add_(0, labels, torch.ones_like(hit1))
+    counts[1].index_add_(0, labels, hit1)
+    counts[2].index_add_(0, labels, hit5)
+    images, top1, top5 = all_reduce_sum(counts)
+    total = float(images.sum())
+    per_class = {name: float(top1[c] / images[c]) for c, name in enumerate(names) if images[c] > 0}
+    return {"top1": float(top1.sum()) / total, "top5": float(top5.sum()) / total, "per_class": per_class}
