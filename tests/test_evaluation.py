@@ -1,0 +1,164 @@
+"""Evaluation: zero-shot on an ImageFolder, multi-caption retrieval from shards, both under 2 gloo processes."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from PIL import Image
+from samples import COLORS
+
+from clip_train.data.shard_writer import Sample, write_shards
+from clip_train.data.tokenizer import train_caption_tokenizer
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD
+from clip_train.eval.runner import retrieval_on_shards, zeroshot_metrics
+from clip_train.eval.synthetic_sets import write_class_folders
+from clip_train.eval.zeroshot import ZeroShotSet, image_folder
+from clip_train.inference import ClipModel
+from clip_train.model import CausalTextTower, DualEncoder, ImageTower
+
+WORLD = 2
+
+
+class ColourModel:
+    """Stands in for a ClipModel with features known exactly: an image is embedded as its normalised
+    mean RGB, a prompt as the normalised RGB of the colour it names."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.model = self
+        self.embed_dim = 3
+
+    @staticmethod
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image.resize((4, 4)), dtype=np.float32)).permute(2, 0, 1)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(pixels.mean(dim=(2, 3)), dim=-1)
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        rgb = [next(value for name, value in COLORS.items() if name in prompt) for prompt in prompts]
+        return torch.nn.functional.normalize(torch.tensor(rgb, dtype=torch.float32), dim=-1)
+
+
+def _folder(root, images: dict[str, list[str]]) -> str:
+    """An ImageFolder: class folder -> solid-colour images of the named colours."""
+    for folder, colours in images.items():
+        os.makedirs(root / folder, exist_ok=True)
+        for index, colour in enumerate(colours):
+            Image.new("RGB", (8, 8), COLORS[colour]).save(root / folder / f"{index}.png")
+    return str(root)
+
+
+def test_zero_shot_on_an_image_folder_with_known_features(tmp_path):
+    # the second "green" image is yellow (230, 230, 30): its nearest class is yellow, so green scores 1/2
+    root = _folder(tmp_path / "set", {"blue": ["blue", "blue"], "green": ["green", "yellow"], "yellow": ["yellow"]})
+    (tmp_path / "templates.txt").write_text("a {} square\na photo of {}\n")
+    spec = ZeroShotSet(root=root, templates=str(tmp_path / "templates.txt"))
+    result = zeroshot_metrics(ColourModel(), "colours", spec, str(tmp_path))
+    assert result["top1"] == pytest.approx(4 / 5)
+    assert result["top5"] == 1.0  # 3 classes: every label is in the top 3
+    assert result["per_class"] == {"blue": 1.0, "green": 0.5, "yellow": 1.0}
+    first_only = zeroshot_metrics(ColourModel(), "colours", spec, str(tmp_path), images_per_class=1)
+    assert first_only["top1"] == 1.0 and first_only["per_class"]["green"] == 1.0
+
+
+def test_corrupt_images_and_bad_layouts_name_the_culprit(tmp_path):
+    root = _folder(tmp_path / "set", {"blue": ["blue"], "red": ["red"]})
+    (tmp_path / "set" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read the image .*broken.png"):
+        zeroshot_metrics(ColourModel(), "bad", ZeroShotSet(root=root), str(tmp_path))
+    os.makedirs(tmp_path / "set" / "green")
+    with pytest.raises(ValueError, match="class folder .*green.* holds no image"):
+        image_folder(root)
+    with pytest.raises(ValueError, match="eval.zeroshot.mine needs a root"):
+        ZeroShotSet.from_config("mine", {"classnames": "x.txt"})
+    with pytest.raises(ValueError, match="Unknown config key 'eval.zeroshot.mine.rot'"):
+        ZeroShotSet.from_config("mine", {"rot": root})
+
+
+def test_drawn_sets_are_deterministic_and_carry_their_prompts(tmp_path):
+    root = write_class_folders("colours", str(tmp_path / "a"), per_class=2, image_size=32)
+    again = write_class_folders("colours", str(tmp_path / "b"), per_class=2, image_size=32)
+    paths, labels, names = image_folder(root)
+    assert names == sorted(["red", "green", "blue", "yellow", "purple", "orange", "pink", "brown"])
+    assert len(paths) == 16 and labels == [c for c in range(8) for _ in range(2)]
+    assert all(open(p, "rb").read() == open(p.replace(root, again), "rb").read() for p in paths)
+    templates = ZeroShotSet(root=root).resolved_templates(root)
+    assert "a {} circle" in templates and len(templates) == 5
+    with pytest.raises(ValueError, match="no synthetic zero-shot set 'animals'"):
+        write_class_folders("animals", str(tmp_path))
+
+
+def _tiny_model() -> ClipModel:
+    """A random-init test_vit + 2-layer text tower, the same on every process (seeded), with a BPE tokenizer."""
+    tokenizer = train_caption_tokenizer([f"a {c} square" for c in COLORS] * 4, vocab_size=300)
+    torch.manual_seed(0)
+    model = DualEncoder(
+        ImageTower("test_vit", embed_dim=16, image_size=32),
+        CausalTextTower(16, vocab_size=len(tokenizer), width=32, layers=2, heads=2, context_length=12),
+        embed_dim=16,
+        image_size=32,
+        context_length=12,
+    )
+    return ClipModel(model, tokenizer, {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
+
+
+def _marked(colour: str, index: int) -> Image.Image:
+    """A colour square with a white mark at a place given by `index`: no two images tie exactly."""
+    image = Image.new("RGB", (32, 32), COLORS[colour])
+    image.paste((255, 255, 255), (3 * index, 0, 3 * index + 4, 4))
+    return image
+
+
+def _eval_sets(tmp_path) -> tuple[ZeroShotSet, list[str]]:
+    """9 zero-shot images in 3 classes (5 + 4 per rank), and 3 shards of 4, 3 and 2 images with 1-3 captions each."""
+    colours = list(COLORS)
+    root = _folder(tmp_path / "zs", {c: [colours[(i + j) % 4] for j in range(3)] for i, c in enumerate(colours[:3])})
+    urls = []
+    for shard, size in enumerate((4, 3, 2)):
+        samples = []
+        for i in range(size):
+            colour = colours[(shard + i) % 4]
+            mark = f"mark {3 * shard + i}"  # no two captions tie exactly either
+            captions = [f"a {colour} square, {mark}", f"{colour} {mark}", f"a square of {colour} {mark}"][: 1 + (shard + i) % 3]
+            samples.append(Sample(f"{shard}{i:03d}", _marked(colour, 3 * shard + i), "\n".join(captions), {}))
+        write_shards(str(tmp_path / "shards"), f"s{shard}", samples, samples_per_shard=10)
+        urls.append(str(tmp_path / "shards" / f"s{shard}-00000.tar"))
+    return ZeroShotSet(root=root, templates="generic"), urls
+
+
+def _evaluate(model, spec: ZeroShotSet, urls: list[str], rank: int, world: int) -> dict:
+    # one image per batch: features do not depend on batch partners, so near-ties of the random model break alike
+    share = {"rank": rank, "world": world, "batch_size": 1}
+    return {
+        "zeroshot": zeroshot_metrics(model, "zs", spec, spec.root, **share),
+        "retrieval": retrieval_on_shards(model, urls, multi_caption=True, **share),
+        "pairs": retrieval_on_shards(model, urls, multi_caption=False, **share),
+    }
+
+
+def _rank_main(rank: int, init_file: str, out_dir: str, spec: ZeroShotSet, urls: list[str]) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    result = _evaluate(_tiny_model(), spec, urls, rank, WORLD)
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_evaluate_like_one(tmp_path):
+    spec, urls = _eval_sets(tmp_path)
+    expected = _evaluate(_tiny_model(), spec, urls, 0, 1)
+    assert expected["retrieval"]["text_to_image_R@10"] == 1.0  # 9 images: every caption's image is in its top 10
+    assert "loss" not in expected["retrieval"] and "loss" in expected["pairs"]
+    mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path), spec, urls), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["zeroshot"]["per_class"] == pytest.approx(expected["zeroshot"]["per_class"])
+        for part in ("zeroshot", "retrieval", "pairs"):
+            for name, value in expected[part].items():
+                if name != "per_class":
+                    assert math.isclose(got[part][name], value, rel_tol=1e-5, abs_tol=1e-6), (part, name)
