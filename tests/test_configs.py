@@ -20,7 +20,8 @@ def options(group: str) -> list[str]:
 
 
 def test_groups_exist():
-    expected = {"model", "data", "loss", "optim", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug"}
+    expected = {"model", "data", "loss", "optim", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment"}
+    expected.add("debug")
     assert expected <= set(os.listdir(CONFIG_DIR))
     assert {"tiny", "vit_b32", "vit_b16"} <= set(options("model"))
 
@@ -130,3 +131,24 @@ def test_added_unknown_key_is_caught_before_any_work(compose_config):
 def test_lightning_gradient_accumulation_is_refused(compose_config):
     with pytest.raises(ValueError, match="accumulate_grad_batches must be 1"):
         check_config(compose_config("trainer.accumulate_grad_batches=4"))
+
+
+@pytest.mark.parametrize("option", options("eval"))
+def test_eval_sets_build_the_evaluation_callback(compose_config, option):
+    cfg = compose_config(f"eval={option}")
+    check_config(cfg)
+    callback = instantiate(cfg.callbacks.evaluation)
+    assert set(callback.sets) == set(cfg.eval.zeroshot)
+
+
+def test_evaluate_config_takes_new_zero_shot_sets_by_name(compose_config, tmp_path):
+    from clip_train.cli import open_zeroshot_sets
+    from clip_train.eval.zeroshot import ZeroShotSet
+
+    overrides = open_zeroshot_sets(
+        ["checkpoint=run.ckpt", f"eval.zeroshot.mine.root={tmp_path}", "eval.zeroshot.shapes.templates=generic"]
+    )
+    assert overrides[1:] == [f"++eval.zeroshot.mine.root={tmp_path}", "++eval.zeroshot.shapes.templates=generic"]
+    cfg = compose_config(*overrides, config_name="evaluate")
+    assert ZeroShotSet.from_config("mine", cfg.eval.zeroshot.mine) == ZeroShotSet(root=str(tmp_path))
+    assert cfg.eval.zeroshot.shapes.templates == "generic" and cfg.eval.retrieval.multi_caption is False
