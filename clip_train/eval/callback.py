@@ -4,10 +4,16 @@ Validation already runs retrieval on the validation shards (`val/...`, see `Clip
 `trainer.val_check_interval` steps, and `train.run` validates once more at the end of fit if the
 last validation predates the final step; this callback hooks into those same moments, so
 zero-shot numbers and figures come at the same steps and end up in `metrics.json`.
+
+Under FSDP the callback stands aside (with a warning): outside the sharded forward the
+parameters are shards, so the towers cannot be called directly; evaluate the checkpoints with
+`python -m clip_train.evaluate` instead.
 """
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 from clip_train.eval.dashboard import log_figure
 from clip_train.eval.figures import retrieval_examples, similarity_heatmap, thumbnails
@@ -36,9 +42,16 @@ class EvaluationCallback(L.Callback):
         self.cache_dir, self.images_per_class = cache_dir, images_per_class
         self.figures, self.examples, self.batch_size = figures, examples, batch_size
         self._first_batch: tuple[torch.Tensor, list[str], torch.Tensor] | None = None
+        self._sharded = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._sharded = isinstance(trainer.strategy, FSDPStrategy)
+        if self._sharded and (self.sets or self.figures):
+            rank_zero_warn("zero-shot and figures during training are off under FSDP; use python -m clip_train.evaluate")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch_idx or dataloader_idx or not self.figures or trainer.sanity_checking or not trainer.is_global_zero:
+        skip = batch_idx or dataloader_idx or not self.figures or trainer.sanity_checking or self._sharded
+        if skip or not trainer.is_global_zero:
             return
         few = {key: value[: self.examples] for key, value in batch.items() if key != "bad_samples"}
         image_features, text_features = pl_module.model(few)
@@ -46,7 +59,7 @@ class EvaluationCallback(L.Callback):
         self._first_batch = (few["image"].cpu(), [c.strip() for c in captions], (text_features @ image_features.T).cpu())
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self._sharded:
             return
         recipe = pl_module.hparams["recipe"]
         model = ClipModel(pl_module.model, trainer.datamodule.tokenizer, recipe)
