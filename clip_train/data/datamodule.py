@@ -17,6 +17,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
+from clip_train.data.bad_data import BadDataPolicy
 from clip_train.data.pipeline import PairStream
 from clip_train.data.shards import count_samples, expand_shards
 from clip_train.data.synthetic import SyntheticShards
@@ -53,6 +54,8 @@ class ShardDataModule(L.LightningDataModule):
     resampled: draw training shards with replacement (an endless stream, best at scale).
     tokenizer: a transformers tokenizer name or folder; unset means a BPE vocabulary of
         `tokenizer_vocab_size` learnt from the first `tokenizer_max_captions` training captions.
+    max_bad_sample_rate, bad_sample_rate_min_items: a data worker stops the run when more than this
+        share of the items it met were bad, judged once it met that many (`clip_train.data.bad_data`).
     """
 
     def __init__(
@@ -75,6 +78,8 @@ class ShardDataModule(L.LightningDataModule):
         image_std: Sequence[float] = CLIP_STD,
         crop_scale: Sequence[float] = (0.9, 1.0),
         synthetic: SyntheticShards | None = None,
+        max_bad_sample_rate: float = 0.2,
+        bad_sample_rate_min_items: int = 1000,
     ):
         super().__init__()
         if synthetic is not None and (train_shards is None or val_shards is None):
@@ -102,6 +107,7 @@ class ShardDataModule(L.LightningDataModule):
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
         self.eval_image_transform = eval_transform(image_size, image_mean, image_std)
+        self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
         self._epoch = multiprocessing.Value("i", 0)
         self.rank, self.world = 0, 1
 
@@ -140,6 +146,7 @@ class ShardDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             batches_per_worker=self.batches_per_epoch // max(1, self.num_workers) if training else None,
             epoch=self._epoch,
+            bad_data=self.bad_data,
         )
         return DataLoader(
             stream,
