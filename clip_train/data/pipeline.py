@@ -76,6 +76,8 @@ class PairStream(IterableDataset):
     epoch: shared with the workers; the data module sets it before each epoch so persistent
         workers draw a new shard order.
     bad_data: how much bad data a worker tolerates before it stops the run (`clip_train.data.bad_data`).
+    shard_weights: with resampling, each URL's draw weight (mixes sources, `clip_train.data.sources`);
+        None draws every URL alike.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class PairStream(IterableDataset):
         batches_per_worker: int | None,
         epoch: Synchronized,
         bad_data: BadDataPolicy | None = None,
+        shard_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self.urls, self.rank, self.world = list(urls), rank, world
@@ -100,13 +103,17 @@ class PairStream(IterableDataset):
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
         self.batches_per_worker, self.epoch = batches_per_worker, epoch
         self.bad_data = bad_data or BadDataPolicy()
+        self.cumulative_weights = list(itertools.accumulate(shard_weights)) if shard_weights else None
 
     def _shard_urls(self, worker: int, workers: int, counter: BadSampleCounter) -> Iterator[dict]:
         epoch = self.epoch.value
         if self.resampled:
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
             while True:
-                yield {"url": rng.choice(self.urls)}
+                if self.cumulative_weights is None:
+                    yield {"url": rng.choice(self.urls)}
+                else:
+                    yield {"url": rng.choices(self.urls, cum_weights=self.cumulative_weights)[0]}
         order = list(self.urls)
         if self.batches_per_worker is not None:  # training: the same permutation on every rank
             random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
