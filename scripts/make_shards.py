@@ -192,8 +192,11 @@ def main() -> None:
         pairs = jsonl_pairs(args.jsonl, args.image_column or "image", args.caption_column or "caption")
     skipped: list[tuple[str, str]] = []
     paths = write_shards(args.out, args.prefix, samples(pairs, args.max_size, args.workers, skipped), args.shard_size)
+    report = os.path.join(args.out, "skipped.tsv")
+    if os.path.exists(report):  # a report from an earlier run would describe other inputs
+        os.remove(report)
     if skipped:
-        with open(os.path.join(args.out, "skipped.tsv"), "w", encoding="utf-8") as f:
+        with open(report, "w", encoding="utf-8") as f:
             f.writelines(f"{path}\t{reason}\n" for path, reason in skipped)
         for path, reason in skipped[:20]:
             print(f"skipped {path}: {reason}", file=sys.stderr)
