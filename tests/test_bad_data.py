@@ -90,6 +90,8 @@ def test_start_up_fails_on_a_pattern_that_matches_nothing_naming_it(tmp_path):
         "pipe:aws s3 cp s3://b/x-0.tar -",
         "pipe:aws s3 cp s3://b/x-1.tar -",
     ]
+    with pytest.raises(ValueError, match=r"x: webdataset cannot open 's3://b/x-0.tar' directly; use 'pipe:aws s3 cp"):
+        expand_shards("s3://b/x-{0..1}.tar", "x")
 
 
 def test_bad_rate_above_threshold_raises_naming_rate_kinds_and_shards():

@@ -106,3 +106,14 @@ def test_unweighted_sources_without_resampling_read_every_sample_once_per_pass(t
     datamodule.setup("fit")
     assert datamodule.samples_per_epoch == 120  # one pass over both sources: each sample exactly once
     assert sorted(keys(datamodule.train_dataloader())) == list(range(40)) + list(range(1000, 1080))
+
+
+def test_sources_from_a_command_line_override(tmp_path, compose_config):
+    from hydra.utils import instantiate
+
+    a, b = write_two_sources(tmp_path)
+    override = f'data.sources=[{{shards: "{a}", weight: 0.7, name: web}}, {{shards: "{b}", weight: 0.3}}]'
+    cfg = compose_config("data=webdataset", override, "data.resampled=true", "data.num_workers=0", "model=test")
+    datamodule = instantiate(cfg.data)
+    assert [source.name for source in datamodule.sources] == ["web", "source1"]
+    assert datamodule.train_shard_weights == pytest.approx([0.7 / 40] * 10 + [0.3 / 80] * 5)

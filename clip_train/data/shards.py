@@ -31,6 +31,9 @@ def expand_shards(spec: str | Sequence[str], option: str) -> list[str]:
                 urls.extend(_glob(url, option) if not is_remote(url) and any(c in url for c in "*?[") else [url])
     if not urls:
         raise ValueError(f"{option} names no shards")
+    direct_s3 = next((url for url in urls if url.startswith("s3://")), None)
+    if direct_s3 is not None and "GOPEN_REWRITE" not in os.environ:  # webdataset opens s3:// only through a rewrite
+        raise ValueError(f"{option}: webdataset cannot open {direct_s3!r} directly; use 'pipe:aws s3 cp {direct_s3} -'")
     missing = [url for url in urls if not is_remote(url) and not os.path.isfile(url.removeprefix("file:"))]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
