@@ -34,7 +34,7 @@ class _TailRecorder:
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
         self.total += len(data)
-        self.tail = (self.tail + data)[-BLOCK:]
+        self.tail = (self.tail + data[-BLOCK:])[-BLOCK:]
         return data
 
     def drain(self) -> None:
