@@ -6,6 +6,7 @@ before a model is built. The split across ranks happens in `setup`, once the tra
 world size.
 """
 
+import itertools
 import logging
 import math
 import multiprocessing
@@ -116,7 +117,7 @@ class ShardDataModule(L.LightningDataModule):
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.context_length = context_length
         self.tokenizer_source = tokenizer or learnt_tokenizer_folder(
-            self.train_urls, cache_dir, tokenizer_vocab_size, tokenizer_max_captions
+            self._tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
@@ -124,6 +125,14 @@ class ShardDataModule(L.LightningDataModule):
         self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
         self._epoch = multiprocessing.Value("i", 0)
         self.rank, self.world = 0, 1
+
+    def _tokenizer_urls(self) -> list[str]:
+        """Training shards in the order the tokenizer reads captions: with several sources, one shard of each in turn,
+        so a vocabulary learnt from the first captions covers every source."""
+        if not self.sources:
+            return self.train_urls
+        turns = itertools.zip_longest(*(source.urls for source in self.sources))
+        return [url for turn in turns for url in turn if url is not None]
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None:
