@@ -81,6 +81,14 @@ def test_sources_epoch_size_defaults_to_their_sizes(tmp_path):
     )
 
 
+def test_remote_sources_take_their_size_from_the_config(tmp_path):
+    a, _ = write_two_sources(tmp_path)
+    remote = {"shards": "pipe:curl -s https://example.org/c-{0..3}.tar", "weight": 0.5, "samples": 400}
+    datamodule = make_datamodule(None, sources=[{"shards": a, "weight": 0.5}, remote], resampled=True)
+    assert datamodule.samples_per_epoch == 440
+    assert datamodule.train_shard_weights == pytest.approx([0.5 / 40] * 10 + [0.5 / 400] * 4)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -90,6 +98,7 @@ def test_sources_epoch_size_defaults_to_their_sizes(tmp_path):
         (lambda a, b: {"sources": [{"weight": 1}]}, r"data.sources\[0\] must be a mapping with a 'shards' pattern"),
         (lambda a, b: {"sources": [{"shards": a, "weight": 1}, {"shards": b}]}, "give every source a weight, or none"),
         (lambda a, b: {"sources": [{"shards": a, "weight": 0}]}, r"data.sources\[0\].weight must be positive"),
+        (lambda a, b: {"sources": [{"shards": a, "samples": -3}]}, r"data.sources\[0\].samples must be a positive"),
         (
             lambda a, b: {"sources": [{"shards": b + "x*", "weight": 1}]},
             r"data.sources\[0\].shards: pattern .* matches no file",

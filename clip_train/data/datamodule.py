@@ -106,7 +106,8 @@ class ShardDataModule(L.LightningDataModule):
             self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
         if samples_per_epoch is None:
-            samples_per_epoch = count_samples(self.train_urls)
+            sizes = [source.samples for source in self.sources]
+            samples_per_epoch = (sum(sizes) if all(sizes) else None) if self.sources else count_samples(self.train_urls)
             if samples_per_epoch is None:
                 raise ValueError(
                     "data.samples_per_epoch is not set and some training shards have no sizes.json or "

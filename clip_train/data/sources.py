@@ -4,7 +4,8 @@ Mixing happens at the shard level, inside the resampled stream: each next shard 
 probability proportional to `weight / samples in its source`, uniformly within a source. A
 source then contributes a share `weight` of the *samples* (not of the shards), whatever its
 shard sizes, as long as its size is known (`sizes.json` or img2dataset `*_stats.json` beside
-its shards). Without sizes for every source, shards are assumed to hold the same number of
+its shards, or given as `samples: N` in the source, as remote shards need). Without sizes for
+every source, shards are assumed to hold the same number of
 samples in every source, and each draw picks a source with probability `weight` (a warning
 says so). Sample-level interleaving would follow the weights exactly even without sizes, but
 needs a tar stream and a shuffle buffer open per source in every worker; shard-level draws
@@ -22,7 +23,7 @@ from clip_train.data.shards import count_samples, expand_shards
 
 log = logging.getLogger(__name__)
 
-SOURCE_KEYS = {"shards", "weight", "name"}
+SOURCE_KEYS = {"shards", "weight", "name", "samples"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,11 @@ def parse_sources(sources: Sequence[Mapping], resampled: bool) -> list[ShardSour
         name = str(source.get("name") or f"source{index}")
         if index > 0 and (weight is None) != (parsed[0].weight is None):
             raise ValueError(f"{option}: give every source a weight, or none (then shards are drawn alike, as from one list)")
-        parsed.append(ShardSource(name, urls, None if weight is None else float(weight), count_samples(urls)))
+        samples = source.get("samples")  # given for remote shards, whose sidecars are not read
+        if samples is not None and not int(samples) > 0:
+            raise ValueError(f"{option}.samples must be a positive sample count, got {samples}")
+        samples = int(samples) if samples is not None else count_samples(urls)
+        parsed.append(ShardSource(name, urls, None if weight is None else float(weight), samples))
     return parsed
 
 
