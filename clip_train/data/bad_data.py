@@ -44,8 +44,9 @@ BAD_KINDS = SAMPLE_KINDS + SHARD_KINDS
 class BadDataPolicy:
     """When a worker gives up on its data.
 
-    max_rate: the largest tolerated share of bad items among all items a worker has met
-        (bad / (bad + decoded)); above it the worker raises `BadDataError`.
+    max_rate: the largest tolerated share of bad items among all items a worker has met in
+        this pass over its stream (bad / (bad + decoded); the count restarts with every epoch and
+        validation run); above it the worker raises `BadDataError`.
     min_items: the rate is judged only once a worker has met this many items, so a few bad
         samples at the very start cannot stop a run.
     """
