@@ -6,7 +6,8 @@ then gradient clipping, the optimizer and schedule steps, and the temperature cl
 
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
 over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100),
-`lr`, `train/samples_seen` and `data/bad_samples` (summed over ranks). Validation encodes the
+`lr`, `train/samples_seen`, and `data/bad_samples` with `data/bad_samples/<kind>` (running totals
+since the start, summed over ranks; kinds in `clip_train.data.bad_data`). Validation encodes the
 whole validation set on every rank and reports retrieval over the union (`clip_train.eval`).
 """
 
@@ -17,6 +18,8 @@ import lightning as L
 import torch
 
 from clip_train.accumulation import contrastive_backward
+from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
+from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.loss import ContrastiveLoss
 from clip_train.model import DualEncoder
@@ -52,7 +55,7 @@ class ClipModule(L.LightningModule):
         self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm
         self.automatic_optimization = False
         self.samples_seen = 0
-        self.bad_samples = torch.zeros((), dtype=torch.long)  # kept on the batches' device: no host sync per step
+        self.bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # per kind, on the batches' device: no host sync
         self.last_validated_step = -1
         self._val_features: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -87,7 +90,8 @@ class ClipModule(L.LightningModule):
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
         self.log("lr", lr, batch_size=batch_size)
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
-        self.log("data/bad_samples", self.bad_samples.float(), reduce_fx="sum", sync_dist=True, batch_size=batch_size)
+        bad_samples = all_reduce_sum(self.bad_samples).float()  # one collective for every kind
+        self.log_dict(bad_sample_metrics(bad_samples), batch_size=batch_size)
         return loss
 
     def _clip_gradients(self, optimizer) -> None:
@@ -122,9 +126,11 @@ class ClipModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["counters"] = {"samples_seen": self.samples_seen, "bad_samples": int(self.bad_samples)}
+        bad_samples = dict(zip(BAD_KINDS, self.bad_samples.tolist()))
+        checkpoint["counters"] = {"samples_seen": self.samples_seen, "bad_samples": bad_samples}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
-        self.bad_samples = torch.tensor(counters.get("bad_samples", 0))
+        bad_samples = counters.get("bad_samples", {})  # {kind: count}
+        self.bad_samples = torch.tensor([bad_samples.get(kind, 0) for kind in BAD_KINDS], dtype=torch.long)

@@ -19,6 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from clip_train.config import check_config
+from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.module import ClipModule
@@ -63,7 +64,8 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
         for results in trainer.validate(module, datamodule=datamodule, verbose=False):  # none when limited to 0
             metrics |= {k: float(v) for k, v in results.items()}
     metrics["train/samples_seen"] = float(module.samples_seen)
-    metrics["data/bad_samples"] = float(all_reduce_sum(module.bad_samples.to(module.device)))
+    bad_samples = all_reduce_sum(module.bad_samples.to(module.device))
+    metrics |= {name: float(count) for name, count in bad_sample_metrics(bad_samples).items()}
     return dict(sorted(metrics.items()))
 
 

@@ -6,19 +6,22 @@ before a model is built. The split across ranks happens in `setup`, once the tra
 world size.
 """
 
+import itertools
 import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
+from clip_train.data.bad_data import BadDataPolicy
 from clip_train.data.pipeline import PairStream
 from clip_train.data.shards import count_samples, expand_shards
+from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
@@ -48,11 +51,16 @@ class ShardDataModule(L.LightningDataModule):
     train_shards, val_shards: a shard pattern or list (see `clip_train.data.shards`). When
         unset and `synthetic` is given, the embedded scene dataset fills them in.
     batch_size: per device. num_workers: DataLoader workers per device.
-    samples_per_epoch: the global number of training samples in one epoch; by default the
-        size of the training shards from `sizes.json`/`*_stats.json`.
+    samples_per_epoch: the global number of training samples in one epoch (with resampling, a
+        "virtual epoch" of the endless stream); by default the size of the training shards from
+        `sizes.json`/`*_stats.json`.
     resampled: draw training shards with replacement (an endless stream, best at scale).
+    sources: instead of `train_shards`, several sets `[{shards, weight, name}, ...]` mixed by
+        weight in the resampled stream (`clip_train.data.sources`).
     tokenizer: a transformers tokenizer name or folder; unset means a BPE vocabulary of
         `tokenizer_vocab_size` learnt from the first `tokenizer_max_captions` training captions.
+    max_bad_sample_rate, bad_sample_rate_min_items: a data worker stops the run when more than this
+        share of the items it met were bad, judged once it met that many (`clip_train.data.bad_data`).
     """
 
     def __init__(
@@ -75,21 +83,34 @@ class ShardDataModule(L.LightningDataModule):
         image_std: Sequence[float] = CLIP_STD,
         crop_scale: Sequence[float] = (0.9, 1.0),
         synthetic: SyntheticShards | None = None,
+        max_bad_sample_rate: float = 0.2,
+        bad_sample_rate_min_items: int = 1000,
+        sources: Sequence[Mapping] | None = None,
     ):
         super().__init__()
-        if synthetic is not None and (train_shards is None or val_shards is None):
+        if train_shards is not None and sources:
+            raise ValueError("data.train_shards and data.sources are both set: use one (sources for several weighted sets)")
+        if synthetic is not None and ((train_shards is None and not sources) or val_shards is None):
             synthetic_train, synthetic_val = synthetic.write(cache_dir)
-            train_shards = train_shards or synthetic_train
+            train_shards = train_shards or (None if sources else synthetic_train)
             val_shards = val_shards or synthetic_val
-        if train_shards is None:
-            raise ValueError("data.train_shards is not set: give a shard pattern such as '/data/{00000..00099}.tar'")
-        self.train_urls = expand_shards(train_shards, "data.train_shards")
+        if train_shards is None and not sources:
+            raise ValueError(
+                "data.train_shards is not set: give a shard pattern such as '/data/{00000..00099}.tar' (or data.sources)"
+            )
+        self.sources = parse_sources(sources, resampled) if sources else []
+        if self.sources:
+            self.train_urls = [url for source in self.sources for url in source.urls]
+            self.train_shard_weights = shard_weights(self.sources)
+        else:
+            self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
         if samples_per_epoch is None:
-            samples_per_epoch = count_samples(self.train_urls)
+            sizes = [source.samples for source in self.sources]
+            samples_per_epoch = (sum(sizes) if all(sizes) else None) if self.sources else count_samples(self.train_urls)
             if samples_per_epoch is None:
                 raise ValueError(
-                    "data.samples_per_epoch is not set and the training shards have no sizes.json or "
+                    "data.samples_per_epoch is not set and some training shards have no sizes.json or "
                     "*_stats.json beside them; set data.samples_per_epoch=N"
                 )
         self.samples_per_epoch = samples_per_epoch
@@ -97,13 +118,22 @@ class ShardDataModule(L.LightningDataModule):
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.context_length = context_length
         self.tokenizer_source = tokenizer or learnt_tokenizer_folder(
-            self.train_urls, cache_dir, tokenizer_vocab_size, tokenizer_max_captions
+            self._tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
         self.eval_image_transform = eval_transform(image_size, image_mean, image_std)
+        self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
         self._epoch = multiprocessing.Value("i", 0)
         self.rank, self.world = 0, 1
+
+    def _tokenizer_urls(self) -> list[str]:
+        """Training shards in the order the tokenizer reads captions: with several sources, one shard of each in turn,
+        so a vocabulary learnt from the first captions covers every source."""
+        if not self.sources:
+            return self.train_urls
+        turns = itertools.zip_longest(*(source.urls for source in self.sources))
+        return [url for turn in turns for url in turn if url is not None]
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None:
@@ -140,6 +170,8 @@ class ShardDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             batches_per_worker=self.batches_per_epoch // max(1, self.num_workers) if training else None,
             epoch=self._epoch,
+            bad_data=self.bad_data,
+            shard_weights=self.train_shard_weights if training else None,
         )
         return DataLoader(
             stream,

@@ -1,12 +1,13 @@
 """The streaming pipeline that runs inside each DataLoader worker.
 
     shard URLs (this rank's and this worker's share, or a seeded resampled stream)
-      -> tar members grouped into samples (webdataset)
-      -> decoded (PIL image, caption); broken or incomplete samples skipped and counted
+      -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
+      -> decoded (PIL image, caption); broken or incomplete samples skipped and counted by kind
       -> seeded shuffle buffer (training)
       -> image transform, then batches tokenized in one call
       -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
-          key: B sample keys, bad_samples: () long, the count of samples skipped since the previous batch}
+          key: B sample keys, bad_samples: (K,) long, the items skipped since the previous batch, per kind
+          in `clip_train.data.bad_data.BAD_KINDS` order}
 
 Batches are built in the workers, so the main process only forwards ready tensors. Each
 worker yields exactly `batches_per_worker` batches when it is set, which gives every rank the
@@ -15,61 +16,49 @@ same number of steps per epoch even on uneven shards (the shard stream wraps aro
 
 import io
 import itertools
-import logging
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.sharedctypes import Synchronized
 
 import torch
-import webdataset as wds
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
-log = logging.getLogger(__name__)
+from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
+from clip_train.data.shard_reader import shard_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-class SampleCounter:
-    """Counts one worker's decoded and dropped samples; `take()` returns the drops since the last call."""
-
-    def __init__(self) -> None:
-        self.decoded = 0
-        self.total = 0
-        self._reported = 0
-
-    def skip(self, reason: str) -> None:
-        self.total += 1
-        if self.total <= 5 or math.log2(self.total).is_integer():
-            log.warning("skipping bad sample #%d: %s", self.total, reason)
-
-    def handle(self, error: Exception) -> bool:
-        """webdataset exception handler: count, warn and carry on."""
-        self.skip(f"{error.__class__.__name__}: {error}")
-        return True
-
-    def take(self) -> int:
-        fresh, self._reported = self.total - self._reported, self.total
-        return fresh
-
-
-def decode_pair(sample: dict, counter: SampleCounter) -> tuple[Image.Image, str, str] | None:
-    """(RGB image, caption, key) from a webdataset sample, or None (counted) if it is unusable."""
-    where = f"{sample.get('__url__')}:{sample.get('__key__')}"
+def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, str, str] | None:
+    """(RGB image, caption, key) from a webdataset sample, or None (counted by kind) if it is unusable."""
+    url, where = sample["__url__"], f"{sample['__url__']}:{sample['__key__']}"
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
-    if image_bytes is None or "txt" not in sample:
-        counter.skip(f"{where} lacks an image or a caption (has {sorted(k for k in sample if not k.startswith('__'))})")
+    members = sorted(k for k in sample if not k.startswith("__"))
+    if image_bytes is None:
+        counter.skip("missing_image", url, f"{where} has no image (has {members})")
+        return None
+    if "txt" not in sample:
+        counter.skip("missing_caption", url, f"{where} has no caption (has {members})")
+        return None
+    if not image_bytes or not sample["txt"]:
+        counter.skip("empty_file", url, f"{where} has a zero-byte {'image' if not image_bytes else 'caption'}")
         return None
     try:
-        image = Image.open(io.BytesIO(image_bytes))
-        image = image.convert("RGB")
         caption = sample["txt"].decode("utf-8").strip()
-    except Exception as error:  # PIL raises many types for truncated or foreign data
-        counter.skip(f"{where} does not decode: {error.__class__.__name__}: {error}")
+    except UnicodeDecodeError as error:
+        counter.skip("caption_not_utf8", url, f"{where}: {error}")
         return None
     if not caption:
-        counter.skip(f"{where} has an empty caption")
+        counter.skip("empty_caption", url, f"{where} has a blank caption")
+        return None
+    try:
+        image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+    except UnidentifiedImageError:
+        counter.skip("not_image", url, f"{where}: {len(image_bytes)} bytes starting {image_bytes[:16]!r} are no image")
+        return None
+    except Exception as error:  # PIL raises many types for truncated or damaged data, in open() or in decoding
+        counter.skip("corrupt_image", url, f"{where} does not decode: {error.__class__.__name__}: {error}")
         return None
     counter.decoded += 1
     return image, caption, sample["__key__"]
@@ -86,6 +75,9 @@ class PairStream(IterableDataset):
     batches_per_worker: None for one exact pass (validation), else a fixed count (training).
     epoch: shared with the workers; the data module sets it before each epoch so persistent
         workers draw a new shard order.
+    bad_data: how much bad data a worker tolerates before it stops the run (`clip_train.data.bad_data`).
+    shard_weights: with resampling, each URL's draw weight (mixes sources, `clip_train.data.sources`);
+        None draws every URL alike.
     """
 
     def __init__(
@@ -102,19 +94,26 @@ class PairStream(IterableDataset):
         shuffle_buffer: int,
         batches_per_worker: int | None,
         epoch: Synchronized,
+        bad_data: BadDataPolicy | None = None,
+        shard_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self.urls, self.rank, self.world = list(urls), rank, world
         self.batch_size, self.image_transform, self.tokenize = batch_size, image_transform, tokenize
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
         self.batches_per_worker, self.epoch = batches_per_worker, epoch
+        self.bad_data = bad_data or BadDataPolicy()
+        self.cumulative_weights = list(itertools.accumulate(shard_weights)) if shard_weights else None
 
-    def _shard_urls(self, worker: int, workers: int, counter: SampleCounter) -> Iterator[dict]:
+    def _shard_urls(self, worker: int, workers: int, counter: BadSampleCounter) -> Iterator[dict]:
         epoch = self.epoch.value
         if self.resampled:
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
             while True:
-                yield {"url": rng.choice(self.urls)}
+                if self.cumulative_weights is None:
+                    yield {"url": rng.choice(self.urls)}
+                else:
+                    yield {"url": rng.choices(self.urls, cum_weights=self.cumulative_weights)[0]}
         order = list(self.urls)
         if self.batches_per_worker is not None:  # training: the same permutation on every rank
             random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
@@ -139,17 +138,17 @@ class PairStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: SampleCounter) -> dict:
+    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter) -> dict:
         images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
         tokens = self.tokenize([caption for _, caption, _ in pairs])
         keys = [key for _, _, key in pairs]
-        return {"image": images, **tokens, "key": keys, "bad_samples": torch.tensor(counter.take())}
+        return {"image": images, **tokens, "key": keys, "bad_samples": counter.take()}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        counter = SampleCounter()
-        samples = wds.tarfile_samples(self._shard_urls(worker, workers, counter), handler=counter.handle)
+        counter = BadSampleCounter(self.bad_data)
+        samples = shard_samples(self._shard_urls(worker, workers, counter), counter)
         pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
         training = self.batches_per_worker is not None
         if training and self.shuffle_buffer > 1:
@@ -157,7 +156,7 @@ class PairStream(IterableDataset):
         batches = self._batches(pairs, counter, drop_last=training)
         yield from itertools.islice(batches, self.batches_per_worker)
 
-    def _batches(self, pairs: Iterator, counter: SampleCounter, drop_last: bool) -> Iterator[dict]:
+    def _batches(self, pairs: Iterator, counter: BadSampleCounter, drop_last: bool) -> Iterator[dict]:
         while batch := list(itertools.islice(pairs, self.batch_size)):
             if len(batch) < self.batch_size and drop_last:
                 return

@@ -1,8 +1,9 @@
 """Shard lists: brace patterns and lists expanded to URLs, checked up front, sized from sidecars.
 
 A shard spec is a string or a list of strings. Each string may hold brace ranges
-(`/data/cc3m/{00000..00331}.tar`) and `::`-separated alternatives; `pipe:`, `s3://`,
-`http(s)://` and `gs://` URLs pass through to webdataset untouched. Local paths are checked at
+(`/data/cc3m/{00000..00331}.tar`), `::`-separated alternatives and, for local paths, shell
+wildcards (`/data/cc3m/*.tar`, sorted); `pipe:`, `s3://`, `http(s)://` and `gs://` URLs pass
+through to webdataset untouched (braces expanded, never checked for existence). Local paths are checked at
 start-up so a typo fails before any model is built, naming the missing file.
 """
 
@@ -26,14 +27,26 @@ def expand_shards(spec: str | Sequence[str], option: str) -> list[str]:
     urls = []
     for pattern in patterns:
         for alternative in str(pattern).split("::"):
-            urls.extend(braceexpand.braceexpand(alternative))
+            for url in braceexpand.braceexpand(alternative):
+                urls.extend(_glob(url, option) if not is_remote(url) and any(c in url for c in "*?[") else [url])
     if not urls:
         raise ValueError(f"{option} names no shards")
+    direct_s3 = next((url for url in urls if url.startswith("s3://")), None)
+    if direct_s3 is not None and "GOPEN_REWRITE" not in os.environ:  # webdataset opens s3:// only through a rewrite
+        raise ValueError(f"{option}: webdataset cannot open {direct_s3!r} directly; use 'pipe:aws s3 cp {direct_s3} -'")
     missing = [url for url in urls if not is_remote(url) and not os.path.isfile(url.removeprefix("file:"))]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{option}: shard {missing[0]!r} does not exist{more}")
     return urls
+
+
+def _glob(pattern: str, option: str) -> list[str]:
+    """The files a local wildcard pattern (`/data/cc3m/*.tar`) matches, sorted; none is an error."""
+    matches = sorted(glob.glob(pattern.removeprefix("file:")))
+    if not matches:
+        raise FileNotFoundError(f"{option}: pattern {pattern!r} matches no file")
+    return matches
 
 
 def _sidecar_sizes(folder: str) -> dict[str, int]:

@@ -10,12 +10,13 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from clip_train.data.pipeline import SampleCounter, decode_pair
+from clip_train.data.bad_data import BadSampleCounter
+from clip_train.data.pipeline import decode_pair
+from clip_train.data.shard_reader import shard_samples
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.eval.zeroshot import ZeroShotSet, accuracy, class_weights, image_folder
@@ -51,9 +52,9 @@ class CaptionedImages(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        counter = SampleCounter()
+        counter = BadSampleCounter()  # bad samples are skipped and counted; a broken set aborts (data.max_bad_sample_rate)
         urls = ({"url": url} for url in self.urls[worker::workers])
-        for sample in wds.tarfile_samples(urls, handler=counter.handle):
+        for sample in shard_samples(urls, counter):
             pair = decode_pair(sample, counter)
             if pair is None:
                 continue
