@@ -26,6 +26,8 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from clip_train.data.position import ResumePoint, seeded, skip, stable_seed
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -86,6 +88,8 @@ class PairStream(IterableDataset):
     batches_per_worker: None for one exact pass (validation), else a fixed count (training).
     epoch: shared with the workers; the data module sets it before each epoch so persistent
         workers draw a new shard order.
+    resume_point: where a resumed run left the stream (`clip_train.data.position`); the workers skip
+        the batches it consumed, without transforming or tokenizing them.
     """
 
     def __init__(
@@ -102,31 +106,45 @@ class PairStream(IterableDataset):
         shuffle_buffer: int,
         batches_per_worker: int | None,
         epoch: Synchronized,
+        resume_point: ResumePoint | None = None,
     ):
         super().__init__()
         self.urls, self.rank, self.world = list(urls), rank, world
         self.batch_size, self.image_transform, self.tokenize = batch_size, image_transform, tokenize
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
-        self.batches_per_worker, self.epoch = batches_per_worker, epoch
+        self.batches_per_worker, self.epoch, self.resume_point = batches_per_worker, epoch, resume_point
 
-    def _shard_urls(self, worker: int, workers: int, counter: SampleCounter) -> Iterator[dict]:
-        epoch = self.epoch.value
+    def _reader_urls(self, worker: int, workers: int, epoch: int) -> list[str]:
+        """This rank's and this worker's share of the shards; in training, of a permutation seeded per epoch
+        that is the same on every rank."""
+        order = list(self.urls)
+        if self.batches_per_worker is not None:
+            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
+        return order[self.rank :: self.world][worker::workers]
+
+    def _shard_passes(self, worker: int, workers: int, epoch: int) -> Iterator[Iterator[dict]]:
+        """Passes over this reader's shards: one endless resampled pass, one exact pass (validation), or
+        the same share again and again (training) until the epoch's batch count is met."""
         if self.resampled:
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
-            while True:
-                yield {"url": rng.choice(self.urls)}
-        order = list(self.urls)
-        if self.batches_per_worker is not None:  # training: the same permutation on every rank
-            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
-        mine = [{"url": url} for url in order[self.rank :: self.world][worker::workers]]
-        if self.batches_per_worker is None:
-            yield from mine
+            yield ({"url": rng.choice(self.urls)} for _ in itertools.count())
             return
-        while True:  # a reader whose shards run out wraps round them until the epoch's batch count is met
+        mine = self._reader_urls(worker, workers, epoch)
+        for _ in itertools.count() if self.batches_per_worker is not None else range(1):
+            yield ({"url": url} for url in mine)
+
+    def _pairs(self, worker: int, workers: int, epoch: int, counter: SampleCounter) -> Iterator:
+        """Decoded (image, caption, key) pairs of this reader. Training shuffles within each pass, so without
+        resampling an epoch that covers the shards once holds every sample exactly once."""
+        rng = random.Random(f"{self.seed}/samples/{epoch}/{self.rank}/{worker}")
+        training = self.batches_per_worker is not None
+        for shards in self._shard_passes(worker, workers, epoch):
             decoded_before = counter.decoded
-            yield from (dict(shard) for shard in mine)
-            if counter.decoded == decoded_before:
-                raise RuntimeError(f"no readable sample in any of these shards: {[s['url'] for s in mine]}")
+            samples = wds.tarfile_samples(shards, handler=counter.handle)
+            pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
+            yield from self._shuffled(pairs, rng) if training and self.shuffle_buffer > 1 else pairs
+            if training and counter.decoded == decoded_before:  # a reader wrapping round unreadable shards
+                raise RuntimeError(f"no readable sample in any of these shards: {self._reader_urls(worker, workers, epoch)}")
 
     def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
         buffer = []
@@ -139,26 +157,28 @@ class PairStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: SampleCounter) -> dict:
-        images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
+    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: SampleCounter, augment_seed: int) -> dict:
+        transform = seeded(self.image_transform, augment_seed)
+        images = torch.stack([transform(image) for image, _, _ in pairs])
         tokens = self.tokenize([caption for _, caption, _ in pairs])
         keys = [key for _, _, key in pairs]
         return {"image": images, **tokens, "key": keys, "bad_samples": torch.tensor(counter.take())}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        slot, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch.value
+        worker, skipped = self.resume_point.plan(epoch, slot, workers) if self.resume_point else (slot, 0)
         counter = SampleCounter()
-        samples = wds.tarfile_samples(self._shard_urls(worker, workers, counter), handler=counter.handle)
-        pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
         training = self.batches_per_worker is not None
-        if training and self.shuffle_buffer > 1:
-            pairs = self._shuffled(pairs, random.Random(f"{self.seed}/samples/{self.epoch.value}/{self.rank}/{worker}"))
-        batches = self._batches(pairs, counter, drop_last=training)
-        yield from itertools.islice(batches, self.batches_per_worker)
+        groups = itertools.islice(self._groups(self._pairs(worker, workers, epoch, counter), training), self.batches_per_worker)
+        skip(groups, skipped, counter.take)
+        for index, group in enumerate(groups, start=skipped):
+            yield self._collate(group, counter, stable_seed(self.seed, "augment", epoch, self.rank, worker, index))
 
-    def _batches(self, pairs: Iterator, counter: SampleCounter, drop_last: bool) -> Iterator[dict]:
-        while batch := list(itertools.islice(pairs, self.batch_size)):
-            if len(batch) < self.batch_size and drop_last:
+    def _groups(self, pairs: Iterator, drop_last: bool) -> Iterator[list]:
+        """Lists of `batch_size` pairs (the last one shorter unless `drop_last`)."""
+        while group := list(itertools.islice(pairs, self.batch_size)):
+            if len(group) < self.batch_size and drop_last:
                 return
-            yield self._collate(batch, counter)
+            yield group
