@@ -47,6 +47,17 @@ class KillAt(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SignalAt(L.Callback):
+    """Sends `signal` (a name such as SIGTERM) to its own process once optimizer step `step` is done."""
+
+    def __init__(self, step: int, signal: str):
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
 class StallCheckpointWrite(L.Callback):
     """After step `after_step`, the next write of a file named like `name` writes half its bytes, touches
     `ready`, and hangs, as a process killed mid-save would have left it."""
@@ -57,7 +68,7 @@ class StallCheckpointWrite(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.global_step < self.after_step or getattr(torch.save, "stalls", False):
             return
-        real_save, name, ready = torch.save, self.name, self.ready
+        real_save, ready = torch.save, self.ready
 
         def stalling_save(obj, f, *args, **kwargs):
             if self.name not in str(getattr(f, "name", f)):
