@@ -44,12 +44,12 @@ class BadStepGuard:
         self.streak += 1
         if self.max_consecutive is not None and self.streak >= self.max_consecutive:
             where = (
-                f"the last good checkpoint is {last_checkpoint}; resume from it with ckpt_path={last_checkpoint}"
+                f"The last good checkpoint is {last_checkpoint}: resume from it with ckpt_path={last_checkpoint}"
                 if last_checkpoint
-                else "no checkpoint was written yet"
+                else "No checkpoint was written yet: restart"
             )
             raise NonFiniteTraining(
                 f"{self.streak} consecutive optimizer steps had a non-finite loss or gradient (after step {step}); "
-                f"training stopped with the parameters of step {step}. {where}, after lowering optim.optimizer.lr "
-                "or checking the data; optim.max_consecutive_bad_steps sets how many bad steps in a row are tolerated"
+                f"training stopped with the parameters of step {step}. {where} after lowering optim.optimizer.lr "
+                "or checking the data (optim.max_consecutive_bad_steps sets how many bad steps in a row are tolerated)"
             )

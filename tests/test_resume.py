@@ -16,6 +16,8 @@ import torch
 from faults import read_lines
 from hydra.utils import instantiate
 
+from clip_train.cli import quote_shard_ranges
+
 TESTS = os.path.dirname(__file__)
 ALL_KEYS = sorted(f"{i:09d}" for i in range(40))
 
@@ -91,8 +93,8 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint_and_the_resume_repeats
 def _uninterrupted_keys(compose_config, shards: str, epochs: int) -> list[list[str]]:
     """The training stream's batches of keys, straight from the data module: no trainer, no interruption."""
     cfg = compose_config(
-        "model=test", "data=webdataset", f"data.train_shards={shards}", "data.batch_size=5", "data.num_workers=2",
-        "data.shuffle_buffer=8", "data.tokenizer_vocab_size=300", "data.resampled=true",
+        *quote_shard_ranges([f"data.train_shards={shards}"]), "model=test", "data=webdataset", "data.batch_size=5",
+        "data.num_workers=2", "data.shuffle_buffer=8", "data.tokenizer_vocab_size=300", "data.resampled=true",
     )  # fmt: skip
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")

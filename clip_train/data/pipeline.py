@@ -3,14 +3,15 @@
     shard URLs (this rank's and this worker's share, or a seeded resampled stream)
       -> tar members grouped into samples (webdataset)
       -> decoded (PIL image, caption); broken or incomplete samples skipped and counted
-      -> seeded shuffle buffer (training)
-      -> image transform, then batches tokenized in one call
+      -> seeded shuffle buffer (training; drained at the end of each pass over the shards)
+      -> image transform (seeded per batch), then batches tokenized in one call
       -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
           key: B sample keys, bad_samples: () long, the count of samples skipped since the previous batch}
 
 Batches are built in the workers, so the main process only forwards ready tensors. Each
 worker yields exactly `batches_per_worker` batches when it is set, which gives every rank the
-same number of steps per epoch even on uneven shards (the shard stream wraps around).
+same number of steps per epoch even on uneven shards (the shard stream wraps around). A resumed
+run's workers skip the batches it already trained on (`clip_train.data.position`).
 """
 
 import io
