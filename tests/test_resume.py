@@ -17,6 +17,7 @@ from faults import read_lines
 from hydra.utils import instantiate
 
 from clip_train.cli import quote_shard_ranges
+from clip_train.data.position import ResumePoint
 
 TESTS = os.path.dirname(__file__)
 ALL_KEYS = sorted(f"{i:09d}" for i in range(40))
@@ -126,3 +127,28 @@ def test_sigterm_saves_then_the_same_command_resumes_the_resampled_stream_exactl
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
     expected = _uninterrupted_keys(compose_config, colour_shards, epochs=2)
     assert [r["keys"] for r in steps] == expected[:4] + expected[5:10]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_resume_plan_continues_the_round_robin_order_of_the_uninterrupted_loader(workers):
+    """Worker w's stream is (w, 0), (w, 1), ...; a DataLoader takes one batch from each worker slot in turn,
+    dropping slots that are exhausted. After a resume at any batch count n, the rotated slots with their
+    skips must give the rest of the uninterrupted sequence."""
+    per_worker = 4
+
+    def round_robin(streams: list[list]) -> list:
+        out, queues = [], [list(s) for s in streams]
+        while any(queues):
+            out += [q.pop(0) for q in queues if q]
+        return out
+
+    uninterrupted = round_robin([[(w, i) for i in range(per_worker)] for w in range(workers)])
+    for consumed in range(workers * per_worker + 1):
+        point = ResumePoint()
+        point.set(epoch=3, batches=consumed)
+        streams = []
+        for slot in range(workers):
+            logical, skipped = point.plan(3, slot, workers)
+            streams.append([(logical, i) for i in range(skipped, per_worker)])
+        assert round_robin(streams) == uninterrupted[consumed:], consumed
+        assert point.plan(4, 0, workers) == (0, 0)  # the next epoch starts from scratch
