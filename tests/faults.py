@@ -25,14 +25,19 @@ def read_lines(path) -> list[dict]:
 
 
 class BatchLog(L.Callback):
-    """Writes, per training batch: epoch, batch index in the epoch, optimizer step after it, sample keys, loss."""
+    """Writes, per training batch: rank, epoch, batch index in the epoch, optimizer step after it, sample keys, loss."""
 
     def __init__(self, path: str):
         self.path = path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        record = {"epoch": trainer.current_epoch, "batch_idx": batch_idx, "step": trainer.global_step}
+        record = {
+            "rank": trainer.global_rank,
+            "epoch": trainer.current_epoch,
+            "batch_idx": batch_idx,
+            "step": trainer.global_step,
+        }
         _append_line(self.path, record | {"keys": list(batch["key"]), "loss": float(loss)})
 
 

@@ -152,3 +152,23 @@ def test_resume_plan_continues_the_round_robin_order_of_the_uninterrupted_loader
             streams.append([(logical, i) for i in range(skipped, per_worker)])
         assert round_robin(streams) == uninterrupted[consumed:], consumed
         assert point.plan(4, 0, workers) == (0, 0)  # the next epoch starts from scratch
+
+
+def test_augmentation_draws_repeat_for_a_seed_and_differ_between_the_images_of_a_batch():
+    from PIL import Image
+
+    from clip_train.data.position import seeded_torch
+    from clip_train.data.transforms import train_transform
+
+    transform = train_transform(16, (0.5,) * 3, (0.5,) * 3, crop_scale=(0.3, 1.0))
+    image = Image.linear_gradient("L").convert("RGB").resize((64, 64))
+    torch.manual_seed(0)
+    outside = torch.rand(1)
+    torch.manual_seed(0)
+    with seeded_torch(7):
+        first = [transform(image) for _ in range(3)]
+    assert torch.equal(torch.rand(1), outside)  # the caller's random state is untouched
+    with seeded_torch(7):
+        again = [transform(image) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], first[1])

@@ -27,7 +27,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from clip_train.data.position import ResumePoint, seeded, skip, stable_seed
+from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ class PairStream(IterableDataset):
         yield from buffer
 
     def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: SampleCounter, augment_seed: int) -> dict:
-        transform = seeded(self.image_transform, augment_seed)
-        images = torch.stack([transform(image) for image, _, _ in pairs])
+        with seeded_torch(augment_seed):  # one seed per batch: the draws differ between its images
+            images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
         tokens = self.tokenize([caption for _, caption, _ in pairs])
         keys = [key for _, _, key in pairs]
         return {"image": images, **tokens, "key": keys, "bad_samples": torch.tensor(counter.take())}

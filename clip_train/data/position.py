@@ -21,6 +21,7 @@ import hashlib
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -34,15 +35,12 @@ def stable_seed(*parts) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def seeded(transform: Callable, seed: int) -> Callable:
-    """`transform` run with torch's global generator seeded by `seed`; the caller's random state is kept."""
-
-    def run(*args):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return transform(*args)
-
-    return run
+@contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """Inside, torch's global CPU generator starts from `seed`; outside, the caller's random state is kept."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass(frozen=True)
