@@ -54,7 +54,9 @@ def train_caption_tokenizer(captions: Iterable[str], vocab_size: int) -> PreTrai
     bpe.post_processor = processors.TemplateProcessing(
         single=f"{START} $A {END}", special_tokens=[(START, bpe.token_to_id(START)), (END, bpe.token_to_id(END))]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=START, eos_token=END, pad_token=PAD, padding_side="right")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=START, eos_token=END, pad_token=PAD, padding_side="right"
+    )
 
 
 def cached_caption_tokenizer(
