@@ -6,8 +6,9 @@ then gradient clipping, the optimizer and schedule steps, and the temperature cl
 
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
 over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100),
-`lr`, `train/samples_seen`, and `data/bad_samples` with `data/bad_samples/<kind>` (running totals
-since the start, summed over ranks; kinds in `clip_train.data.bad_data`). Validation encodes the
+`lr`, `train/samples_seen`, `train/skipped_steps` (steps skipped for a non-finite loss or
+gradient, `clip_train.numerics`), and `data/bad_samples` with `data/bad_samples/<kind>` (running
+totals since the start, summed over ranks; kinds in `clip_train.data.bad_data`). Validation encodes the
 whole validation set on every rank and reports retrieval over the union (`clip_train.eval`).
 """
 
@@ -23,7 +24,9 @@ from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.loss import ContrastiveLoss
 from clip_train.model import DualEncoder
+from clip_train.numerics import BadStepGuard, finite_on_every_rank
 from clip_train.optim import parameter_groups
+from clip_train.rng_state import rng_states, set_rng_states
 
 
 class ClipModule(L.LightningModule):
@@ -34,6 +37,8 @@ class ClipModule(L.LightningModule):
     scheduler: a partial taking `(optimizer, total_steps=...)`, stepped every optimizer step.
     accumulate: micro-batches per optimizer step (the batch is split; negatives are kept).
     gradient_clip_norm: clip the global gradient L2 norm to this; None for no clipping.
+    max_consecutive_bad_steps: a step whose loss or gradients are not finite (on any rank) is
+        skipped; this many in a row stop the run (`clip_train.numerics`); None: never stop.
     recipe: what is needed to rebuild the model from a checkpoint (model config, tokenizer,
         image preprocessing); stored in the checkpoint's hyper-parameters.
     """
@@ -47,6 +52,7 @@ class ClipModule(L.LightningModule):
         accumulate: int = 1,
         gradient_clip_norm: float | None = 1.0,
         recipe: dict | None = None,
+        max_consecutive_bad_steps: int | None = 5,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler"])
@@ -57,6 +63,8 @@ class ClipModule(L.LightningModule):
         self.samples_seen = 0
         self.bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # per kind, on the batches' device: no host sync
         self.last_validated_step = -1
+        self.bad_steps = BadStepGuard(max_consecutive_bad_steps)
+        self._rng_states_to_restore: dict | None = None
         self._val_features: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_epoch_start(self) -> None:
@@ -74,14 +82,18 @@ class ClipModule(L.LightningModule):
             backward=self.manual_backward,
             no_sync=getattr(self.trainer.strategy, "block_backward_sync", nullcontext),  # single device: none
         )
-        if self.gradient_clip_norm is not None:
-            self._clip_gradients(optimizer)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        self.model.clamp_logit_scale_()
+        if finite_on_every_rank(loss, self.parameters()):
+            self.bad_steps.good()
+            if self.gradient_clip_norm is not None:
+                self._clip_gradients(optimizer)
+            optimizer.step()
+            scheduler.step()
+            self.model.clamp_logit_scale_()
+        else:  # no parameter, optimizer-state or schedule update; the step count does not advance
+            self.bad_steps.bad(self.global_step, self._last_checkpoint())
+        optimizer.zero_grad(set_to_none=True)
 
         batch_size = batch["image"].shape[0]
         self.samples_seen += batch_size * self.trainer.world_size
@@ -90,6 +102,7 @@ class ClipModule(L.LightningModule):
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
         self.log("lr", lr, batch_size=batch_size)
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
+        self.log("train/skipped_steps", float(self.bad_steps.skipped), batch_size=batch_size)
         bad_samples = all_reduce_sum(self.bad_samples).float()  # one collective for every kind
         self.log_dict(bad_sample_metrics(bad_samples), batch_size=batch_size)
         return loss
@@ -101,6 +114,10 @@ class ClipModule(L.LightningModule):
             sharded_clip(self.gradient_clip_norm)
         else:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
+
+    def _last_checkpoint(self) -> str | None:
+        callback = self.trainer.checkpoint_callback
+        return (getattr(callback, "last_model_path", None) or getattr(callback, "best_model_path", None)) or None
 
     def _count_bad_samples(self, batch: dict[str, torch.Tensor]) -> None:
         self.bad_samples = self.bad_samples.to(batch["bad_samples"].device) + batch["bad_samples"]
@@ -126,11 +143,23 @@ class ClipModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        bad_samples = dict(zip(BAD_KINDS, self.bad_samples.tolist()))
-        checkpoint["counters"] = {"samples_seen": self.samples_seen, "bad_samples": bad_samples}
+        checkpoint["counters"] = {
+            "samples_seen": self.samples_seen,
+            "bad_samples": dict(zip(BAD_KINDS, self.bad_samples.tolist())),
+            "skipped_steps": self.bad_steps.skipped,
+        }
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
         bad_samples = counters.get("bad_samples", {})  # {kind: count}
         self.bad_samples = torch.tensor([bad_samples.get(kind, 0) for kind in BAD_KINDS], dtype=torch.long)
+        self.bad_steps.skipped = counters.get("skipped_steps", 0)
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        """Random states come back only now, after the DataLoaders have drawn their worker seeds."""
+        if self._rng_states_to_restore is not None:
+            set_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None

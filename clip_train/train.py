@@ -18,11 +18,13 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
+from clip_train.checkpointing import AtomicCheckpointIO
 from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.module import ClipModule
+from clip_train.preemption import Preempted
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
         for results in trainer.validate(module, datamodule=datamodule, verbose=False):  # none when limited to 0
             metrics |= {k: float(v) for k, v in results.items()}
     metrics["train/samples_seen"] = float(module.samples_seen)
+    metrics["train/skipped_steps"] = float(module.bad_steps.skipped)
     bad_samples = all_reduce_sum(module.bad_samples.to(module.device))
     metrics |= {name: float(count) for name, count in bad_sample_metrics(bad_samples).items()}
     return dict(sorted(metrics.items()))
@@ -96,6 +99,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         accumulate=cfg.optim.accumulate,
         gradient_clip_norm=cfg.optim.gradient_clip_norm,
         recipe=recipe,
+        max_consecutive_bad_steps=cfg.optim.max_consecutive_bad_steps,
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
@@ -104,10 +108,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers,
         strategy=_strategy(cfg.trainer.strategy),
-        plugins=_requeue_plugins() or None,
+        plugins=[AtomicCheckpointIO(), *_requeue_plugins()],
     )
     output_dir = cfg.paths.output_dir
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, output_dir))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, output_dir))
+    except Preempted as preempted:  # the checkpoint is written; exit as a signalled process would
+        raise SystemExit(128 + preempted.signum) from preempted
     metrics = _final_metrics(trainer, module, datamodule)
     if trainer.is_global_zero:
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:

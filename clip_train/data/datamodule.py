@@ -16,10 +16,12 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 import torch
 import webdataset as wds
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BadDataPolicy
 from clip_train.data.pipeline import PairStream
+from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
 from clip_train.data.shards import count_samples, expand_shards
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
@@ -125,6 +127,7 @@ class ShardDataModule(L.LightningDataModule):
         self.eval_image_transform = eval_transform(image_size, image_mean, image_std)
         self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
         self._epoch = multiprocessing.Value("i", 0)
+        self._resume_point = ResumePoint()
         self.rank, self.world = 0, 1
 
     def _tokenizer_urls(self) -> list[str]:
@@ -157,6 +160,30 @@ class ShardDataModule(L.LightningDataModule):
         """Seeds the next epoch's shard and sample order (also in persistent workers)."""
         self._epoch.value = epoch
 
+    @property
+    def layout(self) -> StreamLayout:
+        return StreamLayout(
+            self.world, max(1, self.num_workers), self.batch_size, self.batches_per_epoch, self.resampled, self.seed,
+            len(self.train_urls),
+        )  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """The training stream's position, saved in every checkpoint: the epoch and the batches this rank's
+        training loop has consumed in it (the same on every rank), as Lightning's progress tracking counts them."""
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return position_state(self.trainer.current_epoch, consumed, self.layout)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume the stream where the checkpoint left it (see `clip_train.data.position`)."""
+        if not state:
+            return
+        check_layout(state["layout"], self.layout)
+        self.set_epoch(state["epoch"])  # a mid-epoch restart does not call on_train_epoch_start
+        self._resume_point.set(state["epoch"], state["batches_consumed"])
+        log.info("resuming the training stream at epoch %d after %d batches", state["epoch"], state["batches_consumed"])
+
     def _loader(self, urls: list[str], training: bool) -> DataLoader:
         stream = PairStream(
             urls,
@@ -172,6 +199,7 @@ class ShardDataModule(L.LightningDataModule):
             epoch=self._epoch,
             bad_data=self.bad_data,
             shard_weights=self.train_shard_weights if training else None,
+            resume_point=self._resume_point if training else None,
         )
         return DataLoader(
             stream,

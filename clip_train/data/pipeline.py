@@ -3,15 +3,16 @@
     shard URLs (this rank's and this worker's share, or a seeded resampled stream)
       -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
       -> decoded (PIL image, caption); broken or incomplete samples skipped and counted by kind
-      -> seeded shuffle buffer (training)
-      -> image transform, then batches tokenized in one call
+      -> seeded shuffle buffer (training; drained at the end of each pass over the shards)
+      -> image transform (seeded per batch), then batches tokenized in one call
       -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
           key: B sample keys, bad_samples: (K,) long, the items skipped since the previous batch, per kind
           in `clip_train.data.bad_data.BAD_KINDS` order}
 
 Batches are built in the workers, so the main process only forwards ready tensors. Each
 worker yields exactly `batches_per_worker` batches when it is set, which gives every rank the
-same number of steps per epoch even on uneven shards (the shard stream wraps around).
+same number of steps per epoch even on uneven shards (the shard stream wraps around). A resumed
+run's workers skip the batches it already trained on (`clip_train.data.position`).
 """
 
 import io
@@ -25,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
+from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
 from clip_train.data.shard_reader import shard_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -78,6 +80,8 @@ class PairStream(IterableDataset):
     bad_data: how much bad data a worker tolerates before it stops the run (`clip_train.data.bad_data`).
     shard_weights: with resampling, each URL's draw weight (mixes sources, `clip_train.data.sources`);
         None draws every URL alike.
+    resume_point: where a resumed run left the stream (`clip_train.data.position`); the workers skip
+        the batches it consumed, without transforming or tokenizing them.
     """
 
     def __init__(
@@ -96,36 +100,50 @@ class PairStream(IterableDataset):
         epoch: Synchronized,
         bad_data: BadDataPolicy | None = None,
         shard_weights: Sequence[float] | None = None,
+        resume_point: ResumePoint | None = None,
     ):
         super().__init__()
         self.urls, self.rank, self.world = list(urls), rank, world
         self.batch_size, self.image_transform, self.tokenize = batch_size, image_transform, tokenize
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
-        self.batches_per_worker, self.epoch = batches_per_worker, epoch
+        self.batches_per_worker, self.epoch, self.resume_point = batches_per_worker, epoch, resume_point
         self.bad_data = bad_data or BadDataPolicy()
         self.cumulative_weights = list(itertools.accumulate(shard_weights)) if shard_weights else None
 
-    def _shard_urls(self, worker: int, workers: int, counter: BadSampleCounter) -> Iterator[dict]:
-        epoch = self.epoch.value
+    def _reader_urls(self, worker: int, workers: int, epoch: int) -> list[str]:
+        """This rank's and this worker's share of the shards; in training, of a permutation seeded per epoch
+        that is the same on every rank."""
+        order = list(self.urls)
+        if self.batches_per_worker is not None:
+            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
+        return order[self.rank :: self.world][worker::workers]
+
+    def _shard_passes(self, worker: int, workers: int, epoch: int) -> Iterator[Iterator[dict]]:
+        """Passes over this reader's shards: one endless resampled pass, one exact pass (validation), or
+        the same share again and again (training) until the epoch's batch count is met."""
         if self.resampled:
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
-            while True:
-                if self.cumulative_weights is None:
-                    yield {"url": rng.choice(self.urls)}
-                else:
-                    yield {"url": rng.choices(self.urls, cum_weights=self.cumulative_weights)[0]}
-        order = list(self.urls)
-        if self.batches_per_worker is not None:  # training: the same permutation on every rank
-            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
-        mine = [{"url": url} for url in order[self.rank :: self.world][worker::workers]]
-        if self.batches_per_worker is None:
-            yield from mine
+            if self.cumulative_weights is None:
+                yield ({"url": rng.choice(self.urls)} for _ in itertools.count())
+            else:
+                yield ({"url": rng.choices(self.urls, cum_weights=self.cumulative_weights)[0]} for _ in itertools.count())
             return
-        while True:  # a reader whose shards run out wraps round them until the epoch's batch count is met
+        mine = self._reader_urls(worker, workers, epoch)
+        for _ in itertools.count() if self.batches_per_worker is not None else range(1):
+            yield ({"url": url} for url in mine)
+
+    def _pairs(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> Iterator:
+        """Decoded (image, caption, key) pairs of this reader. Training shuffles within each pass, so without
+        resampling an epoch that covers the shards once holds every sample exactly once."""
+        rng = random.Random(f"{self.seed}/samples/{epoch}/{self.rank}/{worker}")
+        training = self.batches_per_worker is not None
+        for shards in self._shard_passes(worker, workers, epoch):
             decoded_before = counter.decoded
-            yield from (dict(shard) for shard in mine)
-            if counter.decoded == decoded_before:
-                raise RuntimeError(f"no readable sample in any of these shards: {[s['url'] for s in mine]}")
+            samples = shard_samples(shards, counter)
+            pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
+            yield from self._shuffled(pairs, rng) if training and self.shuffle_buffer > 1 else pairs
+            if training and counter.decoded == decoded_before:  # a reader wrapping round unreadable shards
+                raise RuntimeError(f"no readable sample in any of these shards: {self._reader_urls(worker, workers, epoch)}")
 
     def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
         buffer = []
@@ -138,26 +156,28 @@ class PairStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter) -> dict:
-        images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
+    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter, augment_seed: int) -> dict:
+        with seeded_torch(augment_seed):  # one seed per batch: the draws differ between its images
+            images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
         tokens = self.tokenize([caption for _, caption, _ in pairs])
         keys = [key for _, _, key in pairs]
         return {"image": images, **tokens, "key": keys, "bad_samples": counter.take()}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        slot, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch.value
+        worker, skipped = self.resume_point.plan(epoch, slot, workers) if self.resume_point else (slot, 0)
         counter = BadSampleCounter(self.bad_data)
-        samples = shard_samples(self._shard_urls(worker, workers, counter), counter)
-        pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
         training = self.batches_per_worker is not None
-        if training and self.shuffle_buffer > 1:
-            pairs = self._shuffled(pairs, random.Random(f"{self.seed}/samples/{self.epoch.value}/{self.rank}/{worker}"))
-        batches = self._batches(pairs, counter, drop_last=training)
-        yield from itertools.islice(batches, self.batches_per_worker)
+        groups = itertools.islice(self._groups(self._pairs(worker, workers, epoch, counter), training), self.batches_per_worker)
+        skip(groups, skipped, counter.take)
+        for index, group in enumerate(groups, start=skipped):
+            yield self._collate(group, counter, stable_seed(self.seed, "augment", epoch, self.rank, worker, index))
 
-    def _batches(self, pairs: Iterator, counter: BadSampleCounter, drop_last: bool) -> Iterator[dict]:
-        while batch := list(itertools.islice(pairs, self.batch_size)):
-            if len(batch) < self.batch_size and drop_last:
+    def _groups(self, pairs: Iterator, drop_last: bool) -> Iterator[list]:
+        """Lists of `batch_size` pairs (the last one shorter unless `drop_last`)."""
+        while group := list(itertools.islice(pairs, self.batch_size)):
+            if len(group) < self.batch_size and drop_last:
                 return
-            yield self._collate(batch, counter)
+            yield group

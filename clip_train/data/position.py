@@ -1,0 +1,98 @@
+"""Where the training stream stands, so a resumed run continues it exactly.
+
+Every rank consumes one batch per training step and every worker yields a fixed number of
+batches per epoch, so one number says how far a rank is into the current epoch's
+deterministic stream: the batches its training loop has consumed. DataLoader workers hand
+out batches round-robin (batch i comes from worker i mod W), so after n batches worker w has
+delivered `len(range(w, n, W))` of them; batches a worker made but the main process has not
+consumed yet (prefetched) are not counted, and are made again after a resume.
+
+A resume with n mod W = s ≠ 0 would start the round-robin at worker 0, not at worker s. So
+for the resumed epoch the DataLoader's worker slot j plays the part of logical worker
+(j + s) mod W: its shards, seeds and skipped batches are those of the logical worker, and the
+batches come out in the uninterrupted run's order.
+
+Augmentation draws are seeded per batch from (seed, epoch, rank, logical worker, batch index),
+so the same batch gets the same crops whether or not the run was interrupted, whatever the
+DataLoader's worker seeds (which differ after a restart).
+"""
+
+import hashlib
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from `parts`, the same in every process and Python run (unlike `hash`)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """Inside, torch's global CPU generator starts from `seed`; outside, the caller's random state is kept."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """What fixes the deterministic stream; a resume into a different layout cannot be exact."""
+
+    world: int
+    workers: int
+    batch_size: int
+    batches_per_epoch: int
+    resampled: bool
+    seed: int
+    shards: int
+
+
+class ResumePoint:
+    """(epoch, batches consumed in it) shared with persistent DataLoader workers; epoch -1: no resume."""
+
+    def __init__(self) -> None:
+        self._shared = multiprocessing.Array("q", [-1, 0])
+
+    def set(self, epoch: int, batches: int) -> None:
+        self._shared[0], self._shared[1] = epoch, batches
+
+    def plan(self, epoch: int, worker: int, workers: int) -> tuple[int, int]:
+        """(logical worker, batches it skips) for this worker slot in `epoch`."""
+        resume_epoch, consumed = self._shared[0], self._shared[1]
+        if epoch != resume_epoch or consumed == 0:
+            return worker, 0
+        logical = (worker + consumed % workers) % workers
+        return logical, len(range(logical, consumed, workers))
+
+
+def skip(groups: Iterator[list], count: int, discard_counts: Callable[[], object]) -> None:
+    """Consume `count` sample groups without transforming or tokenizing them, and drop the bad-sample
+    counts they carried (the checkpoint already holds them)."""
+    for _ in range(count):
+        if next(groups, None) is None:
+            break
+    discard_counts()
+
+
+def position_state(epoch: int, batches_consumed: int, layout: StreamLayout) -> dict:
+    return {"epoch": epoch, "batches_consumed": batches_consumed, "layout": asdict(layout)}
+
+
+def check_layout(saved: dict, layout: StreamLayout) -> None:
+    """Warn when the checkpoint's stream was laid out differently: the resume then only keeps the batch count."""
+    if saved != asdict(layout):
+        changed = {k: (v, asdict(layout)[k]) for k, v in saved.items() if asdict(layout).get(k) != v}
+        log.warning(
+            "the training data layout changed since the checkpoint (%s, as (then, now)): the stream resumes at the same "
+            "batch count of the new layout, so samples of this epoch may repeat or be skipped",
+            changed,
+        )
