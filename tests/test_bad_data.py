@@ -141,10 +141,11 @@ def test_run_over_every_kind_completes_and_metrics_json_counts_them(compose_conf
 
 def test_checkpoint_counters_keep_the_kinds():
     from clip_train.module import ClipModule
+    from clip_train.numerics import BadStepGuard
 
-    checkpoint = {}
-    ClipModule.on_save_checkpoint(SimpleNamespace(samples_seen=5, bad_samples=torch.arange(len(BAD_KINDS))), checkpoint)
+    checkpoint, saved = {}, SimpleNamespace(samples_seen=5, bad_samples=torch.arange(len(BAD_KINDS)), bad_steps=BadStepGuard(5))
+    ClipModule.on_save_checkpoint(saved, checkpoint)
     assert checkpoint["counters"]["bad_samples"]["corrupt_tar"] == BAD_KINDS.index("corrupt_tar")
-    restored = SimpleNamespace()
+    restored = SimpleNamespace(bad_steps=BadStepGuard(5))
     ClipModule.on_load_checkpoint(restored, checkpoint)
     assert restored.bad_samples.tolist() == list(range(len(BAD_KINDS))) and restored.samples_seen == 5
