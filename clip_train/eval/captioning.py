@@ -90,4 +90,3 @@ def _log_examples(trainer, rows: list[list[str]]) -> None:
             os.makedirs(logger.log_dir, exist_ok=True)
             with open(os.path.join(logger.log_dir, "captions.jsonl"), "a") as f:
                 f.write(json.dumps({"step": trainer.global_step, "examples": rows}) + "\n")
-
