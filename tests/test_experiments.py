@@ -66,7 +66,9 @@ def test_lit_needs_local_weights_and_locks_the_pretrained_tower(tmp_path):
     torch.manual_seed(1)
     reference = timm.create_model("test_vit", img_size=32, patch_size=8, num_classes=0)
     torch.save(reference.state_dict(), tmp_path / "weights.pth")
-    model = lit_model("model.image_tower.model_name=test_vit", f"model.image_tower.pretrained_cfg_overlay.file={tmp_path}/weights.pth")
+    model = lit_model(
+        "model.image_tower.model_name=test_vit", f"model.image_tower.pretrained_cfg_overlay.file={tmp_path}/weights.pth"
+    )
     for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(model.image_tower.trunk.state_dict()[name], tensor, msg=name)
     assert not any(p.requires_grad for p in model.image_tower.trunk.parameters())
