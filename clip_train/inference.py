@@ -66,8 +66,9 @@ class ClipModel:
         tokens with the start and end tokens (default: the model's context length). CoCa models only."""
         if not hasattr(self.model, "generate"):
             raise TypeError(f"{type(self.model).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
-        bos_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.cls_token_id
-        eos_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.sep_token_id
+        from clip_train.eval.captioning import start_and_end_ids
+
+        bos_id, eos_id = start_and_end_ids(self.tokenizer)
         captions = []
         for start in range(0, len(images), batch_size):
             pixels = self._pixels(images[start : start + batch_size])

@@ -20,6 +20,15 @@ from torchmetrics.functional.text import bleu_score
 from clip_train.distributed import rank_and_world
 
 
+def start_and_end_ids(tokenizer) -> tuple[int, int]:
+    """The ids that open and close a caption: BOS/EOS, or CLS/SEP for BERT-style tokenizers."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if start is None or end is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no start and end tokens to caption with (bos/eos or cls/sep)")
+    return start, end
+
+
 def words(caption: str) -> str:
     """Lowercase words and numbers joined by single spaces: the tokenisation both scores use."""
     return " ".join(re.findall(r"[a-z0-9]+", caption.lower()))
@@ -64,7 +73,7 @@ class CaptionEvaluation(L.Callback):
         if room <= 0 or not hasattr(pl_module.model, "generate"):
             return
         tokenizer = trainer.datamodule.tokenizer
-        ids = pl_module.model.generate(batch["image"][:room], tokenizer.bos_token_id, tokenizer.eos_token_id)
+        ids = pl_module.model.generate(batch["image"][:room], *start_and_end_ids(tokenizer))
         self._predictions += tokenizer.batch_decode(ids, skip_special_tokens=True)
         self._references += tokenizer.batch_decode(batch["input_ids"][:room], skip_special_tokens=True)
 
