@@ -10,7 +10,9 @@ micro-batch would only see its own negatives. Instead (feature caching, as in Gr
 Each pass differentiates the same full-batch loss through its own slice only, so the summed
 tower gradients are exactly the full-batch gradients. The temperature appears in every pass,
 so it takes part in one pass only (the last; under DDP every parameter must then join the one
-synchronised backward) and gets its true gradient, not k times it. The random state is
+synchronised backward) and gets its true gradient, not k times it; so does SigLIP's bias.
+A captioning model (CoCa) adds per-caption losses, which are local: pass j differentiates only
+its own captions' term, the others enter as cached constants. The random state is
 replayed for each recomputation, so dropout and patch dropout draw the same masks twice.
 Memory: activations of one micro-batch, plus B×D features per tower.
 """
@@ -19,8 +21,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+from torch import nn
 
-from clip_train.loss import ContrastiveLoss
 from clip_train.model import DualEncoder
 
 
@@ -47,41 +49,56 @@ class _RandomState:
             torch.cuda.set_rng_state_all(self.cuda)
 
 
+def _objective(model, loss_fn, images, texts, caption_nll, batch_size: int, temperature: dict) -> dict:
+    """The step's losses: the contrastive loss of all features, plus (CoCa) the weighted mean caption NLL.
+
+    caption_nll: the (batch_size,) per-caption losses, or None for a model without a caption decoder.
+    """
+    contrastive = loss_fn(images, texts, **temperature)
+    if caption_nll is None:
+        return {"loss": contrastive}
+    caption = caption_nll.sum() / batch_size
+    total = model.contrastive_loss_weight * contrastive + model.caption_loss_weight * caption
+    return {"loss": total, "contrastive_loss": contrastive, "caption_loss": caption}
+
+
 def contrastive_backward(
     model: DualEncoder,
-    loss_fn: ContrastiveLoss,
+    loss_fn: nn.Module,
     batch: dict,
     micro_batches: int,
     backward: Callable[[torch.Tensor], None],
     no_sync: Callable[[], AbstractContextManager],
-) -> torch.Tensor:
-    """Run forward and backward for `batch` in `micro_batches` pieces; returns the (detached) batch loss.
+) -> dict[str, torch.Tensor]:
+    """Run forward and backward for `batch` in `micro_batches` pieces; returns the (detached) batch losses:
+    `loss`, and for a captioning model also `contrastive_loss` and `caption_loss`.
 
+    loss_fn: called as loss_fn(image_features, text_features, **model.temperature()).
     backward: how to backpropagate a loss (Lightning's `manual_backward`, for precision plugins).
     no_sync: a context in which backward skips the DDP gradient all-reduce; every pass but the
         last runs inside it, so gradients are reduced once per optimizer step.
     """
+    batch_size = batch["image"].shape[0]
     if micro_batches == 1:
-        image_features, text_features = model(batch)
-        loss = loss_fn(image_features, text_features, model.logit_scale)
-        backward(loss)
-        return loss.detach()
+        image_features, text_features, caption_nll = model.training_forward(batch)
+        losses = _objective(model, loss_fn, image_features, text_features, caption_nll, batch_size, model.temperature())
+        backward(losses["loss"])
+        return {name: value.detach() for name, value in losses.items()}
     chunks = split_batch(batch, micro_batches)
-    states, cached_images, cached_texts = [], [], []
+    states, cached = [], []
     with torch.no_grad():
         for chunk in chunks:
             states.append(_RandomState())
-            image_features, text_features = model(chunk)
-            cached_images.append(image_features)
-            cached_texts.append(text_features)
+            cached.append(model.training_forward(chunk))
     for j, chunk in enumerate(chunks):
         last = j == micro_batches - 1
         with nullcontext() if last else no_sync():
             states[j].restore()
-            image_features, text_features = model(chunk)
-            images = torch.cat(cached_images[:j] + [image_features] + cached_images[j + 1 :])
-            texts = torch.cat(cached_texts[:j] + [text_features] + cached_texts[j + 1 :])
-            logit_scale = model.logit_scale if last else model.logit_scale.detach()
-            loss = loss_fn(images, texts, logit_scale)
-            backward(loss)
-    return loss.detach()
+            fresh = model.training_forward(chunk)
+            outputs = cached[:j] + [fresh] + cached[j + 1 :]
+            images, texts = torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+            caption_nll = None if fresh[2] is None else torch.cat([o[2] for o in outputs])
+            temperature = {name: p if last else p.detach() for name, p in model.temperature().items()}
+            losses = _objective(model, loss_fn, images, texts, caption_nll, batch_size, temperature)
+            backward(losses["loss"])
+    return {name: value.detach() for name, value in losses.items()}

@@ -77,3 +77,41 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     total = value.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
+
+
+def _exchange(tensor: torch.Tensor, send_to: int, receive_from: int) -> torch.Tensor:
+    """Send `tensor` to rank `send_to` and receive a tensor of the same shape from `receive_from`."""
+    received = torch.empty_like(tensor)
+    operations = [dist.P2POp(dist.isend, tensor.contiguous(), send_to), dist.P2POp(dist.irecv, received, receive_from)]
+    for request in dist.batch_isend_irecv(operations):
+        request.wait()
+    return received
+
+
+class _NeighbourExchange(torch.autograd.Function):
+    """One hop round the ring: forward sends to `send_to` and receives from `receive_from`.
+
+    The received tensor belongs to `receive_from`, so its gradient travels back there, and the
+    gradient of the tensor this rank sent comes back from `send_to`: backward is the same hop
+    with the directions swapped. Chained hops therefore return every gradient to its owner.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, send_to: int, receive_from: int) -> torch.Tensor:
+        ctx.send_to, ctx.receive_from = send_to, receive_from
+        return _exchange(tensor, send_to, receive_from)
+
+    @staticmethod
+    def backward(ctx, grad_received: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return _exchange(grad_received, ctx.receive_from, ctx.send_to), None, None
+
+
+def pass_to_next_rank(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank r sends `tensor` to rank r+1 and returns what rank r-1 sent (mod world), differentiably.
+
+    After h calls a rank holds the tensor of rank r-h. Every rank must call it, with equal shapes.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return tensor
+    return _NeighbourExchange.apply(tensor, (rank + 1) % world, (rank - 1) % world)

@@ -5,6 +5,7 @@
     images = model.encode_image([PIL.Image.open("cat.jpg")])               # (N, D), unit norm
     texts = model.encode_text(["a photo of a cat", "a photo of a dog"])   # (M, D), unit norm
     probs = model.classify(images_or_pils, ["cat", "dog"])                # (N, C)
+    captions = model.caption([PIL.Image.open("cat.jpg")], beams=3)        # CoCa models only: ["a cat ..."]
 
 Loading reads tensors and plain data only (`torch.load(weights_only=True)` or safetensors), so
 no pickled code from a checkpoint ever runs; a GPU checkpoint loads on a CPU-only machine.
@@ -50,10 +51,30 @@ class ClipModel:
         """PIL images or paths -> (N, D) float32, L2-normalised, on the model's device."""
         features = []
         for start in range(0, len(images), batch_size):
-            chunk = [Image.open(i) if isinstance(i, str | os.PathLike) else i for i in images[start : start + batch_size]]
-            pixels = torch.stack([self.preprocess(image.convert("RGB")) for image in chunk]).to(self.device)
-            features.append(self.model.encode_image(pixels).float())
+            features.append(self.model.encode_image(self._pixels(images[start : start + batch_size])).float())
         return torch.cat(features) if features else torch.zeros(0, self.model.embed_dim, device=self.device)
+
+    def _pixels(self, images: Sequence[Image.Image | str]) -> torch.Tensor:
+        chunk = [Image.open(i) if isinstance(i, str | os.PathLike) else i for i in images]
+        return torch.stack([self.preprocess(image.convert("RGB")) for image in chunk]).to(self.device)
+
+    @torch.no_grad()
+    def caption(
+        self, images: Sequence[Image.Image | str], beams: int = 1, max_length: int | None = None, batch_size: int = 64
+    ) -> list[str]:
+        """PIL images or paths -> one caption each: greedy (`beams=1`) or beam search, at most `max_length`
+        tokens with the start and end tokens (default: the model's context length). CoCa models only."""
+        if not hasattr(self.model, "generate"):
+            raise TypeError(f"{type(self.model).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
+        from clip_train.eval.captioning import start_and_end_ids
+
+        bos_id, eos_id = start_and_end_ids(self.tokenizer)
+        captions = []
+        for start in range(0, len(images), batch_size):
+            pixels = self._pixels(images[start : start + batch_size])
+            ids = self.model.generate(pixels, bos_id, eos_id, max_length=max_length, beams=beams)
+            captions.extend(text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
+        return captions
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:

@@ -5,11 +5,15 @@ batch, split into `accumulate` micro-batches with exact gradients (`clip_train.a
 then gradient clipping, the optimizer and schedule steps, and the temperature clamp.
 
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
-over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100),
-`lr`, `train/samples_seen`, `train/skipped_steps` (steps skipped for a non-finite loss or
-gradient, `clip_train.numerics`), and `data/bad_samples` with `data/bad_samples/<kind>` (running
-totals since the start, summed over ranks; kinds in `clip_train.data.bad_data`). Validation encodes the
-whole validation set on every rank and reports retrieval over the union (`clip_train.eval`).
+over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100 unless
+the model leaves it unbounded), `train/logit_bias` (SigLIP), `train/contrastive_loss` and
+`train/caption_loss` (CoCa), `lr`, `train/samples_seen`, `train/skipped_steps` (steps skipped
+for a non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
+`data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
+`clip_train.data.bad_data`). Validation encodes the whole validation set on every rank and
+reports retrieval over the union (`clip_train.eval`); its `val/loss` is the symmetric InfoNCE at
+the model's temperature whatever the training loss (for SigLIP too), so it compares runs by
+ranking quality, not by their training objective.
 """
 
 from collections.abc import Callable
@@ -17,20 +21,33 @@ from contextlib import nullcontext
 
 import lightning as L
 import torch
+from torch import nn
 
 from clip_train.accumulation import contrastive_backward
 from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
-from clip_train.loss import ContrastiveLoss
 from clip_train.model import DualEncoder
 from clip_train.numerics import BadStepGuard, finite_on_every_rank
 from clip_train.optim import parameter_groups
 from clip_train.rng_state import rng_states, set_rng_states
 
 
+def _check_logit_bias(model: DualEncoder, loss: nn.Module) -> None:
+    """The model has a `logit_bias` parameter exactly when the loss uses one (an unused one breaks DDP)."""
+    uses_bias = getattr(loss, "uses_logit_bias", False)
+    if uses_bias and model.logit_bias is None:
+        raise ValueError(f"{type(loss).__name__} needs a logit bias: set model.init_logit_bias (loss=siglip sets -10)")
+    if not uses_bias and model.logit_bias is not None:
+        raise ValueError(
+            f"model.init_logit_bias is set but {type(loss).__name__} never uses a bias, which would leave an "
+            "unused parameter under DDP: set model.init_logit_bias=null"
+        )
+
+
 class ClipModule(L.LightningModule):
-    """Trains a `DualEncoder` with a `ContrastiveLoss`.
+    """Trains a `DualEncoder` with a contrastive loss (`ContrastiveLoss`, `SigLipLoss`), plus a
+    captioning loss for a `CoCa` model.
 
     optimizer: a partial (Hydra `_partial_: true`) taking `params`; its `weight_decay`
         applies to the decayed group only (see `clip_train.optim`).
@@ -46,7 +63,7 @@ class ClipModule(L.LightningModule):
     def __init__(
         self,
         model: DualEncoder,
-        loss: ContrastiveLoss,
+        loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
         accumulate: int = 1,
@@ -55,6 +72,7 @@ class ClipModule(L.LightningModule):
         max_consecutive_bad_steps: int | None = 5,
     ):
         super().__init__()
+        _check_logit_bias(model, loss)
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler"])
         self.model, self.loss = model, loss
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
@@ -74,7 +92,7 @@ class ClipModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
-        loss = contrastive_backward(
+        losses = contrastive_backward(
             self.model,
             self.loss,
             batch,
@@ -84,7 +102,7 @@ class ClipModule(L.LightningModule):
         )
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]
-        if finite_on_every_rank(loss, self.parameters()):
+        if finite_on_every_rank(losses["loss"], self.parameters()):
             self.bad_steps.good()
             if self.gradient_clip_norm is not None:
                 self._clip_gradients(optimizer)
@@ -98,14 +116,18 @@ class ClipModule(L.LightningModule):
         batch_size = batch["image"].shape[0]
         self.samples_seen += batch_size * self.trainer.world_size
         self._count_bad_samples(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size, sync_dist=True)
+        for name in sorted(losses.keys() - {"loss"}):
+            self.log(f"train/{name}", losses[name], batch_size=batch_size, sync_dist=True)
+        if self.model.logit_bias is not None:
+            self.log("train/logit_bias", self.model.logit_bias.detach(), batch_size=batch_size)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
         self.log("lr", lr, batch_size=batch_size)
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
         self.log("train/skipped_steps", float(self.bad_steps.skipped), batch_size=batch_size)
         bad_samples = all_reduce_sum(self.bad_samples).float()  # one collective for every kind
         self.log_dict(bad_sample_metrics(bad_samples), batch_size=batch_size)
-        return loss
+        return losses["loss"]
 
     def _clip_gradients(self, optimizer) -> None:
         """Clip the global gradient norm; an FSDP root module must do it itself, over all shards."""

@@ -1,7 +1,7 @@
 """Optimizer parameter groups and the learning-rate schedule.
 
 Weight decay pulls weights towards zero, which is wrong for parameters that set a scale or
-an offset: biases, normalisation gains, the temperature `logit_scale`, and what a tower
+an offset: biases, normalisation gains, the temperature `logit_scale` (and SigLIP's `logit_bias`), and what a tower
 declares in `no_weight_decay()` (position embeddings, class tokens, token embeddings).
 """
 
@@ -15,7 +15,7 @@ NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RM
 
 def no_decay_names(model: nn.Module) -> set[str]:
     """Qualified names of the trainable parameters that must not be decayed."""
-    names = {"logit_scale"}
+    names = {"logit_scale", "logit_bias"}
     for prefix, module in model.named_modules():
         dotted = f"{prefix}." if prefix else ""
         if isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("Norm", "Norm2d")):

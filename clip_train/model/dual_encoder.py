@@ -7,14 +7,17 @@ from torch import nn
 
 
 class DualEncoder(nn.Module):
-    """Image tower + text tower + `logit_scale`, the log of the inverse softmax temperature.
+    """Image tower + text tower + `logit_scale`, the log of the inverse temperature (+ `logit_bias`).
 
     `embed_dim`, `image_size` and `context_length` describe the model's inputs and outputs for
     whoever feeds it (data pipeline, inference API); the towers must agree with them.
 
     `logit_scale` starts at ln(1/0.07) as in CLIP and is clamped to at most `max_logit_scale`
     (ln 100) after every optimizer step, which keeps early training from collapsing into a
-    temperature spike.
+    temperature spike; `max_logit_scale=None` leaves it unbounded above (SigLIP).
+
+    `logit_bias` is a parameter only when `init_logit_bias` is set, by a loss that uses it
+    (`loss=siglip`); otherwise it is None, so no parameter goes unused under DDP.
     """
 
     def __init__(
@@ -25,7 +28,8 @@ class DualEncoder(nn.Module):
         image_size: int,
         context_length: int,
         init_logit_scale: float = math.log(1 / 0.07),
-        max_logit_scale: float = math.log(100),
+        max_logit_scale: float | None = math.log(100),
+        init_logit_bias: float | None = None,
     ):
         super().__init__()
         for name, tower in (("image_tower", image_tower), ("text_tower", text_tower)):
@@ -36,6 +40,8 @@ class DualEncoder(nn.Module):
         self.text_tower = text_tower
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.max_logit_scale = max_logit_scale
+        bias = None if init_logit_bias is None else nn.Parameter(torch.tensor(float(init_logit_bias)))
+        self.register_parameter("logit_bias", bias)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D), unit norm."""
@@ -48,6 +54,19 @@ class DualEncoder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch with `image`, `input_ids` and `attention_mask` -> (image features, text features)."""
         return self.encode_image(batch["image"]), self.encode_text(batch["input_ids"], batch["attention_mask"])
+
+    def training_forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """What a training step needs: (image features, text features, per-caption losses or None).
+
+        A dual encoder has no per-caption loss; a captioning model (`CoCa`) returns its (B,) NLLs.
+        """
+        return *self(batch), None
+
+    def temperature(self) -> dict[str, torch.Tensor]:
+        """The loss's scalar parameters, as keyword arguments: `logit_scale`, and `logit_bias` when present."""
+        if self.logit_bias is None:
+            return {"logit_scale": self.logit_scale}
+        return {"logit_scale": self.logit_scale, "logit_bias": self.logit_bias}
 
     @torch.no_grad()
     def clamp_logit_scale_(self) -> None:

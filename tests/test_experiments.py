@@ -1,0 +1,75 @@
+"""Research ergonomics: a loss × learning-rate multirun on one machine, with the submitit launcher,
+and the LiT recipe's local pretrained weights."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from clip_train.paths import CONFIG_DIR
+
+
+@pytest.mark.slow
+def test_multirun_over_losses_gives_each_job_its_own_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "clip_train", "-m", "debug=fast", "loss=infonce,siglip", "trainer.max_steps=2",
+         "trainer.val_check_interval=2", "data.synthetic.num_train=64", "data.synthetic.num_val=32",
+         "data.synthetic.samples_per_shard=32", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, env=os.environ, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = {}
+    for job in ("0", "1"):
+        config = OmegaConf.load(sweep / job / ".hydra" / "config.yaml")
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["train/samples_seen"] == 2 * 16 and "val/image_to_text_R@1" in metrics
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        jobs[config.loss._target_.rsplit(".", 1)[-1]] = metrics
+    assert set(jobs) == {"ContrastiveLoss", "SigLipLoss"}
+    assert "train/logit_bias" in jobs["SigLipLoss"] and "train/logit_bias" not in jobs["ContrastiveLoss"]
+
+
+def test_submitit_launcher_composes_with_the_sweep():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["experiment=siglip_vs_infonce", "loss=siglip", "hydra/launcher=slurm", "hydra.sweep.dir=/runs/x"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.submitit_folder.startswith("/runs/x/")  # every job's logs under its sweep
+    assert (launcher.nodes, launcher.tasks_per_node) == (cfg.trainer.num_nodes, cfg.trainer.devices)
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}"  # one directory per job
+    assert cfg.loss._target_ == "clip_train.siglip.SigLipLoss"
+
+
+def test_lit_needs_local_weights_and_locks_the_pretrained_tower(tmp_path):
+    def lit_model(*overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=lit", "model=test", *overrides])
+        model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
+        model_cfg.text_tower.vocab_size = 100
+        return instantiate(model_cfg)
+
+    with pytest.raises(MissingMandatoryValue, match="pretrained_cfg_overlay.file"):
+        lit_model("model.image_tower.model_name=test_vit")  # offline and no file: stops, naming the key
+    torch.manual_seed(1)
+    reference = timm.create_model("test_vit", img_size=32, patch_size=8, num_classes=0)
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    model = lit_model(
+        "model.image_tower.model_name=test_vit", f"model.image_tower.pretrained_cfg_overlay.file={tmp_path}/weights.pth"
+    )
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(model.image_tower.trunk.state_dict()[name], tensor, msg=name)
+    assert not any(p.requires_grad for p in model.image_tower.trunk.parameters())
+    assert model.image_tower.projection.weight.requires_grad
