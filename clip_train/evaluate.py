@@ -22,7 +22,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from clip_train.cli import open_zeroshot_sets, quote_shard_ranges
+from clip_train.cli import prepare_overrides
 from clip_train.paths import CONFIG_DIR
 
 
@@ -63,7 +63,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = open_zeroshot_sets(quote_shard_ranges(sys.argv[1:]))
+    sys.argv[1:] = prepare_overrides(sys.argv[1:])
     _hydra_main()
 
 

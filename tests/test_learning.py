@@ -42,7 +42,7 @@ def test_training_on_synthetic_scenes_learns(compose_config, tmp_path):
     assert metrics["val/loss"] < math.log(256) - 0.5
     # the evaluation callback ran zero-shot on the drawn sets with every validation, and drew its figures
     assert metrics["zeroshot/colours/top1"] > 4 / 8  # chance 1/8; seed 0 measured 0.93
-    assert 0.0 <= metrics["zeroshot/shapes/top1"] <= 1.0  # chance 1/5; shapes come later than colours: 0.24 here
+    assert "zeroshot/shapes/top1" in metrics  # reported, not bounded: chance 1/5, and shapes come later (0.24 here)
     figures = sorted(os.listdir(tmp_path / "csv" / "figures"))
     assert figures[0].startswith("figures_retrieval_examples_step") and figures[-1].startswith("figures_similarity_step")
     evaluated = _evaluate_from_the_command_line(tmp_path, cfg.data.synthetic)

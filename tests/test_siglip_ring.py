@@ -1,6 +1,7 @@
 """SigLIP's ring exchange under 2 and 3 gloo processes against one process with the full batch.
 
-Kept apart from tests/test_siglip.py so the spawned workers import only torch and the loss.
+Kept apart from tests/test_siglip.py so the spawned workers import only torch, the loss and the
+shared float64 problem of tests/test_distributed.py.
 """
 
 import math
@@ -10,22 +11,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_distributed import BATCH, make_problem
 
 from clip_train import siglip
 from clip_train.distributed import _exchange, rank_and_world
 from clip_train.siglip import SigLipLoss
-
-BATCH = 6  # global
-
-
-def make_problem():
-    """Linear 'towers' on fixed inputs: every gradient path through the loss, in float64."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(BATCH, 5, generator=generator, dtype=torch.float64)
-    texts = torch.randn(BATCH, 7, generator=generator, dtype=torch.float64)
-    image_weight = torch.randn(5, 4, generator=generator, dtype=torch.float64)
-    text_weight = torch.randn(7, 4, generator=generator, dtype=torch.float64)
-    return images, texts, image_weight, text_weight
 
 
 def loss_and_grads(images, texts, image_weight, text_weight):
