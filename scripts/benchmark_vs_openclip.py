@@ -172,9 +172,11 @@ def synthetic_train_shards() -> tuple[str, int, str, int]:
 
 
 def run_ours(shards: str, steps: int, batch_size: int, run_dir: str) -> dict[int, float]:
-    """Trains the `tiny` preset; returns samples/s of each timed step, by 0-based step index."""
+    """Trains the `tiny` preset with a plain ViT-Ti/16 trunk; returns samples/s of each timed step, by 0-based step index."""
     overrides = [
         "model=tiny",
+        "model.image_tower.model_name=vit_tiny_patch16_224",  # the plain ViT-Ti/16 OpenCLIP builds too
+        "model.image_tower.patch_size=16",
         "data=webdataset",  # `data=synthetic` would also validate on the synthetic validation split
         f"data.train_shards={shards}",
         "data.num_workers=1",
