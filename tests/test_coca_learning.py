@@ -1,9 +1,14 @@
-"""A short CoCa run on the synthetic scenes captions held-out scenes with their right colours (shapes: measured).
+"""A CoCa run on the synthetic default scenes captions held-out scenes with their right colours and shapes.
 
 Keyword accuracy: the first colour word and the first shape word of a generated caption are
 right when the scene has an object of that colour (shape). Two baselines: uniform guessing
 (a colour is right with probability |scene colours| / 8), and the same generated captions
 scored against other scenes (what a model that ignores the image would get).
+
+The image tower is timm's hybrid ViT-Ti/16 (conv stem) cut to 3 blocks at 64 px: a plain ViT does
+not learn shapes at this budget. Shape naming takes off late: measured (seed 0), shape accuracy
+was 0.38 (blind 0.26) after 1000 steps and 0.93 (blind 0.30) after 3000, because half the scenes
+hold two objects whose shapes the decoder must bind to their colours. Colours come by step 300.
 """
 
 import random
@@ -14,7 +19,7 @@ import clip_train
 from clip_train.data.scenes import COLORS, SHAPES, make_pair
 from clip_train.train import run
 
-NUM_TRAIN, NUM_VAL, SCORED = 4096, 128, 128
+NUM_TRAIN, NUM_VAL, SCORED, STEPS = 4096, 128, 128, 3000
 
 
 def first_keywords(caption: str) -> tuple[str | None, str | None]:
@@ -37,18 +42,24 @@ def keyword_accuracy(captions: list[str], scenes: list) -> tuple[float, float]:
 def test_coca_captions_name_the_right_colour_and_shape(compose_config, tmp_path):
     cfg = compose_config(
         "model=coca_test",
+        "model.image_size=64",
+        "model.image_tower.model_name=vit_tiny_r_s16_p8_224",
+        "model.image_tower.patch_size=4",
+        "+model.image_tower.depth=3",
+        "+model.image_tower.num_heads=3",
         f"data.synthetic.num_train={NUM_TRAIN}",
         f"data.synthetic.num_val={NUM_VAL}",
         "data.synthetic.samples_per_shard=1024",
-        "data.synthetic.image_size=32",
+        "data.synthetic.image_size=64",
         "data.batch_size=32",
         "data.num_workers=0",
-        "optim.optimizer.lr=3e-3",
-        "optim.scheduler.warmup_steps=20",
-        "trainer.max_steps=150",
-        "trainer.val_check_interval=150",
+        "optim.optimizer.lr=5e-4",
+        "optim.scheduler.warmup_steps=50",
+        f"trainer.max_steps={STEPS}",
+        f"trainer.val_check_interval={STEPS}",
         "trainer.num_sanity_val_steps=0",
         "callbacks.captions.samples=32",
+        "eval=none",
         f"paths.output_dir={tmp_path}",
     )
     metrics = run(cfg)
@@ -65,6 +76,6 @@ def test_coca_captions_name_the_right_colour_and_shape(compose_config, tmp_path)
     uniform_shape = sum(len({g.shape for g in s.groups}) for s in scenes) / len(scenes) / len(SHAPES)  # ≈ 0.29
     print(f"colour {colour:.2f} (blind {blind_colour:.2f}, uniform {uniform_colour:.2f}); "
           f"shape {shape:.2f} (blind {blind_shape:.2f}, uniform {uniform_shape:.2f})\n{captions[:5]}")  # fmt: skip
-    # measured (seed 0): colour 0.80 (blind 0.21, uniform 0.18); shape 0.33 (blind 0.26, uniform 0.28).
-    # Shapes at 32 px are not yet learnt in 150 steps: printed, not asserted.
+    # measured (seed 0): colour 1.00 (blind 0.20, uniform ≈ 0.19); shape 0.93 (blind 0.30, uniform ≈ 0.29)
     assert colour > 3 * uniform_colour and colour > 2 * blind_colour
+    assert shape > 2 * uniform_shape and shape > 2 * blind_shape
