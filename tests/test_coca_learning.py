@@ -73,9 +73,9 @@ def test_coca_captions_name_the_right_colour_and_shape(compose_config, tmp_path)
     random.Random(0).shuffle(shuffled)
     blind_colour, blind_shape = keyword_accuracy(captions, shuffled)
     uniform_colour = sum(len(s.groups) for s in scenes) / len(scenes) / len(COLORS)  # ≈ 0.19
-    uniform_shape = sum(len({g.shape for g in s.groups}) for s in scenes) / len(scenes) / len(SHAPES)  # ≈ 0.29
+    uniform_shape = sum(len({g.shape for g in s.groups}) for s in scenes) / len(scenes) / len(SHAPES)  # ≈ 0.28
     print(f"colour {colour:.2f} (blind {blind_colour:.2f}, uniform {uniform_colour:.2f}); "
           f"shape {shape:.2f} (blind {blind_shape:.2f}, uniform {uniform_shape:.2f})\n{captions[:5]}")  # fmt: skip
-    # measured (seed 0): colour 1.00 (blind 0.20, uniform ≈ 0.19); shape 0.93 (blind 0.30, uniform ≈ 0.29)
+    # measured (seed 0): colour 1.00 (blind 0.20, uniform 0.18); shape 0.93 (blind 0.30, uniform 0.28)
     assert colour > 3 * uniform_colour and colour > 2 * blind_colour
     assert shape > 2 * uniform_shape and shape > 2 * blind_shape
