@@ -1,8 +1,11 @@
 """Optimizer parameter groups and the learning-rate schedule.
 
 Weight decay pulls weights towards zero, which is wrong for parameters that set a scale or
-an offset: biases, normalisation gains, the temperature `logit_scale` (and SigLIP's `logit_bias`), and what a tower
-declares in `no_weight_decay()` (position embeddings, class tokens, token embeddings).
+an offset. As in OpenCLIP, no parameter with fewer than 2 dimensions is decayed: biases (also
+`nn.MultiheadAttention.in_proj_bias`), normalisation and LayerScale gains, the temperature
+`logit_scale` and SigLIP's `logit_bias`; nor is what a module declares in `no_weight_decay()`
+(position embeddings, class tokens, token embeddings). A rule by shape rather than by module
+type or name catches the 1-D parameters of any tower without a list to keep up to date.
 """
 
 import math
@@ -10,19 +13,14 @@ import math
 import torch
 from torch import nn
 
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
-
 
 def no_decay_names(model: nn.Module) -> set[str]:
-    """Qualified names of the trainable parameters that must not be decayed."""
-    names = {"logit_scale", "logit_bias"}
+    """Qualified names of the parameters that must not be decayed: those of fewer than 2 dimensions,
+    and those named by any submodule's `no_weight_decay()`."""
+    names = {name for name, p in model.named_parameters() if p.ndim < 2}
     for prefix, module in model.named_modules():
-        dotted = f"{prefix}." if prefix else ""
-        if isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("Norm", "Norm2d")):
-            names.update(f"{dotted}{name}" for name, _ in module.named_parameters(recurse=False))
         if prefix and callable(getattr(module, "no_weight_decay", None)):
-            names.update(f"{dotted}{name}" for name in module.no_weight_decay())
-    names.update(name for name, _ in model.named_parameters() if name.endswith(".bias") or name == "bias")
+            names.update(f"{prefix}.{name}" for name in module.no_weight_decay())
     return names
 
 

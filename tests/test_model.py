@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from models import small_encoder
+from test_coca import small_coca
 from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
@@ -91,23 +92,48 @@ def test_logit_scale_starts_at_clip_init_and_clamps_at_ln_100():
     assert model.logit_scale.item() == pytest.approx(math.log(100))
 
 
-def test_weight_decay_groups():
-    model = small_encoder()
+def _groups_by_name(model) -> tuple[set[str], set[str]]:
+    """(decayed names, not-decayed names) of `parameter_groups(model)`, checked to partition the parameters."""
     decayed, not_decayed = parameter_groups(model)
     assert not_decayed["weight_decay"] == 0.0 and "weight_decay" not in decayed
     names = {id(p): n for n, p in model.named_parameters()}
-    skip = {names[id(p)] for p in not_decayed["params"]}
     decay = {names[id(p)] for p in decayed["params"]}
+    skip = {names[id(p)] for p in not_decayed["params"]}
     assert skip.isdisjoint(decay) and skip | decay == set(names.values())
-    # independent rule: every 1-d tensor here is a bias or norm gain; plus the named embeddings
+    return decay, skip
+
+
+def _expected_skip(model) -> set[str]:
+    """OpenCLIP's rule, written out: every tensor of fewer than 2 dims (biases, gains, LayerScale, the
+    temperature), plus the embeddings: token and position tables, the ViT's position embedding and class token."""
     embeddings = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
     assert len(embeddings) == 2  # the text tower's token and position tables
-    named = {"logit_scale", "image_tower.trunk.pos_embed", "image_tower.trunk.cls_token"}
-    expected_skip = {n for n, p in model.named_parameters() if p.ndim == 1} | embeddings | named
-    assert skip == expected_skip
+    named = {"image_tower.trunk.pos_embed", "image_tower.trunk.cls_token"}
+    return {n for n, p in model.named_parameters() if p.ndim < 2} | embeddings | named
+
+
+def test_weight_decay_groups():
+    model = small_encoder()
+    decay, skip = _groups_by_name(model)
+    assert skip == _expected_skip(model)
+    assert "logit_scale" in skip and "image_tower.trunk.blocks.0.norm1.weight" in skip
     assert "image_tower.trunk.blocks.0.attn.qkv.weight" in decay
     assert "image_tower.projection.weight" in decay and "text_tower.projection.weight" in decay
-    assert "image_tower.trunk.blocks.0.norm1.weight" in skip
+
+
+def test_weight_decay_spares_layer_scale_gains():
+    model = small_encoder(init_values=1e-5)  # timm LayerScale: a (width,) gain `gamma` after each branch
+    decay, skip = _groups_by_name(model)
+    assert skip == _expected_skip(model)
+    assert "image_tower.trunk.blocks.0.ls1.gamma" in skip
+
+
+def test_weight_decay_spares_the_coca_decoder_attention_biases():
+    model = small_coca()
+    decay, skip = _groups_by_name(model)
+    assert skip == _expected_skip(model)
+    assert "decoder.layers.0.self_attn.in_proj_bias" in skip and "decoder.layers.0.multihead_attn.in_proj_bias" in skip
+    assert "decoder.layers.0.self_attn.in_proj_weight" in decay and "lm_head.weight" in decay
 
 
 def test_frozen_parameters_are_left_out_of_the_optimizer():

@@ -10,7 +10,7 @@ adapt its feature scale cheaply.
 from timm.models import group_parameters
 from torch import nn
 
-from clip_train.optim import NORM_TYPES
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
 
 
 def _unfreeze_norms(module: nn.Module) -> None:
