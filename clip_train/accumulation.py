@@ -14,11 +14,14 @@ synchronised backward) and gets its true gradient, not k times it; so does SigLI
 A captioning model (CoCa) adds per-caption losses, which are local: pass j differentiates only
 its own captions' term, the others enter as cached constants. The random state is
 replayed for each recomputation, so dropout and patch dropout draw the same masks twice.
+The caching pass leaves the buffers as it found them, so BatchNorm's running statistics
+(and its batch count) are updated once per micro-batch, by the recomputation, as k
+train-mode steps over the micro-batches would update them.
 Memory: activations of one micro-batch, plus B×D features per tower.
 """
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -47,6 +50,23 @@ class _RandomState:
         torch.set_rng_state(self.cpu)
         if self.cuda is not None:
             torch.cuda.set_rng_state_all(self.cuda)
+
+
+@contextmanager
+def _buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Put every buffer back to its value on entry (BatchNorm running statistics and counts).
+
+    Copies back in place, so modules (and DDP) keep the very tensors they registered; costs one
+    copy of the buffers, which are small next to the parameters (a ViT or text transformer has
+    almost none).
+    """
+    saved = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _objective(model, loss_fn, images, texts, caption_nll, batch_size: int, temperature: dict) -> dict:
@@ -86,7 +106,7 @@ def contrastive_backward(
         return {name: value.detach() for name, value in losses.items()}
     chunks = split_batch(batch, micro_batches)
     states, cached = [], []
-    with torch.no_grad():
+    with torch.no_grad(), _buffers_restored(model):
         for chunk in chunks:
             states.append(_RandomState())
             cached.append(model.training_forward(chunk))

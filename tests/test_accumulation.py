@@ -1,5 +1,7 @@
-"""Exact gradient accumulation: k micro-batches give the full-batch gradients, temperature included."""
+"""Exact gradient accumulation: k micro-batches give the full-batch gradients, temperature included,
+and BatchNorm statistics see each micro-batch once."""
 
+import copy
 import os
 from contextlib import nullcontext
 
@@ -11,6 +13,7 @@ from models import small_encoder
 
 from clip_train.accumulation import _RandomState, contrastive_backward, split_batch
 from clip_train.loss import ContrastiveLoss
+from clip_train.model import CausalTextTower, DualEncoder, ImageTower
 
 BATCH = 8
 
@@ -73,6 +76,33 @@ def test_random_state_replays_patch_dropout():
     replayed = model.encode_image(images)
     assert not torch.allclose(first, second)  # dropout is random...
     torch.testing.assert_close(replayed, first)  # ...and replayed exactly
+
+
+def batch_norm_encoder() -> DualEncoder:
+    """A dual encoder whose image trunk (timm's test_resnet) keeps BatchNorm running statistics."""
+    torch.manual_seed(0)
+    return DualEncoder(
+        ImageTower("test_resnet", embed_dim=16, image_size=32, pool="avg"),
+        CausalTextTower(16, vocab_size=50, width=32, layers=2, heads=2, context_length=12),
+        embed_dim=16, image_size=32, context_length=12,
+    ).double()  # fmt: skip
+
+
+@pytest.mark.parametrize("micro_batches", [2, 4])
+def test_batch_norm_statistics_are_updated_once_per_micro_batch(micro_batches):
+    """The gradient-free caching pass must leave the buffers alone: after one step BatchNorm has counted
+    `micro_batches` batches, with the running statistics of as many train-mode forwards of the chunks."""
+    model, batch = batch_norm_encoder(), make_batch()
+    reference = copy.deepcopy(model)
+    gradients(model, batch, micro_batches)
+    with torch.no_grad():
+        for chunk in split_batch(batch, micro_batches):
+            reference.image_tower(chunk["image"])
+    counts = {name: int(b) for name, b in model.named_buffers() if name.endswith("num_batches_tracked")}
+    assert counts and set(counts.values()) == {micro_batches}
+    expected = dict(reference.named_buffers())
+    for name, buffer in model.named_buffers():
+        torch.testing.assert_close(buffer, expected[name], msg=name)
 
 
 def test_indivisible_batch_is_refused():
