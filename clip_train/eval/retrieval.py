@@ -3,41 +3,87 @@
 Each rank scores only its own queries against all gathered keys, so memory is
 local × global, never global², and no rank idles while another works. Counts are summed
 across ranks at the end. A set may hold several captions per image (COCO-style): an image
-query's hit is any of its captions, a caption query's hit is its image. Ties with a positive
-count in its favour (a rank is the number of keys scoring strictly higher than the best positive).
+query's hit is any of its captions, a caption query's hit is its image.
+
+Ties are scored at their expectation under a uniformly random order of the tied keys, so a
+collapsed model (every feature equal) scores chance, R@k = k/N, and repeated captions do not
+inflate recall. A query's rank is that of its best-ranked positive: `higher` keys score above
+its best positive, and `tied` non-positives and m positives (the best among them) score equal
+to it. Its recall@k is P(higher + X < k), X the number of tied non-positives placed before the
+first tied positive; its expected rank (1-based) is higher + E[X] + 1 = higher + tied/(m+1) + 1.
+The mean rank averages the expected ranks of all queries, and the median rank is the median of
+the expected ranks rounded down (OpenCLIP's floor(median) + 1 for whole ranks, with which these
+metrics agree exactly when there are no ties).
 """
+
+from typing import NamedTuple
 
 import torch
 
 from clip_train.distributed import all_reduce_sum, gather_uneven
 
 
-@torch.no_grad()
-def ranks_of_positives(queries: torch.Tensor, keys: torch.Tensor, positives: torch.Tensor, chunk: int = 1024):
-    """queries (Q, D), keys (N, D), positives (Q,) key indices -> (Q,) ranks, 0 = retrieved first."""
-    ranks = []
-    for start in range(0, queries.shape[0], chunk):
-        scores = queries[start : start + chunk] @ keys.T
-        positive = scores.gather(1, positives[start : start + chunk, None])
-        ranks.append((scores > positive).sum(dim=1))
-    return torch.cat(ranks) if ranks else positives.new_zeros(0)
+class PositiveRanks(NamedTuple):
+    """Where each of Q queries' best-scoring positive lands among the keys, ties kept apart; (Q,) long tensors.
 
-
-@torch.no_grad()
-def ranks_of_best_positives(
-    queries: torch.Tensor, keys: torch.Tensor, query_ids: torch.Tensor, key_owners: torch.Tensor, chunk: int = 1024
-) -> torch.Tensor:
-    """queries (Q, D) with ids (Q,); keys (N, D), key j a positive of the query whose id is key_owners[j].
-
-    -> (Q,) the rank of each query's best-scoring positive. A query with no positive gets rank N.
+    higher: keys scoring strictly above the best positive.
+    tied: non-positive keys scoring equal to it.
+    tied_positives: positives scoring equal to it, itself included; 0 for a query without positives
+        (then `higher` counts every key, and the query never hits).
     """
-    ranks = []
+
+    higher: torch.Tensor
+    tied: torch.Tensor
+    tied_positives: torch.Tensor
+
+    def recall_at(self, k: int) -> torch.Tensor:
+        """(Q,) float64: P(a positive is among the first k keys) over random orders of the tied keys.
+
+        With j = k - higher places left, the query misses iff the first j of the tied + m tied keys
+        are all non-positives: C(tied, j) / C(tied + m, j) = Π_{i=1..m} (tied - j + i) / (tied + i),
+        a product of m factors (m is at most the captions of an image) rather than of j.
+        """
+        places = (k - self.higher).double()
+        tied, positives = self.tied.double(), self.tied_positives
+        most = int(positives.max()) if len(positives) else 0
+        i = torch.arange(1, most + 1, dtype=torch.float64, device=tied.device)
+        factors = (tied[:, None] - places[:, None] + i) / (tied[:, None] + i)
+        all_before = torch.where(i <= positives[:, None], factors, 1.0).prod(dim=1)
+        miss = torch.where(places > tied, 0.0, all_before)  # fewer non-positives than places: a positive gets in
+        miss = torch.where((places <= 0) | (positives == 0), 1.0, miss)
+        return 1.0 - miss
+
+    def expected_rank(self) -> torch.Tensor:
+        """(Q,) float64 1-based rank of the first positive: m positives split the tied others into m + 1 gaps."""
+        return self.higher.double() + self.tied.double() / (self.tied_positives.double() + 1) + 1
+
+
+@torch.no_grad()
+def positive_ranks(
+    queries: torch.Tensor, keys: torch.Tensor, query_ids: torch.Tensor, key_owners: torch.Tensor, chunk: int = 1024
+) -> PositiveRanks:
+    """queries (Q, D) with ids (Q,); keys (N, D), key j a positive of the query whose id is key_owners[j]."""
+    parts = []
     for start in range(0, queries.shape[0], chunk):
         scores = queries[start : start + chunk] @ keys.T
         positive = key_owners[None, :] == query_ids[start : start + chunk, None]
         best = scores.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
-        ranks.append(torch.where(positive.any(dim=1), (scores > best).sum(dim=1), keys.shape[0]))
-    return torch.cat(ranks) if ranks else query_ids.new_zeros(0)
+        at_best = scores == best
+        parts.append(((scores > best).sum(dim=1), (at_best & ~positive).sum(dim=1), (at_best & positive).sum(dim=1)))
+    if not parts:
+        return PositiveRanks(*(query_ids.new_zeros(0, dtype=torch.long) for _ in range(3)))
+    return PositiveRanks(*(torch.cat(part) for part in zip(*parts)))
+
+
+def _rank_summary(ranks: PositiveRanks) -> tuple[float, float]:
+    """(mean, median) over every rank's queries of the expected ranks; the median floored (see the module docstring).
+
+    The median needs every query's rank, so the (Q_r,) expected ranks are gathered: 8 bytes a query.
+    """
+    everyone, _ = gather_uneven(ranks.expected_rank())
+    ordered = everyone.sort().values
+    middle = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2  # numpy's median for even counts
+    return float(everyone.mean()), float(middle.floor())
 
 
 @torch.no_grad()
@@ -65,7 +111,8 @@ def retrieval_metrics(
     text_to_image: (T_r,) the index in this rank's images of each caption's image; None for
         pairs (caption i describes image i), the training and validation case.
 
-    Returns image_to_text_R@k and text_to_image_R@k (fractions of images and of captions),
+    Returns image_to_text_R@k and text_to_image_R@k (fractions of images and of captions, ties at
+    their expectation), `{image_to_text,text_to_image}_{mean,median}_rank` (1-based, see the module docstring),
     `alignment_gap` (mean cosine of matching image-caption pairs minus that of non-matching ones)
     and, for pairs, `loss`: the symmetric InfoNCE of the whole set at `logit_scale`, comparable
     across batch sizes and world sizes.
@@ -78,18 +125,21 @@ def retrieval_metrics(
     all_texts, _ = gather_uneven(text_features)
     caption_owners, _ = gather_uneven(text_to_image + first_image)  # (T,) global image index of every caption
     image_ids = torch.arange(image_features.shape[0], device=image_features.device) + first_image
-    image_ranks = ranks_of_best_positives(image_features, all_texts, image_ids, caption_owners)
-    text_ranks = ranks_of_positives(text_features, all_images, text_to_image + first_image)
     num_images, num_texts = all_images.shape[0], all_texts.shape[0]
-    matching = (image_features[text_to_image] * text_features).sum()
-    sums = [*((image_ranks < k).sum() for k in ks), *((text_ranks < k).sum() for k in ks), matching]
+    image_ranks = positive_ranks(image_features, all_texts, image_ids, caption_owners)
+    all_image_ids = torch.arange(num_images, device=image_features.device)
+    text_ranks = positive_ranks(text_features, all_images, text_to_image + first_image, all_image_ids)
+    matching = (image_features[text_to_image] * text_features).sum().double()
+    sums = [*(image_ranks.recall_at(k).sum() for k in ks), *(text_ranks.recall_at(k).sum() for k in ks), matching]
     if pairs:
         scale = logit_scale.float().exp()
         image_loss = _loss_sum(image_features, all_texts, image_ids, scale)
-        sums.append(image_loss + _loss_sum(text_features, all_images, image_ids, scale))
-    sums = all_reduce_sum(torch.stack(sums).double())
+        sums.append((image_loss + _loss_sum(text_features, all_images, image_ids, scale)).double())
+    sums = all_reduce_sum(torch.stack(sums))
     metrics = {f"image_to_text_R@{k}": float(sums[i]) / num_images for i, k in enumerate(ks)}
     metrics |= {f"text_to_image_R@{k}": float(sums[len(ks) + i]) / num_texts for i, k in enumerate(ks)}
+    for direction, ranks in (("image_to_text", image_ranks), ("text_to_image", text_ranks)):
+        metrics[f"{direction}_mean_rank"], metrics[f"{direction}_median_rank"] = _rank_summary(ranks)
     matching = float(sums[2 * len(ks)])
     every_pair = float(all_images.sum(0).double() @ all_texts.sum(0).double())
     non_matching_count = max(num_images * num_texts - num_texts, 1)
