@@ -94,7 +94,8 @@ def zeroshot_metrics(
         for pixels in tqdm(batches, desc=f"zero-shot {name}", disable=not progress)
     ]
     features = torch.cat(features) if features else weights.new_zeros(0, weights.shape[1])
-    return accuracy(features, torch.tensor(labels[share], device=model.device), weights, names)
+    labels = torch.tensor(labels[share], dtype=torch.long, device=model.device)  # long even when this share is empty
+    return accuracy(features, labels, weights, names)
 
 
 def _collate_captioned(batch: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, list[list[str]]]:
