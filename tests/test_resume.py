@@ -129,12 +129,13 @@ def test_sigterm_saves_then_the_same_command_resumes_the_resampled_stream_exactl
     assert [r["keys"] for r in steps] == expected[:4] + expected[5:10]
 
 
+@pytest.mark.parametrize("batches", [6, 7, 8])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_resume_plan_continues_the_round_robin_order_of_the_uninterrupted_loader(workers):
-    """Worker w's stream is (w, 0), (w, 1), ...; a DataLoader takes one batch from each worker slot in turn,
-    dropping slots that are exhausted. After a resume at any batch count n, the rotated slots with their
-    skips must give the rest of the uninterrupted sequence."""
-    per_worker = 4
+def test_resume_plan_continues_the_round_robin_order_of_the_uninterrupted_loader(workers, batches):
+    """Worker w's stream is (w, 0), (w, 1), ... of `len(range(w, batches, workers))` batches (the first
+    batches mod workers have one more); a DataLoader takes one batch from each worker slot in turn, dropping
+    slots that are exhausted. After a resume at any batch count n, the rotated slots with their skips must
+    give the rest of the uninterrupted sequence."""
 
     def round_robin(streams: list[list]) -> list:
         out, queues = [], [list(s) for s in streams]
@@ -142,14 +143,18 @@ def test_resume_plan_continues_the_round_robin_order_of_the_uninterrupted_loader
             out += [q.pop(0) for q in queues if q]
         return out
 
-    uninterrupted = round_robin([[(w, i) for i in range(per_worker)] for w in range(workers)])
-    for consumed in range(workers * per_worker + 1):
+    def quota(worker: int) -> int:
+        return len(range(worker, batches, workers))
+
+    uninterrupted = round_robin([[(w, i) for i in range(quota(w))] for w in range(workers)])
+    assert [w for w, _ in uninterrupted] == [i % workers for i in range(batches)]
+    for consumed in range(batches + 1):
         point = ResumePoint()
         point.set(epoch=3, batches=consumed)
         streams = []
         for slot in range(workers):
             logical, skipped = point.plan(3, slot, workers)
-            streams.append([(logical, i) for i in range(skipped, per_worker)])
+            streams.append([(logical, i) for i in range(skipped, quota(logical))])
         assert round_robin(streams) == uninterrupted[consumed:], consumed
         assert point.plan(4, 0, workers) == (0, 0)  # the next epoch starts from scratch
 

@@ -34,7 +34,7 @@ def test_mixed_stream_gives_each_source_its_weight_of_the_samples(tmp_path):
     datamodule = make_datamodule(None, sources=sources(a, b), resampled=True, samples_per_epoch=samples)
     stream = PairStream(  # the real shard draws, reading and decoding; images and captions are not needed here
         datamodule.train_urls, rank=0, world=1, batch_size=100, image_transform=lambda image: torch.zeros(0),
-        tokenize=lambda captions: {}, seed=0, resampled=True, shuffle_buffer=100, batches_per_worker=samples // 100,
+        tokenize=lambda captions: {}, seed=0, resampled=True, shuffle_buffer=100, batches_per_rank=samples // 100,
         epoch=multiprocessing.Value("i", 0), shard_weights=datamodule.train_shard_weights,
     )  # fmt: skip
     drawn = keys(stream)

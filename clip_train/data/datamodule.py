@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from clip_train.data.bad_data import BadDataPolicy
 from clip_train.data.pipeline import PairStream
 from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
-from clip_train.data.shards import count_samples, expand_shards
+from clip_train.data.reader_shares import coverage_problem
+from clip_train.data.shards import expand_shards, shard_sizes
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
@@ -55,7 +56,9 @@ class ShardDataModule(L.LightningDataModule):
     batch_size: per device. num_workers: DataLoader workers per device.
     samples_per_epoch: the global number of training samples in one epoch (with resampling, a
         "virtual epoch" of the endless stream); by default the size of the training shards from
-        `sizes.json`/`*_stats.json`.
+        `sizes.json`/`*_stats.json`. Without resampling an epoch reads each sample exactly once when
+        this is the data size and a multiple of batch_size × ranks; otherwise setup warns how many
+        samples repeat or are skipped (`clip_train.data.reader_shares`).
     resampled: draw training shards with replacement (an endless stream, best at scale).
     sources: instead of `train_shards`, several sets `[{shards, weight, name}, ...]` mixed by
         weight in the resampled stream (`clip_train.data.sources`).
@@ -104,17 +107,20 @@ class ShardDataModule(L.LightningDataModule):
         if self.sources:
             self.train_urls = [url for source in self.sources for url in source.urls]
             self.train_shard_weights = shard_weights(self.sources)
+            sizes = [source.shard_sizes for source in self.sources]
+            self.train_shard_sizes = [n for each in sizes for n in each] if all(e is not None for e in sizes) else None
         else:
             self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
+            self.train_shard_sizes = shard_sizes(self.train_urls)
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
+        self.data_samples = self._data_samples()
         if samples_per_epoch is None:
-            sizes = [source.samples for source in self.sources]
-            samples_per_epoch = (sum(sizes) if all(sizes) else None) if self.sources else count_samples(self.train_urls)
-            if samples_per_epoch is None:
+            if self.data_samples is None:
                 raise ValueError(
-                    "data.samples_per_epoch is not set and some training shards have no sizes.json or "
-                    "*_stats.json beside them; set data.samples_per_epoch=N"
+                    "data.samples_per_epoch is not set and the size of remote training shards cannot be read without "
+                    "downloading them: set data.samples_per_epoch=N (with data.sources, `samples: N` in each remote source)"
                 )
+            samples_per_epoch = self.data_samples
         self.samples_per_epoch = samples_per_epoch
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
@@ -130,6 +136,13 @@ class ShardDataModule(L.LightningDataModule):
         self._resume_point = ResumePoint()
         self.rank, self.world = 0, 1
 
+    def _data_samples(self) -> int | None:
+        """Samples in the training shards (with data.sources, as given by their `samples:`), or None if unknown."""
+        if self.sources:
+            sizes = [source.samples for source in self.sources]
+            return sum(sizes) if all(size is not None for size in sizes) else None
+        return self._sized_samples
+
     def _tokenizer_urls(self) -> list[str]:
         """Training shards in the order the tokenizer reads captions: with several sources, one shard of each in turn,
         so a vocabulary learnt from the first captions covers every source."""
@@ -142,19 +155,22 @@ class ShardDataModule(L.LightningDataModule):
         if self.trainer is not None:
             self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
         readers = self.world * max(1, self.num_workers)
-        if not self.resampled and len(self.train_urls) < readers:
+        if self.resampled:
+            return
+        if self.train_shard_sizes is None and len(self.train_urls) < readers:
             raise ValueError(
-                f"{len(self.train_urls)} training shards cannot feed {self.world} ranks × {max(1, self.num_workers)} "
-                f"workers without resampling: a reader with no shard would hang the others. Set "
-                f"data.resampled=true, lower data.num_workers, or split the data into at least {readers} shards"
+                f"{len(self.train_urls)} training shards of unknown size cannot feed {self.world} ranks × "
+                f"{max(1, self.num_workers)} workers without resampling: a reader with no shard would hang the others. "
+                f"Set data.resampled=true, lower data.num_workers, or split the data into at least {readers} shards"
             )
+        problem = coverage_problem(self._sized_samples, self.batches_per_epoch, self.world, self.batch_size)
+        if problem is not None and stage == "fit" and self.rank == 0:
+            log.warning(problem)
 
     @property
     def batches_per_epoch(self) -> int:
-        """Training batches each rank yields per epoch: the same on every rank."""
-        workers = max(1, self.num_workers)
-        per_rank = math.ceil(self.samples_per_epoch / (self.batch_size * self.world))
-        return math.ceil(per_rank / workers) * workers
+        """Training batches each rank yields per epoch: the same on every rank, enough for `samples_per_epoch`."""
+        return math.ceil(self.samples_per_epoch / (self.batch_size * self.world))
 
     def set_epoch(self, epoch: int) -> None:
         """Seeds the next epoch's shard and sample order (also in persistent workers)."""
@@ -164,8 +180,13 @@ class ShardDataModule(L.LightningDataModule):
     def layout(self) -> StreamLayout:
         return StreamLayout(
             self.world, max(1, self.num_workers), self.batch_size, self.batches_per_epoch, self.resampled, self.seed,
-            len(self.train_urls),
+            len(self.train_urls), self._sized_samples,
         )  # fmt: skip
+
+    @property
+    def _sized_samples(self) -> int | None:
+        """Samples in the training shards by their sizes, which place the readers' ranges (None: unknown)."""
+        return sum(self.train_shard_sizes) if self.train_shard_sizes is not None else None
 
     def state_dict(self) -> dict:
         """The training stream's position, saved in every checkpoint: the epoch and the batches this rank's
@@ -195,8 +216,9 @@ class ShardDataModule(L.LightningDataModule):
             seed=self.seed,
             resampled=self.resampled and training,
             shuffle_buffer=self.shuffle_buffer,
-            batches_per_worker=self.batches_per_epoch // max(1, self.num_workers) if training else None,
+            batches_per_rank=self.batches_per_epoch if training else None,
             epoch=self._epoch,
+            shard_sizes=self.train_shard_sizes if training else None,
             bad_data=self.bad_data,
             shard_weights=self.train_shard_weights if training else None,
             resume_point=self._resume_point if training else None,

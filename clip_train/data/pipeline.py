@@ -9,14 +9,18 @@
           key: B sample keys, bad_samples: (K,) long, the items skipped since the previous batch, per kind
           in `clip_train.data.bad_data.BAD_KINDS` order}
 
-Batches are built in the workers, so the main process only forwards ready tensors. Each
-worker yields exactly `batches_per_worker` batches when it is set, which gives every rank the
-same number of steps per epoch even on uneven shards (the shard stream wraps around). A resumed
-run's workers skip the batches it already trained on (`clip_train.data.position`).
+Batches are built in the workers, so the main process only forwards ready tensors. In training a
+rank yields exactly `batches_per_rank` batches, dealt round-robin over its workers, which gives every
+rank the same number of steps per epoch even on uneven shards. Without resampling and with the shard
+sizes known, each worker reads its own range of the epoch's samples (`clip_train.data.reader_shares`),
+so an epoch of as many samples as the data holds reads every sample exactly once; with sizes unknown,
+workers take whole shards in turn and wrap round them. A resumed run's workers skip the batches it
+already trained on (`clip_train.data.position`).
 """
 
 import io
 import itertools
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.sharedctypes import Synchronized
@@ -27,6 +31,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
 from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
+from clip_train.data.reader_shares import ReaderShare, ShardSlice, shard_order, slices, worker_batches
 from clip_train.data.shard_reader import shard_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -66,15 +71,26 @@ def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, s
     return image, caption, sample["__key__"]
 
 
+def _slice_samples(piece: ShardSlice, counter: BadSampleCounter) -> Iterator[dict]:
+    """The samples of one shard slice; the shard is read from its start, and closed once the slice is out."""
+    samples = shard_samples(iter([{"url": piece.url}]), counter)
+    try:
+        yield from itertools.islice(samples, piece.skip, piece.skip + piece.take)
+    finally:
+        samples.close()
+
+
 class PairStream(IterableDataset):
     """Batches of image-text pairs from tar shards, for one rank; see the module docstring.
 
     rank, world: this process's place among the data-parallel ranks. They are given, not read
         from the environment, so the split is the one the trainer uses.
     resampled: draw shards with replacement, an endless stream seeded per rank, worker and epoch;
-        otherwise every pass deals the (seeded, shuffled) shard list out rank by rank, then
-        worker by worker.
-    batches_per_worker: None for one exact pass (validation), else a fixed count (training).
+        otherwise every epoch reads the (seeded, shuffled) shards once: by sample ranges when
+        `shard_sizes` is given, else shard by shard, dealt out rank by rank, then worker by worker.
+    batches_per_rank: None for one exact pass (validation), else the fixed count of training batches
+        this rank yields per epoch; worker w of W yields `len(range(w, batches_per_rank, W))` of them.
+    shard_sizes: samples in each of `urls` (None: unknown), for the exact split of non-resampled training.
     epoch: shared with the workers; the data module sets it before each epoch so persistent
         workers draw a new shard order.
     bad_data: how much bad data a worker tolerates before it stops the run (`clip_train.data.bad_data`).
@@ -96,8 +112,9 @@ class PairStream(IterableDataset):
         seed: int,
         resampled: bool,
         shuffle_buffer: int,
-        batches_per_worker: int | None,
+        batches_per_rank: int | None,
         epoch: Synchronized,
+        shard_sizes: Sequence[int] | None = None,
         bad_data: BadDataPolicy | None = None,
         shard_weights: Sequence[float] | None = None,
         resume_point: ResumePoint | None = None,
@@ -106,44 +123,65 @@ class PairStream(IterableDataset):
         self.urls, self.rank, self.world = list(urls), rank, world
         self.batch_size, self.image_transform, self.tokenize = batch_size, image_transform, tokenize
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
-        self.batches_per_worker, self.epoch, self.resume_point = batches_per_worker, epoch, resume_point
+        self.batches_per_rank, self.epoch, self.resume_point = batches_per_rank, epoch, resume_point
+        self.shard_sizes = list(shard_sizes) if shard_sizes is not None else None
         self.bad_data = bad_data or BadDataPolicy()
         self.cumulative_weights = list(itertools.accumulate(shard_weights)) if shard_weights else None
 
+    @property
+    def training(self) -> bool:
+        return self.batches_per_rank is not None
+
     def _reader_urls(self, worker: int, workers: int, epoch: int) -> list[str]:
-        """This rank's and this worker's share of the shards; in training, of a permutation seeded per epoch
-        that is the same on every rank."""
-        order = list(self.urls)
-        if self.batches_per_worker is not None:
-            random.Random(f"{self.seed}/shards/{epoch}").shuffle(order)
+        """This rank's and this worker's share of whole shards; in training, of the epoch's shard order."""
+        order = [self.urls[i] for i in shard_order(len(self.urls), self.seed, epoch)] if self.training else self.urls
         return order[self.rank :: self.world][worker::workers]
 
-    def _shard_passes(self, worker: int, workers: int, epoch: int) -> Iterator[Iterator[dict]]:
-        """Passes over this reader's shards: one endless resampled pass, one exact pass (validation), or
-        the same share again and again (training) until the epoch's batch count is met."""
+    def _passes(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> tuple[Iterator[Iterator[dict]], int]:
+        """Passes over this reader's samples, each shuffled on its own in training, and how many passes in a row
+        without a readable sample prove there is none: one endless resampled pass, one exact pass (validation),
+        the reader's range of the epoch and the chunks after it (sizes known), or its whole shards again and
+        again (sizes unknown)."""
         if self.resampled:
             rng = random.Random(f"{self.seed}/shards/{epoch}/{self.rank}/{worker}")
-            if self.cumulative_weights is None:
-                yield ({"url": rng.choice(self.urls)} for _ in itertools.count())
-            else:
-                yield ({"url": rng.choices(self.urls, cum_weights=self.cumulative_weights)[0]} for _ in itertools.count())
-            return
+            weights = self.cumulative_weights
+            urls = (
+                rng.choices(self.urls, cum_weights=weights)[0] if weights else rng.choice(self.urls) for _ in itertools.count()
+            )
+            return iter([shard_samples(({"url": url} for url in urls), counter)]), 1
+        if self.training and self.shard_sizes is not None:
+            return self._range_passes(worker, workers, epoch, counter)
         mine = self._reader_urls(worker, workers, epoch)
-        for _ in itertools.count() if self.batches_per_worker is not None else range(1):
-            yield ({"url": url} for url in mine)
+        passes = itertools.count() if self.training else range(1)
+        return (shard_samples(({"url": url} for url in mine), counter) for _ in passes), 1
+
+    def _range_passes(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> tuple[Iterator, int]:
+        """This reader's range of the epoch's samples, then the range-sized chunks after it (`reader_shares`)."""
+        if sum(self.shard_sizes) == 0:
+            raise RuntimeError(f"no readable sample in any of these shards (they hold none): {self.urls}")
+        order = shard_order(len(self.urls), self.seed, epoch)
+        urls, sizes = [self.urls[i] for i in order], [self.shard_sizes[i] for i in order]
+        share = ReaderShare.of(self.rank, worker, workers, self.batches_per_rank, self.batch_size)
+        passes = (
+            (sample for piece in slices(urls, sizes, start, length) for sample in _slice_samples(piece, counter))
+            for start, length in share.chunks()
+        )
+        return passes, math.ceil(sum(sizes) / max(share.length, 1))  # that many chunks cover every sample
 
     def _pairs(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> Iterator:
-        """Decoded (image, caption, key) pairs of this reader. Training shuffles within each pass, so without
-        resampling an epoch that covers the shards once holds every sample exactly once."""
+        """Decoded (image, caption, key) pairs of this reader. Training shuffles within each pass, so a pass over
+        a range of samples yields each of them once."""
         rng = random.Random(f"{self.seed}/samples/{epoch}/{self.rank}/{worker}")
-        training = self.batches_per_worker is not None
-        for shards in self._shard_passes(worker, workers, epoch):
+        passes, dry_limit = self._passes(worker, workers, epoch, counter)
+        dry = 0
+        for samples in passes:
             decoded_before = counter.decoded
-            samples = shard_samples(shards, counter)
             pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
-            yield from self._shuffled(pairs, rng) if training and self.shuffle_buffer > 1 else pairs
-            if training and counter.decoded == decoded_before:  # a reader wrapping round unreadable shards
-                raise RuntimeError(f"no readable sample in any of these shards: {self._reader_urls(worker, workers, epoch)}")
+            yield from self._shuffled(pairs, rng) if self.training and self.shuffle_buffer > 1 else pairs
+            dry = dry + 1 if counter.decoded == decoded_before else 0
+            if self.training and dry >= dry_limit:  # a reader going round unreadable shards
+                shards = self.urls if self.shard_sizes is not None else self._reader_urls(worker, workers, epoch)
+                raise RuntimeError(f"no readable sample in any of these shards: {shards}")
 
     def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
         buffer = []
@@ -169,8 +207,8 @@ class PairStream(IterableDataset):
         epoch = self.epoch.value
         worker, skipped = self.resume_point.plan(epoch, slot, workers) if self.resume_point else (slot, 0)
         counter = BadSampleCounter(self.bad_data)
-        training = self.batches_per_worker is not None
-        groups = itertools.islice(self._groups(self._pairs(worker, workers, epoch, counter), training), self.batches_per_worker)
+        quota = worker_batches(self.batches_per_rank, worker, workers) if self.training else None
+        groups = itertools.islice(self._groups(self._pairs(worker, workers, epoch, counter), self.training), quota)
         skip(groups, skipped, counter.take)
         for index, group in enumerate(groups, start=skipped):
             yield self._collate(group, counter, stable_seed(self.seed, "augment", epoch, self.rank, worker, index))

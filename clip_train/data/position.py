@@ -1,10 +1,11 @@
 """Where the training stream stands, so a resumed run continues it exactly.
 
 Every rank consumes one batch per training step and every worker yields a fixed number of
-batches per epoch, so one number says how far a rank is into the current epoch's
-deterministic stream: the batches its training loop has consumed. DataLoader workers hand
-out batches round-robin (batch i comes from worker i mod W), so after n batches worker w has
-delivered `len(range(w, n, W))` of them; batches a worker made but the main process has not
+batches per epoch (worker w of W yields `len(range(w, P, W))` of a rank's P), so one number says
+how far a rank is into the current epoch's deterministic stream: the batches its training loop
+has consumed. DataLoader workers hand out batches round-robin (batch i comes from worker i mod W;
+a worker that is done drops out, which with these counts keeps that order), so after n batches
+worker w has delivered `len(range(w, n, W))` of them; batches a worker made but the main process has not
 consumed yet (prefetched) are not counted, and are made again after a resume.
 
 A resume with n mod W = s ≠ 0 would start the round-robin at worker 0, not at worker s. So
@@ -45,7 +46,8 @@ def seeded_torch(seed: int) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class StreamLayout:
-    """What fixes the deterministic stream; a resume into a different layout cannot be exact."""
+    """What fixes the deterministic stream; a resume into a different layout cannot be exact.
+    samples: the training shards' total size, which places the readers' ranges (None: unknown)."""
 
     world: int
     workers: int
@@ -54,6 +56,7 @@ class StreamLayout:
     resampled: bool
     seed: int
     shards: int
+    samples: int | None
 
 
 class ResumePoint:

@@ -64,15 +64,21 @@ def _sidecar_sizes(folder: str) -> dict[str, int]:
     return sizes
 
 
-def count_samples(urls: Sequence[str]) -> int | None:
-    """Total samples in local `urls` according to their sidecars, or None if any shard is unsized."""
-    total, cache = 0, {}
+def shard_sizes(urls: Sequence[str]) -> list[int] | None:
+    """Samples in each of the local `urls` according to their sidecars, or None if any shard is unsized."""
+    sizes, cache = [], {}
     for url in urls:
         if is_remote(url):
             return None
         folder, name = os.path.split(url.removeprefix("file:"))
-        sizes = cache.setdefault(folder, _sidecar_sizes(folder))
-        if name not in sizes:
+        sidecar = cache.setdefault(folder, _sidecar_sizes(folder))
+        if name not in sidecar:
             return None
-        total += sizes[name]
-    return total
+        sizes.append(sidecar[name])
+    return sizes
+
+
+def count_samples(urls: Sequence[str]) -> int | None:
+    """Total samples in `urls` (see `shard_sizes`), or None if unknown."""
+    sizes = shard_sizes(urls)
+    return None if sizes is None else sum(sizes)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from clip_train.data.shards import count_samples, expand_shards
+from clip_train.data.shards import expand_shards, shard_sizes
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,14 @@ SOURCE_KEYS = {"shards", "weight", "name", "samples"}
 
 @dataclass(frozen=True)
 class ShardSource:
-    """One training source: its shard URLs, its sampling weight (None: no weights given) and size (None: unknown)."""
+    """One training source: its shard URLs, its sampling weight (None: no weights given), size (None: unknown)
+    and the samples in each of its shards (None: unknown, as for remote shards)."""
 
     name: str
     urls: list[str]
     weight: float | None
     samples: int | None
+    shard_sizes: list[int] | None = None
 
 
 def parse_sources(sources: Sequence[Mapping], resampled: bool) -> list[ShardSource]:
@@ -65,8 +67,9 @@ def parse_sources(sources: Sequence[Mapping], resampled: bool) -> list[ShardSour
         samples = source.get("samples")  # given for remote shards, whose sidecars are not read
         if samples is not None and not int(samples) > 0:
             raise ValueError(f"{option}.samples must be a positive sample count, got {samples}")
-        samples = int(samples) if samples is not None else count_samples(urls)
-        parsed.append(ShardSource(name, urls, None if weight is None else float(weight), samples))
+        sizes = shard_sizes(urls)
+        samples = int(samples) if samples is not None else (sum(sizes) if sizes is not None else None)
+        parsed.append(ShardSource(name, urls, None if weight is None else float(weight), samples, sizes))
     return parsed
 
 
