@@ -1,9 +1,11 @@
 """Caption quality on the validation shards: BLEU-4 (torchmetrics) and CIDEr (pycocoevalcap).
 
-During validation, `CaptionEvaluation` captions the first `samples` images of each rank's
-share greedily and compares them with the images' own captions (decoded from their tokens,
-so both sides went through the same normalisation). Captions are gathered from every rank
-and scored as one corpus, so the numbers do not depend on the world size. CIDEr uses
+During validation, `CaptionEvaluation` captions `samples` validation images in all, greedily:
+each rank the first images of its own share, rank r taking samples // world + (r < samples % world)
+of them, so the ranks together caption `samples` images whatever the world size (fewer only if a
+rank's share holds fewer images than its part). Each caption is compared with the image's own
+caption (decoded from its tokens, so both sides went through the same normalisation), and the
+pairs of every rank are gathered and scored as one corpus. CIDEr uses
 pycocoevalcap's pure-Python scorer; its Java parts (PTB tokenizer, METEOR, SPICE) are not used:
 captions are tokenised here into lowercase words.
 """
@@ -57,19 +59,23 @@ class CaptionEvaluation(L.Callback):
     `examples` (reference, caption) pairs: as a table to wandb, as text to TensorBoard, and to
     `captions.jsonl` beside the CSV log. Does nothing for a model without a caption decoder.
 
-    samples: validation images captioned per rank (greedy, the model's context length).
+    samples: validation images captioned over all ranks together (greedy, the model's context length);
+        with several ranks the examples come from rank 0's part.
     """
 
     def __init__(self, samples: int = 64, examples: int = 8):
         self.samples, self.examples = samples, examples
         self._predictions: list[str] = []
         self._references: list[str] = []
+        self._rank_samples = samples
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._predictions, self._references = [], []
+        rank, world = trainer.global_rank, trainer.world_size  # this rank's part of the budget: the parts sum to `samples`
+        self._rank_samples = self.samples // world + (rank < self.samples % world)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
-        room = self.samples - len(self._predictions)
+        room = self._rank_samples - len(self._predictions)
         if room <= 0 or not hasattr(pl_module.model, "generate"):
             return
         tokenizer = trainer.datamodule.tokenizer
