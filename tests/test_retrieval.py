@@ -74,3 +74,12 @@ def test_one_caption_per_image_given_as_owners_equals_pairs():
     as_pairs = retrieval_metrics(images, texts, torch.tensor(0.0))
     as_owners = retrieval_metrics(images, texts, torch.tensor(0.0), text_to_image=torch.arange(20))
     assert as_owners == pytest.approx({k: v for k, v in as_pairs.items() if k != "loss"})
+
+
+def test_an_image_without_captions_never_hits_and_ranks_after_every_key():
+    images = torch.eye(2)
+    texts = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # both captions are image 0's, tied with each other
+    metrics = retrieval_metrics(images, texts, torch.tensor(0.0), ks=(1, 5), text_to_image=torch.tensor([0, 0]))
+    assert metrics["image_to_text_R@1"] == metrics["image_to_text_R@5"] == 0.5  # image 1 misses even at k > 2 keys
+    assert metrics["image_to_text_mean_rank"] == pytest.approx((1 + 3) / 2)  # image 1 ranks after both keys: 3
+    assert metrics["image_to_text_median_rank"] == 2  # the median of 1 and 3
