@@ -46,11 +46,12 @@ def test_missing_shard_fails_at_construction(tmp_path):
         make_datamodule(str(tmp_path / "nowhere-{00000..00001}.tar"))
 
 
-def test_unsized_shards_need_samples_per_epoch(colour_shards, tmp_path):
+def test_shards_without_sidecars_are_counted_and_remote_ones_need_samples_per_epoch(colour_shards):
     os.remove(os.path.join(os.path.dirname(colour_shards.split("{")[0]), "sizes.json"))
+    assert make_datamodule(colour_shards).samples_per_epoch == 40  # counted from the tar headers
     with pytest.raises(ValueError, match="data.samples_per_epoch"):
-        make_datamodule(colour_shards)
-    assert make_datamodule(colour_shards, samples_per_epoch=40).samples_per_epoch == 40
+        make_datamodule(f"pipe:cat {colour_shards}")
+    assert make_datamodule(f"pipe:cat {colour_shards}", samples_per_epoch=40).samples_per_epoch == 40
 
 
 def test_training_batches_have_shapes_and_epoch_length(colour_shards):

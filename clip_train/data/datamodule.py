@@ -56,7 +56,8 @@ class ShardDataModule(L.LightningDataModule):
     batch_size: per device. num_workers: DataLoader workers per device.
     samples_per_epoch: the global number of training samples in one epoch (with resampling, a
         "virtual epoch" of the endless stream); by default the size of the training shards from
-        `sizes.json`/`*_stats.json`. Without resampling an epoch reads each sample exactly once when
+        `sizes.json`/`*_stats.json`, else counted from the headers of local tars (`clip_train.data.tar_count`;
+        only remote shards need it set). Without resampling an epoch reads each sample exactly once when
         this is the data size and a multiple of batch_size × ranks; otherwise setup warns how many
         samples repeat or are skipped (`clip_train.data.reader_shares`).
     resampled: draw training shards with replacement (an endless stream, best at scale).
@@ -103,7 +104,7 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(
                 "data.train_shards is not set: give a shard pattern such as '/data/{00000..00099}.tar' (or data.sources)"
             )
-        self.sources = parse_sources(sources, resampled) if sources else []
+        self.sources = parse_sources(sources, resampled, cache_dir) if sources else []
         if self.sources:
             self.train_urls = [url for source in self.sources for url in source.urls]
             self.train_shard_weights = shard_weights(self.sources)
@@ -111,7 +112,8 @@ class ShardDataModule(L.LightningDataModule):
             self.train_shard_sizes = [n for each in sizes for n in each] if all(e is not None for e in sizes) else None
         else:
             self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
-            self.train_shard_sizes = shard_sizes(self.train_urls)
+            sizes_needed = not (resampled and samples_per_epoch)  # only a resampled stream of a set length needs none
+            self.train_shard_sizes = shard_sizes(self.train_urls, cache_dir) if sizes_needed else None
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
         self.data_samples = self._data_samples()
         if samples_per_epoch is None:

@@ -1,4 +1,4 @@
-"""Shard lists: brace patterns and lists expanded to URLs, checked up front, sized from sidecars.
+"""Shard lists: brace patterns and lists expanded to URLs, checked up front, sized from sidecars or tar headers.
 
 A shard spec is a string or a list of strings. Each string may hold brace ranges
 (`/data/cc3m/{00000..00331}.tar`), `::`-separated alternatives and, for local paths, shell
@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 
 import braceexpand
+
+from clip_train.data.counted_sizes import counted_sizes
 
 REMOTE_PREFIXES = ("pipe:", "s3://", "http://", "https://", "gs://", "hf://")
 
@@ -64,21 +66,21 @@ def _sidecar_sizes(folder: str) -> dict[str, int]:
     return sizes
 
 
-def shard_sizes(urls: Sequence[str]) -> list[int] | None:
-    """Samples in each of the local `urls` according to their sidecars, or None if any shard is unsized."""
-    sizes, cache = [], {}
-    for url in urls:
-        if is_remote(url):
-            return None
-        folder, name = os.path.split(url.removeprefix("file:"))
-        sidecar = cache.setdefault(folder, _sidecar_sizes(folder))
-        if name not in sidecar:
-            return None
-        sizes.append(sidecar[name])
-    return sizes
+def shard_sizes(urls: Sequence[str], cache_dir: str | None = None) -> list[int] | None:
+    """Samples in each of `urls`: from the sidecars beside local shards, else counted from their tar headers
+    (`clip_train.data.counted_sizes`, cached in `cache_dir`); None if any shard is remote, as reading its
+    size would need a full download."""
+    if any(is_remote(url) for url in urls):
+        return None
+    paths = [url.removeprefix("file:") for url in urls]
+    sidecars = {folder: _sidecar_sizes(folder) for folder in {os.path.dirname(path) for path in paths}}
+    sizes = [sidecars[os.path.dirname(path)].get(os.path.basename(path)) for path in paths]
+    unsized = [path for path, size in zip(paths, sizes) if size is None]
+    counted = iter(counted_sizes(unsized, cache_dir) if unsized else [])
+    return [next(counted) if size is None else size for size in sizes]
 
 
-def count_samples(urls: Sequence[str]) -> int | None:
+def count_samples(urls: Sequence[str], cache_dir: str | None = None) -> int | None:
     """Total samples in `urls` (see `shard_sizes`), or None if unknown."""
-    sizes = shard_sizes(urls)
+    sizes = shard_sizes(urls, cache_dir)
     return None if sizes is None else sum(sizes)

@@ -4,9 +4,9 @@ Mixing happens at the shard level, inside the resampled stream: each next shard 
 probability proportional to `weight / samples in its source`, uniformly within a source. A
 source then contributes a share `weight` of the *samples* (not of the shards), whatever its
 shard sizes, as long as its size is known (`sizes.json` or img2dataset `*_stats.json` beside
-its shards, or given as `samples: N` in the source, as remote shards need). Without sizes for
-every source, shards are assumed to hold the same number of
-samples in every source, and each draw picks a source with probability `weight` (a warning
+its shards, else counted from the headers of local tars, or given as `samples: N` in the source,
+as remote shards need). Without sizes for every source, shards are assumed to hold the same
+number of samples in every source, and each draw picks a source with probability `weight` (a warning
 says so). Sample-level interleaving would follow the weights exactly even without sizes, but
 needs a tar stream and a shuffle buffer open per source in every worker; shard-level draws
 keep one of each and a single seeded RNG per worker (what resume needs to replay the stream).
@@ -38,8 +38,9 @@ class ShardSource:
     shard_sizes: list[int] | None = None
 
 
-def parse_sources(sources: Sequence[Mapping], resampled: bool) -> list[ShardSource]:
-    """`data.sources` checked and expanded: every source's shards exist, weights are positive, and only resampled."""
+def parse_sources(sources: Sequence[Mapping], resampled: bool, cache_dir: str | None = None) -> list[ShardSource]:
+    """`data.sources` checked and expanded: every source's shards exist, weights are positive, and only resampled.
+    Sizes of local shards without sidecars are counted from their tar headers (cached in `cache_dir`)."""
     if not sources:
         raise ValueError("data.sources is empty: give at least one {shards: ..., weight: ...}")
     parsed = []
@@ -64,10 +65,10 @@ def parse_sources(sources: Sequence[Mapping], resampled: bool) -> list[ShardSour
         name = str(source.get("name") or f"source{index}")
         if index > 0 and (weight is None) != (parsed[0].weight is None):
             raise ValueError(f"{option}: give every source a weight, or none (then shards are drawn alike, as from one list)")
-        samples = source.get("samples")  # given for remote shards, whose sidecars are not read
+        samples = source.get("samples")  # given for remote shards, whose size is not read
         if samples is not None and not int(samples) > 0:
             raise ValueError(f"{option}.samples must be a positive sample count, got {samples}")
-        sizes = shard_sizes(urls)
+        sizes = shard_sizes(urls, cache_dir)
         samples = int(samples) if samples is not None else (sum(sizes) if sizes is not None else None)
         parsed.append(ShardSource(name, urls, None if weight is None else float(weight), samples, sizes))
     return parsed
@@ -84,7 +85,7 @@ def shard_weights(sources: Sequence[ShardSource]) -> list[float] | None:
     sized = all(source.samples for source in sources)
     if not sized:
         log.warning(
-            "some data.sources have no sizes.json or *_stats.json: mixing assumes equally sized shards in every "
+            "some data.sources have remote shards without `samples: N`: mixing assumes equally sized shards in every "
             "source, so a source with larger shards gets more than its weight of the samples"
         )
     weights = []
