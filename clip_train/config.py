@@ -11,6 +11,8 @@ import inspect
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from clip_train.training_length import check_training_length
+
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
@@ -46,6 +48,7 @@ def _check_node(node, path: str) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first key no component accepts, or a setting that breaks contrastive training."""
     _check_node(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+    check_training_length(cfg.trainer.get("max_steps"), cfg.trainer.get("max_epochs"))
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise ValueError(
             "trainer.accumulate_grad_batches must be 1: accumulating gradients of separate contrastive "
