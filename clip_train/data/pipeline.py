@@ -1,9 +1,10 @@
 """The streaming pipeline that runs inside each DataLoader worker.
 
-    shard URLs (this rank's and this worker's share, or a seeded resampled stream)
+    shards (this reader's range of the epoch's samples, its whole shards if sizes are unknown, or a seeded
+            resampled stream)
       -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
       -> decoded (PIL image, caption); broken or incomplete samples skipped and counted by kind
-      -> seeded shuffle buffer (training; drained at the end of each pass over the shards)
+      -> seeded shuffle buffer (training; drained at the end of each pass: the range, or a chunk after it)
       -> image transform (seeded per batch), then batches tokenized in one call
       -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
           key: B sample keys, bad_samples: (K,) long, the items skipped since the previous batch, per kind
@@ -13,9 +14,9 @@ Batches are built in the workers, so the main process only forwards ready tensor
 rank yields exactly `batches_per_rank` batches, dealt round-robin over its workers, which gives every
 rank the same number of steps per epoch even on uneven shards. Without resampling and with the shard
 sizes known, each worker reads its own range of the epoch's samples (`clip_train.data.reader_shares`),
-so an epoch of as many samples as the data holds reads every sample exactly once; with sizes unknown,
-workers take whole shards in turn and wrap round them. A resumed run's workers skip the batches it
-already trained on (`clip_train.data.position`).
+so an epoch of as many samples as the data holds (a multiple of the global batch) reads every sample
+exactly once; with sizes unknown, workers take whole shards in turn and wrap round them. A resumed
+run's workers skip the batches it already trained on (`clip_train.data.position`).
 """
 
 import io
