@@ -4,6 +4,11 @@ The check is reduced over ranks, so all ranks skip the same steps (a step taken 
 only would make the replicas drift apart, and a rank that stops alone hangs the others). After
 `max_consecutive` bad steps in a row the run stops: the parameters are still those of the last
 good step, and the last checkpoint is the one to resume from once the cause is fixed.
+
+Under fp16 (`precision=16-mixed`) gradients carry the loss scaler's factor, and a step whose loss
+is finite but whose scaled gradients overflow is the scaler's normal working, not a fault: as
+torch's `GradScaler` does, the step is skipped and the scale backs off. Such steps are counted with
+the skipped ones but never stop the run; a non-finite loss still does.
 """
 
 from collections.abc import Iterable
@@ -18,12 +23,13 @@ class NonFiniteTraining(RuntimeError):
 
 
 @torch.no_grad()
-def finite_on_every_rank(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> bool:
-    """True when `loss` and every gradient are finite on every rank (one scalar all-reduce, one host sync)."""
+def step_verdict(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> tuple[bool, bool]:
+    """(loss finite on every rank, every gradient finite on every rank): one 2-element all-reduce, one host sync."""
     grads = [p.grad for p in parameters if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm(grads) if grads else loss.new_zeros(())
-    bad = (~torch.isfinite(loss.float()) | ~torch.isfinite(grad_norm.to(loss.device))).float()
-    return all_reduce_sum(bad).item() == 0
+    bad = torch.stack([~torch.isfinite(loss.float()), ~torch.isfinite(grad_norm.to(loss.device))]).float()
+    loss_bad, grads_bad = all_reduce_sum(bad).tolist()
+    return loss_bad == 0, grads_bad == 0
 
 
 class BadStepGuard:
@@ -38,6 +44,10 @@ class BadStepGuard:
 
     def good(self) -> None:
         self.streak = 0
+
+    def overflow(self) -> None:
+        """A loss-scaler overflow (fp16): skipped and counted, but no fault, so the streak stands still."""
+        self.skipped += 1
 
     def bad(self, step: int, last_checkpoint: str | None) -> None:
         self.skipped += 1

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from clip_train.numerics import NonFiniteTraining, finite_on_every_rank
+from clip_train.numerics import NonFiniteTraining, step_verdict
 from clip_train.train import run
 
 FAST = ("debug=fast", "logger=[]", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false")
@@ -22,7 +22,7 @@ def _verdicts_rank_main(rank: int, init_file: str, out_dir: str) -> None:
     for bad_loss_rank, bad_grad_rank in [(None, None), (1, None), (None, 0)]:
         weight.grad = torch.full((3,), math.nan if rank == bad_grad_rank else 0.5)
         loss = torch.tensor(math.inf if rank == bad_loss_rank else 1.0)
-        verdicts.append(finite_on_every_rank(loss, [weight]))
+        verdicts.append(step_verdict(loss, [weight]))
     torch.save(verdicts, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -30,7 +30,7 @@ def _verdicts_rank_main(rank: int, init_file: str, out_dir: str) -> None:
 def test_every_rank_skips_when_any_rank_sees_a_non_finite_loss_or_gradient(tmp_path):
     mp.spawn(_verdicts_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
-        assert torch.load(tmp_path / f"rank{rank}.pt") == [True, False, False]
+        assert torch.load(tmp_path / f"rank{rank}.pt") == [(True, True), (False, True), (True, False)]
 
 
 def test_a_nan_loss_skips_its_step_without_any_update_and_the_run_finishes(compose_config, tmp_path):
