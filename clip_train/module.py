@@ -30,7 +30,7 @@ from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
 from clip_train.numerics import BadStepGuard, finite_on_every_rank
 from clip_train.optim import parameter_groups
-from clip_train.rng_state import rng_states, set_rng_states
+from clip_train.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
 
 
 def _check_logit_bias(model: DualEncoder, loss: nn.Module) -> None:
@@ -170,7 +170,7 @@ class ClipModule(L.LightningModule):
             "bad_samples": dict(zip(BAD_KINDS, self.bad_samples.tolist())),
             "skipped_steps": self.bad_steps.skipped,
         }
-        checkpoint["rng_states"] = rng_states()
+        checkpoint["rng_states"] = every_rank_rng_states()  # runs on every rank; rank 0 writes the file
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         counters = checkpoint.get("counters", {})
@@ -178,7 +178,12 @@ class ClipModule(L.LightningModule):
         bad_samples = counters.get("bad_samples", {})  # {kind: count}
         self.bad_samples = torch.tensor([bad_samples.get(kind, 0) for kind in BAD_KINDS], dtype=torch.long)
         self.bad_steps.skipped = counters.get("skipped_steps", 0)
-        self._rng_states_to_restore = checkpoint.get("rng_states")
+        self._rng_states_to_restore = rank_rng_states(checkpoint.get("rng_states"), self.global_rank)
+
+    def on_fit_start(self) -> None:
+        """Each rank its own dropout masks: re-seeded with seed + rank, now that the rank is known and the
+        model (built from the shared seed) is the same on every rank (`clip_train.rng_state`)."""
+        seed_rank(self.global_rank)
 
     def on_train_start(self) -> None:
         """Random states come back only now, after the DataLoaders have drawn their worker seeds."""

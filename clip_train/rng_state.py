@@ -1,15 +1,37 @@
-"""The random states of this process (Python, NumPy, torch CPU and accelerators), for checkpoints.
+"""The random states of each rank (Python, NumPy, torch CPU and accelerators): seeded per rank, kept in checkpoints.
 
-Restored when training starts, after the DataLoader iterators (which draw their worker seeds
-from torch's generator) are built, so the draws of the steps after a resume (dropout, patch
-dropout) are those of the uninterrupted run. Every rank starts from the same seed and draws
-alike, so rank 0's states, which the checkpoint holds, serve every rank.
+Every rank builds the model from the same seed, so the initial weights agree, and is then
+re-seeded with seed + rank when fitting starts (as OpenCLIP does), so the ranks draw different
+dropout and patch-dropout masks; with one seed for all, a global batch of W ranks would carry
+each mask W times. The data pipeline seeds itself per rank and worker and needs none of this.
+
+A checkpoint holds every rank's states, in rank order. They are restored when training
+starts, after the DataLoader iterators (which draw their worker seeds from torch's generator)
+are built, so the draws of the steps after a resume are those of the uninterrupted run, on
+every rank.
 """
 
+import os
 import random
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from clip_train.distributed import rank_and_world
+
+
+def seed_rank(rank: int) -> None:
+    """Seed Python, NumPy and torch (every device) with seed + rank.
+
+    The seed is the one `seed_everything` set (`clip_train.train.run` calls it with `cfg.seed`);
+    Lightning keeps it in the PL_GLOBAL_SEED environment variable, which it also re-applies on
+    every rank when DDP starts; 0 if it was never set.
+    """
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) + rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def rng_states() -> dict:
@@ -21,6 +43,24 @@ def rng_states() -> dict:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+
+
+def every_rank_rng_states() -> list[dict]:
+    """`rng_states()` of every rank, in rank order; a collective, so every rank must call it."""
+    _, world = rank_and_world()
+    if world == 1:
+        return [rng_states()]
+    gathered = [None] * world
+    dist.all_gather_object(gathered, rng_states())
+    return gathered
+
+
+def rank_rng_states(saved: list[dict] | dict | None, rank: int) -> dict | None:
+    """This rank's states in what a checkpoint saved: a list in rank order, or (older checkpoints) rank 0's
+    states alone. None, so the rank keeps its fresh seed, if none were saved for it (no states, or more
+    ranks than the saving run had)."""
+    per_rank = [saved] if isinstance(saved, dict) else saved or []
+    return per_rank[rank] if rank < len(per_rank) else None
 
 
 def set_rng_states(states: dict) -> None:

@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train as `cfg` says; returns the final metrics, also written to `<run dir>/metrics.json`."""
     check_config(cfg)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True)  # alike on every rank, so is the model; ClipModule.on_fit_start adds the rank
     datamodule = instantiate(cfg.data)
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
     model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
