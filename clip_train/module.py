@@ -10,7 +10,8 @@ the model leaves it unbounded), `train/logit_bias` (SigLIP), `train/contrastive_
 `train/caption_loss` (CoCa), `lr`, `train/samples_seen`, `train/skipped_steps` (steps skipped
 for a non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
 `data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
-`clip_train.data.bad_data`). Validation encodes the whole validation set on every rank and
+`clip_train.data.bad_data`); training data only, while each validation pass reports its own as
+`val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks). Validation encodes the whole validation set on every rank and
 reports retrieval over the union (`clip_train.eval`); its `val/loss` is the symmetric InfoNCE at
 the model's temperature whatever the training loss (for SigLIP too), so it compares runs by
 ranking quality, not by their training objective.
@@ -28,9 +29,10 @@ from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
-from clip_train.numerics import BadStepGuard, finite_on_every_rank
+from clip_train.numerics import BadStepGuard, step_verdict
 from clip_train.optim import parameter_groups
 from clip_train.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
+from clip_train.training_length import total_optimizer_steps
 
 
 def _check_logit_bias(model: DualEncoder, loss: nn.Module) -> None:
@@ -80,6 +82,7 @@ class ClipModule(L.LightningModule):
         self.automatic_optimization = False
         self.samples_seen = 0
         self.bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # per kind, on the batches' device: no host sync
+        self._val_bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # this validation pass's, kept apart
         self.last_validated_step = -1
         self.bad_steps = BadStepGuard(max_consecutive_bad_steps)
         self._rng_states_to_restore: dict | None = None
@@ -102,15 +105,23 @@ class ClipModule(L.LightningModule):
         )
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]
-        if finite_on_every_rank(losses["loss"], self.parameters()):
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16's loss scaler, else None
+        loss_finite, grads_finite = step_verdict(losses["loss"], self.parameters())
+        if loss_finite and grads_finite:
             self.bad_steps.good()
             if self.gradient_clip_norm is not None:
-                self._clip_gradients(optimizer)
-            optimizer.step()
+                self._clip_gradients(optimizer, 1.0 if scaler is None else scaler.get_scale())
+            optimizer.step()  # with a scaler: unscale, step, update
             scheduler.step()
             self.model.clamp_logit_scale_()
         else:  # no parameter, optimizer-state or schedule update; the step count does not advance
-            self.bad_steps.bad(self.global_step, self._last_checkpoint())
+            if scaler is not None:  # the scaler records the overflow, then backs its scale off
+                scaler.unscale_(optimizer.optimizer)
+                scaler.update()
+            if loss_finite and scaler is not None:
+                self.bad_steps.overflow()
+            else:
+                self.bad_steps.bad(self.global_step, self._last_checkpoint())
         optimizer.zero_grad(set_to_none=True)
 
         batch_size = batch["image"].shape[0]
@@ -129,13 +140,20 @@ class ClipModule(L.LightningModule):
         self.log_dict(bad_sample_metrics(bad_samples), batch_size=batch_size)
         return losses["loss"]
 
-    def _clip_gradients(self, optimizer) -> None:
-        """Clip the global gradient norm; an FSDP root module must do it itself, over all shards."""
+    def _clip_gradients(self, optimizer, loss_scale: float) -> None:
+        """Clip the global norm of the true gradient to `gradient_clip_norm`.
+
+        Under fp16 the gradients are still multiplied by the loss scaler's `loss_scale` (Lightning
+        unscales them only inside `optimizer.step`, after any clipping in manual optimization), so
+        the scaled gradients are clipped at `gradient_clip_norm × loss_scale`: the same factor as
+        unscaling first and clipping at `gradient_clip_norm`. An FSDP root module clips over all shards.
+        """
+        max_norm = self.gradient_clip_norm * loss_scale
         sharded_clip = getattr(self.trainer.strategy.model, "clip_grad_norm_", None)
         if sharded_clip is not None:
-            sharded_clip(self.gradient_clip_norm)
+            sharded_clip(max_norm)
         else:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def _last_checkpoint(self) -> str | None:
         callback = self.trainer.checkpoint_callback
@@ -144,8 +162,11 @@ class ClipModule(L.LightningModule):
     def _count_bad_samples(self, batch: dict[str, torch.Tensor]) -> None:
         self.bad_samples = self.bad_samples.to(batch["bad_samples"].device) + batch["bad_samples"]
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long, device=self.device)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._count_bad_samples(batch)
+        self._val_bad_samples += batch["bad_samples"].to(self._val_bad_samples.device)
         self._val_features.append(tuple(f.detach() for f in self.model(batch)))
 
     def on_validation_epoch_end(self) -> None:
@@ -156,13 +177,20 @@ class ClipModule(L.LightningModule):
         self._val_features.clear()
         metrics = retrieval_metrics(image_features, text_features, self.model.logit_scale.detach())
         self.log_dict({f"val/{name}": value for name, value in metrics.items()}, sync_dist=True)
+        self.log_dict(bad_sample_metrics(all_reduce_sum(self._val_bad_samples).float(), prefix="val"))
         if not self.trainer.sanity_checking:
             self.last_validated_step = self.global_step
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer(params=parameter_groups(self.model))
-        scheduler = self.make_scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        scheduler = self.make_scheduler(optimizer, total_steps=self._total_optimizer_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _total_optimizer_steps(self) -> int:
+        """The schedule's length from the trainer's limits and the data module's epoch (`clip_train.training_length`)."""
+        trainer = self.trainer
+        batches_per_epoch = getattr(getattr(trainer, "datamodule", None), "batches_per_epoch", None)
+        return total_optimizer_steps(trainer.max_steps, trainer.max_epochs, batches_per_epoch, trainer.limit_train_batches)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["counters"] = {

@@ -120,7 +120,7 @@ def test_a_broken_dataset_stops_the_loader_with_the_rate_message(tmp_path):
         list(datamodule.val_dataloader())
 
 
-def test_run_over_every_kind_completes_and_metrics_json_counts_them(compose_config, colour_shards, tmp_path):
+def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_training(compose_config, colour_shards, tmp_path):
     from omegaconf import OmegaConf
 
     from clip_train.train import run
@@ -129,14 +129,15 @@ def test_run_over_every_kind_completes_and_metrics_json_counts_them(compose_conf
     planted["unreadable_shard"] = 1
     cfg = compose_config(
         "data=webdataset", f"data.train_shards='{colour_shards}'", "data.batch_size=8", "data.num_workers=0",
-        "model=test", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0", f"paths.output_dir={tmp_path}/run",
+        "model=test", "trainer.max_steps=2", f"paths.output_dir={tmp_path}/run",
     )  # fmt: skip
     OmegaConf.update(cfg, "data.val_shards", [*paths, f"pipe:cat {tmp_path}/bad/gone.tar"])
-    run(cfg)  # the clean training shards add none; the one final validation pass meets every planted item
+    run(cfg)  # the sanity check and the final validation both meet bad items; training meets none
     with open(tmp_path / "run" / "metrics.json") as f:
         metrics = json.load(f)
-    assert {kind: metrics[f"data/bad_samples/{kind}"] for kind in BAD_KINDS} == planted
-    assert metrics["data/bad_samples"] == sum(planted.values()) == 13
+    assert metrics["data/bad_samples"] == 0  # was 13 + the sanity check's: validation's items in the training total
+    assert {kind: metrics[f"val/bad_samples/{kind}"] for kind in BAD_KINDS} == planted  # one pass's count
+    assert metrics["val/bad_samples"] == sum(planted.values()) == 13
 
 
 def test_checkpoint_counters_keep_the_kinds():

@@ -113,6 +113,6 @@ class BadSampleCounter:
         return fresh
 
 
-def bad_sample_metrics(counts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{`data/bad_samples`: total, `data/bad_samples/<kind>`: count} from a (K,) count vector."""
-    return {"data/bad_samples": counts.sum(), **{f"data/bad_samples/{kind}": counts[i] for i, kind in enumerate(BAD_KINDS)}}
+def bad_sample_metrics(counts: torch.Tensor, prefix: str = "data") -> dict[str, torch.Tensor]:
+    """{`<prefix>/bad_samples`: total, `<prefix>/bad_samples/<kind>`: count} from a (K,) count vector."""
+    return {f"{prefix}/bad_samples": counts.sum(), **{f"{prefix}/bad_samples/{kind}": counts[i] for i, kind in enumerate(BAD_KINDS)}}
