@@ -29,6 +29,7 @@ from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
+from clip_train.model.checkpoint_keys import match_model_keys
 from clip_train.numerics import BadStepGuard, step_verdict
 from clip_train.optim import parameter_groups
 from clip_train.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
@@ -201,6 +202,7 @@ class ClipModule(L.LightningModule):
         checkpoint["rng_states"] = every_rank_rng_states()  # runs on every rank; rank 0 writes the file
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = match_model_keys(checkpoint["state_dict"], self.state_dict())  # transformers 4 or 5
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
         bad_samples = counters.get("bad_samples", {})  # {kind: count}

@@ -4,7 +4,6 @@ dataset does, and metrics.json reports the counts by kind."""
 import json
 import logging
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,12 +140,19 @@ def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_tra
 
 
 def test_checkpoint_counters_keep_the_kinds():
-    from clip_train.module import ClipModule
-    from clip_train.numerics import BadStepGuard
+    from models import small_encoder
 
-    checkpoint, saved = {}, SimpleNamespace(samples_seen=5, bad_samples=torch.arange(len(BAD_KINDS)), bad_steps=BadStepGuard(5))
-    ClipModule.on_save_checkpoint(saved, checkpoint)
+    from clip_train.loss import ContrastiveLoss
+    from clip_train.module import ClipModule
+
+    def module() -> ClipModule:
+        return ClipModule(small_encoder(), ContrastiveLoss(), optimizer=None, scheduler=None)
+
+    saved = module()
+    saved.samples_seen, saved.bad_samples = 5, torch.arange(len(BAD_KINDS))
+    checkpoint = {"state_dict": saved.state_dict()}
+    saved.on_save_checkpoint(checkpoint)
     assert checkpoint["counters"]["bad_samples"]["corrupt_tar"] == BAD_KINDS.index("corrupt_tar")
-    restored = SimpleNamespace(bad_steps=BadStepGuard(5))
-    ClipModule.on_load_checkpoint(restored, checkpoint)
+    restored = module()
+    restored.on_load_checkpoint(checkpoint)
     assert restored.bad_samples.tolist() == list(range(len(BAD_KINDS))) and restored.samples_seen == 5
