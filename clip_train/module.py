@@ -11,10 +11,16 @@ the model leaves it unbounded), `train/logit_bias` (SigLIP), `train/contrastive_
 for a non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
 `data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
 `clip_train.data.bad_data`); training data only, while each validation pass reports its own as
-`val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks). Validation encodes the whole validation set on every rank and
-reports retrieval over the union (`clip_train.eval`); its `val/loss` is the symmetric InfoNCE at
-the model's temperature whatever the training loss (for SigLIP too), so it compares runs by
-ranking quality, not by their training objective.
+`val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks).
+
+Validation encodes the whole validation set on every rank and reports retrieval over the union
+(`clip_train.eval`); its `val/loss` is the symmetric InfoNCE at the model's temperature whatever
+the training loss (for SigLIP too), so it compares runs by ranking quality, not by their
+training objective.
+
+Under `precision=16-mixed` the step clips the true (unscaled) gradient and lets the loss scaler
+back off on overflow (`_clip_gradients`, `clip_train.numerics`); Lightning's own manual-optimization
+recipe clips the scaled gradient (Lightning issue #18089).
 """
 
 from collections.abc import Callable

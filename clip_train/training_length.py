@@ -16,6 +16,7 @@ for a non-finite loss (`clip_train.numerics`) does not advance the schedule, so 
 skipped steps ends just short of the schedule's end; the shortfall is `train/skipped_steps`.
 """
 
+
 def _is_set(limit: int | None) -> bool:
     return limit is not None and limit >= 0
 
@@ -47,9 +48,7 @@ def total_optimizer_steps(
     lengths = [max_steps] if _is_set(max_steps) else []
     if _is_set(max_epochs):
         if batches_per_epoch is None:
-            raise ValueError(
-                "trainer.max_epochs is set but the training data has no known epoch length: set trainer.max_steps"
-            )
+            raise ValueError("trainer.max_epochs is set but the training data has no known epoch length: set trainer.max_steps")
         lengths.append(max_epochs * steps_per_epoch(batches_per_epoch, limit_train_batches))
     total = min(lengths)
     if total < 1:

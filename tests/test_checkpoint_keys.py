@@ -16,7 +16,9 @@ def relayout(path: str, out: str, to_transformers_4: bool) -> str:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     state = checkpoint["state_dict"]
     if to_transformers_4:
-        renamed = {k.replace(TEXT, TEXT + "text_model.") if TEXT in k and ".text_model." not in k else k: v for k, v in state.items()}
+        renamed = {
+            k.replace(TEXT, TEXT + "text_model.") if TEXT in k and ".text_model." not in k else k: v for k, v in state.items()
+        }
     else:
         renamed = {k.replace(TEXT + "text_model.", TEXT): v for k, v in state.items()}
     assert renamed.keys() != state.keys()

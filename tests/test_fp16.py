@@ -48,7 +48,9 @@ def fp16_fit(init_scale: float, clip: float | None, max_steps: int, batches: int
         accelerator="cpu", devices=1, plugins=[MixedPrecision("16-mixed", "cpu", scaler)], max_steps=max_steps,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[norms],
     )  # fmt: skip
-    data = [{key: value.float() if key == "image" else value for key, value in make_batch(seed=i).items()} for i in range(batches)]
+    data = [
+        {key: value.float() if key == "image" else value for key, value in make_batch(seed=i).items()} for i in range(batches)
+    ]
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     return module, scaler, norms.norms, trainer
 

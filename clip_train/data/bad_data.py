@@ -115,4 +115,7 @@ class BadSampleCounter:
 
 def bad_sample_metrics(counts: torch.Tensor, prefix: str = "data") -> dict[str, torch.Tensor]:
     """{`<prefix>/bad_samples`: total, `<prefix>/bad_samples/<kind>`: count} from a (K,) count vector."""
-    return {f"{prefix}/bad_samples": counts.sum(), **{f"{prefix}/bad_samples/{kind}": counts[i] for i, kind in enumerate(BAD_KINDS)}}
+    return {
+        f"{prefix}/bad_samples": counts.sum(),
+        **{f"{prefix}/bad_samples/{kind}": counts[i] for i, kind in enumerate(BAD_KINDS)},
+    }
