@@ -80,6 +80,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
     model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
+    if "eos_token_id" in model_cfg.text_tower:
+        model_cfg.text_tower.eos_token_id = datamodule.tokenizer.eos_token_id
     model = instantiate(model_cfg)
     if cfg.compile:  # in place, so parameter names (and checkpoints) stay those of the eager model
         model.image_tower.compile()

@@ -5,6 +5,11 @@ with the `tokenizers` library from the first captions of the training shards and
 under a name derived from those shards, so every rank and every restart builds or finds the
 same one. It lowercases, wraps each caption in `<|startoftext|> ... <|endoftext|>` (the text
 tower pools at the end-of-text position) and pads on the right with `<|pad|>`.
+
+`<|pad|>` is id 0 and the start and end of text are the two highest ids, as in OpenAI's CLIP
+vocabulary (49406, 49407). transformers' `CLIPTextModel` pools at the end-of-text id its config
+names, except that an id of 2 marks an old config and pools at the argmax of the ids instead; with
+the end of text last, both rules find it, so an exported text tower pools where ours does.
 """
 
 import hashlib
@@ -21,6 +26,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 log = logging.getLogger(__name__)
 
 START, END, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
+TEXT_IDS_LAST = "text-ids-last"  # in the cache key: tokenizers cached before this layout held the end of text at id 2
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -45,25 +51,24 @@ def train_caption_tokenizer(captions: Iterable[str], vocab_size: int) -> PreTrai
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[PAD, START, END],
+        vocab_size=vocab_size - 2,  # the start and end of text are added after the merges, as the last two ids
+        special_tokens=[PAD],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(captions, trainer=trainer)
+    bpe.add_special_tokens([START, END])
     bpe.post_processor = processors.TemplateProcessing(
         single=f"{START} $A {END}", special_tokens=[(START, bpe.token_to_id(START)), (END, bpe.token_to_id(END))]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token=START, eos_token=END, pad_token=PAD, padding_side="right"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=START, eos_token=END, pad_token=PAD, padding_side="right")
 
 
 def cached_caption_tokenizer(
     captions: Iterable[str], source_id: str, cache_dir: str, vocab_size: int, max_captions: int
 ) -> str:
     """Folder of the tokenizer learnt from the first `max_captions` of `captions`; built once per `source_id`."""
-    digest = hashlib.sha1(f"{source_id}|{vocab_size}|{max_captions}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{source_id}|{vocab_size}|{max_captions}|{TEXT_IDS_LAST}".encode()).hexdigest()[:16]
     folder = os.path.join(cache_dir, "tokenizers", f"bpe-{vocab_size}-{digest}")
     if os.path.isdir(folder):
         return folder

@@ -46,7 +46,12 @@ def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
 
 
 class CausalTextTower(nn.Module):
-    """CLIP's text transformer, randomly initialised from a size spec, pooled at end of text."""
+    """CLIP's text transformer, randomly initialised from a size spec, pooled at end of text.
+
+    eos_token_id: the tokenizer's end-of-text id. This tower pools by the attention mask, but the
+        transformers config carries the id, so a `CLIPTextModel` made from it (an export) pools at
+        the same position; None where no such model is made (0 then only has to lie in the vocabulary).
+    """
 
     def __init__(
         self,
@@ -61,6 +66,7 @@ class CausalTextTower(nn.Module):
         lock: bool = False,
         unlocked_layers: int = 0,
         freeze_norm: bool = True,
+        eos_token_id: int | None = None,
     ):
         super().__init__()
         self.context_length = context_length
@@ -71,10 +77,9 @@ class CausalTextTower(nn.Module):
             num_hidden_layers=layers,
             num_attention_heads=heads,
             max_position_embeddings=context_length,
-            # pooling is ours (last_token); these ids only need to lie inside the vocabulary
             pad_token_id=0,
             bos_token_id=0,
-            eos_token_id=0,
+            eos_token_id=0 if eos_token_id is None else eos_token_id,
         )
         self.transformer = CLIPTextModel(config)
         self.projection = _project(width, embed_dim)
