@@ -9,7 +9,8 @@
 
 Prints the metrics as JSON on stdout and writes `metrics.json` into the run directory:
 `zeroshot/<name>/top1|top5` and `zeroshot/<name>/per_class` ({class name: top-1}), and
-`retrieval/image_to_text_R@k`, `retrieval/text_to_image_R@k`, `retrieval/alignment_gap` (and
+`retrieval/image_to_text_R@k`, `retrieval/text_to_image_R@k` (ties at their expected value),
+`retrieval/{image_to_text,text_to_image}_{mean,median}_rank`, `retrieval/alignment_gap` (and
 `retrieval/loss` for one caption per image). With several processes every rank encodes its
 share of each set (Lightning Fabric sets up the process group) and counts are summed.
 """
