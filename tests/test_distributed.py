@@ -2,6 +2,7 @@
 
 import math
 import os
+from collections import Counter
 
 import torch
 import torch.distributed as dist
@@ -87,7 +88,7 @@ def _data_rank_main(rank: int, init_file: str, pattern: str, out_dir: str) -> No
     dist.destroy_process_group()
 
 
-def test_two_process_data_reads_disjoint_keys_in_equal_step_counts(tmp_path):
+def test_two_process_data_reads_every_key_in_equal_step_counts(tmp_path):
     from samples import colour_samples
 
     from clip_train.data.shard_writer import write_shards
@@ -96,8 +97,9 @@ def test_two_process_data_reads_disjoint_keys_in_equal_step_counts(tmp_path):
     pattern = str(tmp_path / "train-{00000..00007}.tar")
     mp.spawn(_data_rank_main, args=(str(tmp_path / "init"), pattern, str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"data{rank}.pt") for rank in range(WORLD)]
-    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 10  # ceil(70 / (4 × 2)) rounded up to 2 workers
-    shards = [{key // 9 for batch in r["train"] for key in batch} for r in ranks]
-    assert shards[0].isdisjoint(shards[1])
+    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 9  # ceil(70 / (4 × 2)): equal steps on both ranks
+    reads = Counter(key for r in ranks for batch in r["train"] for key in batch)
+    assert set(reads) == set(range(70))  # 9 × 2 × 4 = 72 places: every sample once, and 2 of them twice
+    assert sorted(reads.values()) == [1] * 68 + [2] * 2
     assert set(ranks[0]["val"]).isdisjoint(ranks[1]["val"])
     assert sorted(ranks[0]["val"] + ranks[1]["val"]) == list(range(70))

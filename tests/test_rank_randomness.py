@@ -120,7 +120,7 @@ def test_a_checkpoint_with_rank_0_states_alone_still_resumes_rank_0():
     module = _module()
     saved = rng_states()
     expected = torch.rand(3)
-    module.on_load_checkpoint({"rng_states": saved})  # no trainer: rank 0
+    module.on_load_checkpoint({"state_dict": module.state_dict(), "rng_states": saved})  # no trainer: rank 0
     module.on_train_start()
     torch.testing.assert_close(torch.rand(3), expected)
     assert rank_rng_states(saved, 1) is None
