@@ -23,6 +23,7 @@ from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
+from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
 from clip_train.module import ClipModule
 from clip_train.preemption import Preempted
 
@@ -74,15 +75,21 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as `cfg` says; returns the final metrics, also written to `<run dir>/metrics.json`."""
+    pretrained = start_from_pretrained(cfg)  # model.init_from: the source's architecture and tokenizer
     check_config(cfg)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)  # alike on every rank, so is the model; ClipModule.on_fit_start adds the rank
     datamodule = instantiate(cfg.data)
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
-    model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
+    if pretrained is None:
+        model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
+    else:  # the token table is the source's
+        check_tokenizer_fits(model_cfg.text_tower.vocab_size, datamodule.tokenizer)
     if "eos_token_id" in model_cfg.text_tower:
         model_cfg.text_tower.eos_token_id = datamodule.tokenizer.eos_token_id
     model = instantiate(model_cfg)
+    if pretrained is not None:
+        load_pretrained_weights(model, pretrained)
     if cfg.compile:  # in place, so parameter names (and checkpoints) stay those of the eager model
         model.image_tower.compile()
         model.text_tower.compile()

@@ -17,6 +17,9 @@ class ImageTower(nn.Module):
     patch_dropout: FLIP's token dropping, the fraction of patch tokens removed at random in
         training (the class token is kept); evaluation sees every patch.
     grad_checkpointing: recompute block activations in backward instead of storing them.
+    width: the trunk's token width, timm's `embed_dim`, when it differs from the architecture's
+        (a published CLIP of another size on a timm CLIP-layout ViT); named apart from `embed_dim`,
+        the shared space's size. Other timm arguments (depth, num_heads, act_layer) pass through.
     lock: freeze the trunk but its last `unlocked_groups` timm layer groups (LiT); with
         `freeze_norm=False` its norm layers keep training.
     """
@@ -33,12 +36,15 @@ class ImageTower(nn.Module):
         lock: bool = False,
         unlocked_groups: int = 0,
         freeze_norm: bool = True,
+        width: int | None = None,
         **timm_kwargs,
     ):
         super().__init__()
         self.image_size = image_size
         if patch_dropout:  # only token-based trunks take it
             timm_kwargs["patch_drop_rate"] = patch_dropout
+        if width is not None:
+            timm_kwargs["embed_dim"] = width
         create = dict(pretrained=pretrained, num_classes=0, global_pool=pool, **timm_kwargs)
         try:
             self.trunk = timm.create_model(model_name, img_size=image_size, **create)

@@ -12,6 +12,8 @@ from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel
 
 from clip_train.model.locking import lock_text_transformer
 
+TEXT_ACTIVATIONS = ("quick_gelu", "gelu")
+
 
 def _project(width: int, embed_dim: int) -> nn.Linear:
     projection = nn.Linear(width, embed_dim, bias=False)
@@ -67,8 +69,11 @@ class CausalTextTower(nn.Module):
         unlocked_layers: int = 0,
         freeze_norm: bool = True,
         eos_token_id: int | None = None,
+        activation: str = "quick_gelu",
     ):
         super().__init__()
+        if activation not in TEXT_ACTIVATIONS:
+            raise ValueError(f"model.text_tower.activation must be one of {TEXT_ACTIVATIONS}, got {activation!r}")
         self.context_length = context_length
         config = CLIPTextConfig(
             vocab_size=vocab_size,
@@ -80,6 +85,7 @@ class CausalTextTower(nn.Module):
             pad_token_id=0,
             bos_token_id=0,
             eos_token_id=0 if eos_token_id is None else eos_token_id,
+            hidden_act=activation,
         )
         self.transformer = CLIPTextModel(config)
         self.projection = _project(width, embed_dim)

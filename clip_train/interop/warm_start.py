@@ -1,0 +1,65 @@
+"""Training from a published CLIP: what `model.init_from` changes in a run.
+
+    python -m clip_train model=clip_pretrained model.init_from=PATH [model.image_tower.lock=true ...]
+
+Before anything is built, the source's model config replaces the `model` node, with the user's
+remaining `model.*` keys (locking, patch dropout, checkpointing, a loss's logit bias) merged on
+top, and its tokenizer becomes `data.tokenizer` when that is unset, so text ids mean what the
+weights learnt. After the model is built, every source weight is loaded, strictly. The run's
+recipe then holds the resolved config, not the path: its checkpoints rebuild without the source.
+"""
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from transformers import PreTrainedTokenizerBase
+
+from clip_train.interop.pretrained import PretrainedCLIP, init_from
+from clip_train.model.checkpoint_keys import match_model_keys
+
+# Parameters a user option adds that no CLIP source has: they start from their init value.
+ADDED_BY_OPTIONS = {"logit_bias"}  # model.init_logit_bias, set by loss=siglip
+
+
+def start_from_pretrained(cfg: DictConfig) -> PretrainedCLIP | None:
+    """Point `cfg.model` (and an unset `cfg.data.tokenizer`) at the source `model.init_from` names, in place.
+
+    Returns the source, whose weights `load_pretrained_weights` puts in the built model, or None
+    when `model.init_from` is not set.
+    """
+    source = cfg.model.get("init_from")
+    if source is None:
+        return None
+    if "_target_" in cfg.model:
+        raise ValueError(
+            f"model.init_from={source} takes the architecture from the source: use model=clip_pretrained "
+            f"model.init_from={source}, not a preset that defines its own ({cfg.model._target_})"
+        )
+    pretrained = init_from(source)
+    options = OmegaConf.masked_copy(cfg.model, [key for key in cfg.model if key != "init_from"])
+    with open_dict(cfg):
+        cfg.model = OmegaConf.merge(pretrained.model_config, options)
+        if cfg.data.get("tokenizer") is None and pretrained.tokenizer is not None:
+            cfg.data.tokenizer = pretrained.tokenizer
+    return pretrained
+
+
+def check_tokenizer_fits(vocab_size: int, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A source's token table is fixed by its weights: the tokenizer's ids must all index it."""
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"data.tokenizer has {len(tokenizer)} tokens but the model.init_from text tower embeds only "
+            f"{vocab_size}; leave data.tokenizer unset to use the source's tokenizer"
+        )
+
+
+def load_pretrained_weights(model: torch.nn.Module, pretrained: PretrainedCLIP) -> None:
+    """Put every source weight in `model`; a weight missing on either side is an error naming it."""
+    state = match_model_keys(pretrained.state_dict, model.state_dict())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if key not in ADDED_BY_OPTIONS]
+    if missing or unexpected:
+        raise ValueError(
+            f"model.init_from weights do not fit the model built from its config: "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
