@@ -1,0 +1,106 @@
+"""Reading a transformers `CLIPModel` folder (as `save_pretrained` or the hub cache lays it out).
+
+    config.json (model_type "clip") + model.safetensors | model.safetensors.index.json + shards |
+    pytorch_model.bin, and usually the tokenizer files (the folder is then the tokenizer too)
+
+The vision transformer becomes a timm CLIP-layout ViT (pre-norm, no patch bias, LayerNorm eps
+1e-5), named after the published size it has, e.g. `vit_base_patch32_clip_quickgelu_224` for
+openai/clip-vit-base-patch32, or given its sizes as arguments; the text transformer is our
+`CausalTextTower`, which is a `CLIPTextModel`. Tensors are read only (safetensors or
+`torch.load(weights_only=True)`).
+"""
+
+import json
+import math
+import os
+
+import torch
+from safetensors.torch import load_file
+
+from clip_train.interop.hf_clip_keys import clip_to_ours
+from clip_train.interop.pretrained import PretrainedCLIP
+
+# (width, depth, heads, patch size, MLP width) -> timm architecture, without its activation suffix
+TIMM_CLIP_VITS = {
+    (768, 12, 12, 32, 3072): "vit_base_patch32_clip",
+    (768, 12, 12, 16, 3072): "vit_base_patch16_clip",
+    (1024, 24, 16, 14, 4096): "vit_large_patch14_clip",
+    (1280, 32, 16, 14, 5120): "vit_huge_patch14_clip",
+}
+ACTIVATIONS = ("quick_gelu", "gelu")  # what both timm's CLIP ViTs and our text tower express
+LAYER_NORM_EPS = 1e-5  # timm's CLIP ViTs' and our text tower's
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def _check(config: dict, tower: str, folder: str) -> None:
+    if config.get("hidden_act", "quick_gelu") not in ACTIVATIONS:
+        raise ValueError(f"{folder}: {tower} hidden_act={config['hidden_act']!r}; only {ACTIVATIONS} are supported")
+    if not math.isclose(config.get("layer_norm_eps", LAYER_NORM_EPS), LAYER_NORM_EPS):
+        raise ValueError(f"{folder}: {tower} layer_norm_eps={config['layer_norm_eps']}; only {LAYER_NORM_EPS} is supported")
+
+
+def image_tower_config(vision: dict, embed_dim: int, folder: str) -> dict:
+    """A `CLIPVisionConfig` dict -> our `ImageTower` config on the timm CLIP ViT of the same shape."""
+    _check(vision, "vision_config", folder)
+    shape = (vision["hidden_size"], vision["num_hidden_layers"], vision["num_attention_heads"],
+             vision["patch_size"], vision["intermediate_size"])  # fmt: skip
+    quick = vision.get("hidden_act", "quick_gelu") == "quick_gelu"
+    tower = {
+        "_target_": "clip_train.model.ImageTower",
+        "embed_dim": embed_dim,
+        "image_size": vision["image_size"],
+        "pool": "token",
+    }
+    if shape in TIMM_CLIP_VITS:
+        return tower | {"model_name": f"{TIMM_CLIP_VITS[shape]}{'_quickgelu' if quick else ''}_224"}
+    width, depth, heads, patch, mlp = shape
+    return tower | {
+        "model_name": "vit_base_patch16_clip_224", "width": width, "depth": depth, "num_heads": heads,
+        "patch_size": patch, "mlp_ratio": mlp / width, **({"act_layer": "quick_gelu"} if quick else {}),
+    }  # fmt: skip
+
+
+def text_tower_config(text: dict, embed_dim: int, folder: str) -> dict:
+    """A `CLIPTextConfig` dict -> our `CausalTextTower` config."""
+    _check(text, "text_config", folder)
+    return {
+        "_target_": "clip_train.model.CausalTextTower", "embed_dim": embed_dim, "vocab_size": text["vocab_size"],
+        "width": text["hidden_size"], "layers": text["num_hidden_layers"], "heads": text["num_attention_heads"],
+        "context_length": text["max_position_embeddings"], "mlp_ratio": text["intermediate_size"] / text["hidden_size"],
+        "eos_token_id": text.get("eos_token_id"), "activation": text.get("hidden_act", "quick_gelu"),
+    }  # fmt: skip
+
+
+def _weights(folder: str) -> dict[str, torch.Tensor]:
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return {key: value for shard in shards for key, value in load_file(os.path.join(folder, shard)).items()}
+    if os.path.isfile(os.path.join(folder, "model.safetensors")):
+        return load_file(os.path.join(folder, "model.safetensors"))
+    if os.path.isfile(os.path.join(folder, "pytorch_model.bin")):
+        return torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    raise ValueError(f"{folder} has a CLIP config.json but no model.safetensors(.index.json) or pytorch_model.bin")
+
+
+def read_hf_clip(folder: str) -> PretrainedCLIP:
+    """The `CLIPModel` in `folder` as our model config, weights in our layout and (when present) its tokenizer folder."""
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    vision, text = config["vision_config"], config["text_config"]
+    embed_dim = config.get("projection_dim", 512)
+    state = clip_to_ours(_weights(folder), vision["num_hidden_layers"], folder)
+    logit_scale = float(state["logit_scale"])
+    model_config = {
+        "_target_": "clip_train.model.DualEncoder",
+        "embed_dim": embed_dim,
+        "image_size": vision["image_size"],
+        "context_length": text["max_position_embeddings"],
+        "init_logit_scale": logit_scale,
+        "max_logit_scale": max(math.log(100), logit_scale),
+        "image_tower": image_tower_config(vision, embed_dim, folder),
+        "text_tower": text_tower_config(text, embed_dim, folder),
+    }
+    has_tokenizer = any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
+    return PretrainedCLIP(model_config, state, folder if has_tokenizer else None)

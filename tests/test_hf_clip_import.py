@@ -1,0 +1,81 @@
+"""model.init_from a transformers CLIPModel folder: equal embeddings, fine-tuning, locking, clear errors."""
+
+import shutil
+
+import pytest
+import torch
+from hf_clip_models import save_small_clip
+from hydra.utils import instantiate
+from transformers import AutoTokenizer
+
+import clip_train
+from clip_train.interop import init_from
+from clip_train.interop.warm_start import load_pretrained_weights
+from clip_train.train import run
+
+CAPTIONS = ["a red square", "a blue square", "red", "a square that is blue and red"]
+
+
+def _features(output) -> torch.Tensor:
+    """transformers 5 returns the projected features as pooler_output, 4 as a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@pytest.mark.parametrize("hidden_act", ["quick_gelu", "gelu"])
+def test_clip_model_reads_into_equal_embeddings_and_probabilities(tmp_path, hidden_act):
+    reference = save_small_clip(str(tmp_path / "clip"), hidden_act)
+    pretrained = init_from(str(tmp_path / "clip"))
+    assert pretrained.tokenizer == str(tmp_path / "clip")
+    model = instantiate(pretrained.model_config).eval()
+    load_pretrained_weights(model, pretrained)
+    tokens = AutoTokenizer.from_pretrained(pretrained.tokenizer)(
+        CAPTIONS, padding="max_length", max_length=model.context_length, return_tensors="pt"
+    )
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours_image, ours_text = model.encode_image(pixels), model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+        reference_image = _features(reference.get_image_features(pixel_values=pixels))
+        reference_text = _features(reference.get_text_features(**tokens))
+        reference_probs = reference(pixel_values=pixels, **tokens).logits_per_image.softmax(dim=-1)
+    assert reference_image.shape == (3, 24) and reference_text.shape == (4, 24)
+    torch.testing.assert_close(ours_image, torch.nn.functional.normalize(reference_image, dim=-1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours_text, torch.nn.functional.normalize(reference_text, dim=-1), rtol=0, atol=1e-5)
+    ours_probs = (model.logit_scale.exp() * ours_image @ ours_text.T).softmax(dim=-1)
+    torch.testing.assert_close(ours_probs, reference_probs, rtol=0, atol=1e-5)
+
+
+def test_fine_tuning_from_clip_model_keeps_locked_weights_and_its_tokenizer(tmp_path, compose_config, colour_shards):
+    save_small_clip(str(tmp_path / "clip"))
+    source = init_from(str(tmp_path / "clip")).state_dict
+    run(
+        compose_config(
+            "model=clip_pretrained", f"model.init_from={tmp_path}/clip", "data=webdataset",
+            f"data.train_shards='{colour_shards}'", "data.batch_size=8", "data.num_workers=0", "trainer.max_steps=3",
+            "logger=[]", "trainer.limit_val_batches=0", "optim.optimizer.lr=1e-3",
+            "model.image_tower.lock=true", "model.text_tower.lock=true", "model.text_tower.unlocked_layers=1",
+        )
+    )  # fmt: skip
+    shutil.rmtree(tmp_path / "clip")  # the checkpoint rebuilds without its source
+    tuned = clip_train.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    weights = tuned.model.state_dict()
+    layers = "text_tower.transformer.encoder.layers"
+    for name in ("image_tower.trunk.blocks.1.attn.qkv.weight", "image_tower.trunk.norm.weight", f"{layers}.0.mlp.fc1.weight"):
+        torch.testing.assert_close(weights[name], source[name], rtol=0, atol=0)  # locked
+    for name in ("image_tower.projection.weight", f"{layers}.1.mlp.fc1.weight", "text_tower.projection.weight"):
+        assert not torch.equal(weights[name], source[name]), f"{name} did not train"
+    assert tuned.tokenizer("a red square")["input_ids"] == [522, 320, 513, 521, 523]  # the source's ids, not a learnt BPE
+
+
+def test_init_from_errors_name_the_problem(tmp_path, compose_config):
+    with pytest.raises(ValueError, match="does not exist: expected a transformers CLIPModel folder"):
+        init_from(str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match="is in no format this reader knows"):
+        init_from(str(tmp_path))
+    save_small_clip(str(tmp_path / "clip"))
+    with pytest.raises(ValueError, match="use model=clip_pretrained"):
+        run(compose_config("model=test", f"+model.init_from={tmp_path}/clip"))
+    pretrained = init_from(str(tmp_path / "clip"))
+    del pretrained.state_dict["image_tower.trunk.norm_pre.bias"]
+    model = instantiate(pretrained.model_config)
+    with pytest.raises(ValueError, match=r"missing \['image_tower.trunk.norm_pre.bias'\]"):
+        load_pretrained_weights(model, pretrained)
