@@ -6,16 +6,19 @@
     index.search_image("query.jpg", k=5)
     index.find_duplicates(threshold=0.95)               # [(path_a, path_b, cosine), ...]
     index.save("index/"); ImageTextIndex.load("index/", model)
+    index.save_clip_retrieval("embeddings/")            # img_emb/img_emb_0.npy + metadata/metadata_0.parquet
 
 Search is one (N, D) matrix product per query, done in chunks of rows; at D = 512 in float32,
 100k images take 200 MB and a query about 10 ms on a CPU core. Past a few million images use an
-approximate index (FAISS and the like) built from `index.embeddings`.
+approximate index (FAISS and the like) built from `index.embeddings`, or from the folder
+`save_clip_retrieval` writes, which clip-retrieval's `index` and `back` commands read as their own.
 """
 
 import json
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -70,6 +73,29 @@ class ImageTextIndex:
         save_file({"embeddings": self.embeddings.contiguous()}, os.path.join(folder, "embeddings.safetensors"))
         with open(os.path.join(folder, "paths.json"), "w") as f:
             json.dump(self.paths, f)
+
+    def save_clip_retrieval(self, folder: str, dtype: str = "float16") -> None:
+        """Write the embeddings and paths as clip-retrieval's `inference` does, one partition:
+
+            folder/img_emb/img_emb_0.npy          (N, D) unit-norm rows, row i the image paths[i]
+            folder/metadata/metadata_0.parquet    one column, image_path
+
+        float16 is clip-retrieval's own choice (half the size; cosines change by about 1e-3);
+        `dtype="float32"` keeps the embeddings exact. Parquet needs pyarrow, which clip_train
+        does not depend on (it is in the `dev` extra): without it this raises before writing.
+        """
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype={dtype!r}: clip-retrieval reads float16 or float32 embeddings")
+        try:
+            import pyarrow
+            import pyarrow.parquet
+        except ImportError as error:
+            raise ImportError("clip-retrieval's metadata is a parquet file: pip install pyarrow") from error
+        os.makedirs(os.path.join(folder, "img_emb"), exist_ok=True)
+        os.makedirs(os.path.join(folder, "metadata"), exist_ok=True)
+        np.save(os.path.join(folder, "img_emb", "img_emb_0.npy"), self.embeddings.numpy().astype(dtype))
+        metadata = pyarrow.table({"image_path": pyarrow.array(self.paths, type=pyarrow.string())})
+        pyarrow.parquet.write_table(metadata, os.path.join(folder, "metadata", "metadata_0.parquet"))
 
     @classmethod
     def load(cls, folder: str, model: ClipModel) -> "ImageTextIndex":

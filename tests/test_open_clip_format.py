@@ -136,7 +136,8 @@ def clip_model(image_tower: dict, activation: str, image_size: int) -> ClipModel
 
 
 def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> None:
-    theirs, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    # as CLIP_benchmark loads it (`--model local-dir:DIR --pretrained none`): local-dir ignores `pretrained`
+    theirs, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", pretrained="none")
     tokenize = open_clip.get_tokenizer(f"local-dir:{folder}")
     images = [sample.image for sample in colour_samples(5)] + [Image.new("RGB", (90, 50), (200, 30, 60))]
     ids = tokenize(TEXTS)
