@@ -56,11 +56,14 @@ def max_differences(image: tuple, text: tuple, logit_scales: tuple) -> dict[str,
     return {name: (a - b).abs().max().item() for name, (a, b) in [("image", image), ("text", text), ("probs", probs)]}
 
 
-def save_open_clip(folder, quick_gelu: bool, as_file: bool) -> torch.nn.Module:
-    """A random small OpenCLIP CLIP, saved as its hub folder (config + safetensors) or as a .bin with <stem>.json."""
+def save_open_clip(folder, quick_gelu: bool, as_file: bool, custom_text: bool) -> tuple[torch.nn.Module, str]:
+    """A random small OpenCLIP CLIP (or CustomTextCLIP, its text under `text.`), saved as its hub folder
+    (config + safetensors) or as a training checkpoint .pt with <stem>.json beside it."""
     config = {**SMALL_OPEN_CLIP, "quick_gelu": quick_gelu}
     torch.manual_seed(0)
-    model = open_clip.CLIP(**config).eval()
+    model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**config).eval()
+    if custom_text:
+        config["custom_text"] = True
     perturb_(model, seed=1)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(42.0))
@@ -75,9 +78,13 @@ def save_open_clip(folder, quick_gelu: bool, as_file: bool) -> torch.nn.Module:
     return model, str(folder)
 
 
-@pytest.mark.parametrize("quick_gelu, as_file", [(False, False), (True, True)], ids=["gelu-hub-folder", "quickgelu-pt-file"])
-def test_open_clip_checkpoint_reads_into_a_dual_encoder_with_equal_embeddings(tmp_path, quick_gelu, as_file):
-    theirs, path = save_open_clip(tmp_path / "open_clip", quick_gelu, as_file)
+@pytest.mark.parametrize(
+    "quick_gelu, as_file, custom_text",
+    [(False, False, False), (True, True, False), (False, False, True)],
+    ids=["gelu-hub-folder", "quickgelu-pt-file", "custom-text"],
+)
+def test_open_clip_checkpoint_reads_into_a_dual_encoder_with_equal_embeddings(tmp_path, quick_gelu, as_file, custom_text):
+    theirs, path = save_open_clip(tmp_path / "open_clip", quick_gelu, as_file, custom_text)
     pretrained = init_from(path)
     assert pretrained.tokenizer is None  # OpenCLIP checkpoints carry no tokenizer
     tower = pretrained.model_config["image_tower"]
@@ -95,7 +102,7 @@ def test_open_clip_checkpoint_reads_into_a_dual_encoder_with_equal_embeddings(tm
             (ours.encode_text(ids, mask), theirs.encode_text(ids, normalize=True)),
             (ours.logit_scale, theirs.logit_scale),
         )
-    print(f"read_open_clip {'quick_gelu' if quick_gelu else 'gelu'}: max abs differences {differences}")
+    print(f"read_open_clip {'quick_gelu' if quick_gelu else 'gelu'}{' custom_text' if custom_text else ''}: {differences}")
     assert max(differences.values()) < TOLERANCE
     assert ours.logit_scale.item() == pytest.approx(math.log(42.0))
 
@@ -119,7 +126,7 @@ def caption_tokenizer():
     return train_caption_tokenizer(CAPTIONS * 5, vocab_size=300)
 
 
-def clip_model(image_tower: dict, activation: str, image_size: int) -> ClipModel:
+def clip_model(image_tower: dict, activation: str, image_size: int, **model_options) -> ClipModel:
     """A random small ClipModel with a learnt BPE tokenizer (end of text its highest id) and the given image tower."""
     tokenizer = caption_tokenizer()
     config = {
@@ -129,13 +136,14 @@ def clip_model(image_tower: dict, activation: str, image_size: int) -> ClipModel
         "text_tower": {"_target_": "clip_train.model.CausalTextTower", "embed_dim": 24, "vocab_size": len(tokenizer),
                        "width": 32, "layers": 2, "heads": 2, "context_length": 12,
                        "eos_token_id": tokenizer.eos_token_id, "activation": activation},
+        **model_options,
     }  # fmt: skip
     model = instantiate(config)
     perturb_(model, seed=4)
     return ClipModel(model, tokenizer, {"model": config, "image_mean": CLIP_MEAN, "image_std": CLIP_STD})
 
 
-def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> None:
+def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> torch.nn.Module:
     # as CLIP_benchmark loads it (`--model local-dir:DIR --pretrained none`): local-dir ignores `pretrained`
     theirs, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", pretrained="none")
     tokenize = open_clip.get_tokenizer(f"local-dir:{folder}")
@@ -152,6 +160,7 @@ def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> None:
         )
     print(f"write_open_clip {label}: max abs differences {differences}")
     assert max(differences.values()) < TOLERANCE
+    return theirs
 
 
 @pytest.mark.parametrize("activation", ["gelu", "quick_gelu"])
@@ -159,12 +168,16 @@ def test_clip_layout_model_exports_to_open_clips_builtin_vit(tmp_path, activatio
     vit = {"model_name": "vit_base_patch16_clip_224", "width": 48, "depth": 2, "num_heads": 3, "patch_size": 16}
     if activation == "quick_gelu":
         vit["act_layer"] = "quick_gelu"
-    ours = clip_model(vit, activation, image_size=64)
+    siglip = {"init_logit_bias": -10.0} if activation == "gelu" else {}  # loss=siglip's bias travels too
+    ours = clip_model(vit, activation, image_size=64, **siglip)
     write_open_clip(ours, str(tmp_path / "open_clip"))
     model_cfg = json.loads((tmp_path / "open_clip" / "open_clip_config.json").read_text())["model_cfg"]
     assert "timm_model_name" not in model_cfg["vision_cfg"] and model_cfg["quick_gelu"] == (activation == "quick_gelu")
     assert model_cfg["text_cfg"]["pool_type"] == "argmax"
-    assert_open_clip_equal(ours, str(tmp_path / "open_clip"), f"built-in ViT, {activation}")
+    theirs = assert_open_clip_equal(ours, str(tmp_path / "open_clip"), f"built-in ViT, {activation}")
+    assert (theirs.logit_bias is None) == (ours.model.logit_bias is None)
+    if siglip:
+        assert theirs.logit_bias.item() == ours.model.logit_bias.item()
 
 
 def test_default_size_timm_tower_exports_to_open_clips_timm_tower(tmp_path):

@@ -403,7 +403,7 @@ def write_open_clip(model: ClipModel, out: str) -> None:
     weights = {**vision_weights, **_text_to_open_clip(state, text_cfg["layers"]), "logit_scale": state["logit_scale"]}
     model_cfg = {"embed_dim": model.model.embed_dim, "quick_gelu": quick_gelu, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
     if model.model.logit_bias is not None:
-        model_cfg["init_logit_bias"] = float(model.model.logit_bias)
+        model_cfg["init_logit_bias"] = model.model.logit_bias.item()
         weights["logit_bias"] = state["logit_bias"]
     preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe["image_mean"]),
                       "std": list(model.recipe["image_std"]), "interpolation": "bicubic",
