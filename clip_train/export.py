@@ -1,15 +1,19 @@
-"""Export a checkpoint as a folder that `clip_train.load` reads without Lightning.
+"""Export a checkpoint for `clip_train.load`, for transformers, or for OpenCLIP.
 
-    python -m clip_train.export checkpoint=logs/train/runs/RUN/checkpoints/last.ckpt out=exported/
+    python -m clip_train.export checkpoint=logs/train/runs/RUN/checkpoints/last.ckpt out=exported/ [format=FORMAT]
 
-The folder holds `model.safetensors` (the dual encoder), `config.json` (the model recipe),
-the tokenizer files, `preprocessor_config.json` (image size, mean, std, resize and crop), and
-`image_tower/`: the image trunk alone, loadable by timm for reuse as a vision encoder:
+format=clip_train (default): the folder `clip_train.load` reads without Lightning: `model.safetensors`
+    (the dual encoder), `clip_train_config.json` (the model recipe), the tokenizer files,
+    `clip_train_preprocess.json` (image size, mean, std, resize and crop), and `image_tower/`: the
+    image trunk alone, loadable by timm for reuse as a vision encoder:
 
-    timm.create_model(ARCH, pretrained=True, num_classes=0, img_size=SIZE,
-                      pretrained_cfg_overlay=dict(file="exported/image_tower/model.safetensors"))
+        timm.create_model(ARCH, pretrained=True, num_classes=0, img_size=SIZE,
+                          pretrained_cfg_overlay=dict(file="exported/image_tower/model.safetensors"))
 
-with ARCH and SIZE from `image_tower/config.json`.
+    with ARCH and SIZE from `image_tower/config.json`. (The JSON files are named so that
+    transformers' AutoConfig and AutoImageProcessor do not take them for theirs.)
+format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_export`).
+format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_format`).
 """
 
 import json
@@ -20,8 +24,12 @@ from safetensors.torch import save_file
 
 from clip_train.inference import CONFIG_FILE, WEIGHTS_FILE, ClipModel, load
 
+FORMATS = ("clip_train", "hf", "open_clip")
+PREPROCESS_FILE = "clip_train_preprocess.json"
+
 
 def export(model: ClipModel, out: str) -> None:
+    """Write `model` to the folder `out` in the clip_train format."""
     os.makedirs(os.path.join(out, "image_tower"), exist_ok=True)
     state = {name: tensor.contiguous() for name, tensor in model.model.state_dict().items()}
     save_file(state, os.path.join(out, WEIGHTS_FILE))
@@ -32,7 +40,7 @@ def export(model: ClipModel, out: str) -> None:
     size = model.model.image_size
     preprocessing = {"image_size": size, "resize": "shorter side, bicubic", "crop": "center",
                      "image_mean": recipe["image_mean"], "image_std": recipe["image_std"]}  # fmt: skip
-    with open(os.path.join(out, "preprocessor_config.json"), "w") as f:
+    with open(os.path.join(out, PREPROCESS_FILE), "w") as f:
         json.dump(preprocessing, f, indent=2)
     trunk = model.model.image_tower.trunk
     save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, os.path.join(out, "image_tower", WEIGHTS_FILE))
@@ -43,12 +51,29 @@ def export(model: ClipModel, out: str) -> None:
         json.dump(timm_config, f, indent=2)
 
 
+def export_as(model: ClipModel, out: str, format: str) -> None:
+    """Write `model` to `out` in one of `FORMATS`; the foreign writers are imported only when asked for."""
+    if format == "clip_train":
+        export(model, out)
+    elif format == "hf":
+        from clip_train.interop.hf_export import write_hf
+
+        write_hf(model, out)
+    elif format == "open_clip":
+        from clip_train.interop.open_clip_format import write_open_clip
+
+        write_open_clip(model, out)
+    else:
+        raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
+
+
 def main(argv: list[str]) -> None:
     options = dict(arg.split("=", 1) for arg in argv)
-    if set(options) != {"checkpoint", "out"}:
-        sys.exit("usage: python -m clip_train.export checkpoint=PATH out=DIR")
-    export(load(options["checkpoint"]), options["out"])
-    print(f"exported {options['checkpoint']} to {options['out']}")
+    if not {"checkpoint", "out"} <= set(options) <= {"checkpoint", "out", "format"}:
+        sys.exit(f"usage: python -m clip_train.export checkpoint=PATH out=DIR [format={'|'.join(FORMATS)}]")
+    format = options.get("format", "clip_train")
+    export_as(load(options["checkpoint"]), options["out"], format)
+    print(f"exported {options['checkpoint']} to {options['out']} ({format})")
 
 
 if __name__ == "__main__":

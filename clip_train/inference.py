@@ -26,7 +26,9 @@ from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_keys
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = "clip_train_config.json", "model.safetensors"
+# exports before issue 13 named the recipe config.json, which transformers' AutoConfig tries and rejects
+LEGACY_CONFIG_FILE = "config.json"
 
 
 class ClipModel:
@@ -129,12 +131,24 @@ def _load_checkpoint(path: str) -> ClipModel:
     return _build(recipe, state_dict, tokenizer_from_files(recipe["tokenizer_files"]), path)
 
 
+def _export_recipe(folder: str) -> dict | None:
+    """The recipe of an export in `folder` (either config file name), or None."""
+    for name in (CONFIG_FILE, LEGACY_CONFIG_FILE):
+        if os.path.isfile(os.path.join(folder, name)):
+            with open(os.path.join(folder, name)) as f:
+                config = json.load(f)
+            if "model" in config and "image_mean" in config:  # not a transformers config.json
+                return config
+    return None
+
+
 def _load_export(folder: str) -> ClipModel:
-    config_path, weights_path = os.path.join(folder, CONFIG_FILE), os.path.join(folder, WEIGHTS_FILE)
-    if not (os.path.isfile(config_path) and os.path.isfile(weights_path)):
-        raise ValueError(f"{folder} is not an exported clip_train model: it lacks {CONFIG_FILE} or {WEIGHTS_FILE}")
-    with open(config_path) as f:
-        recipe = json.load(f)
+    recipe, weights_path = _export_recipe(folder), os.path.join(folder, WEIGHTS_FILE)
+    if recipe is None or not os.path.isfile(weights_path):
+        raise ValueError(
+            f"{folder} is not an exported clip_train model: it lacks {CONFIG_FILE} or {WEIGHTS_FILE} "
+            "(a transformers CLIPModel folder trains on with model=clip_pretrained model.init_from=FOLDER)"
+        )
     return _build(recipe, load_file(weights_path), load_tokenizer(folder), folder)
 
 

@@ -6,6 +6,8 @@ from torch import nn
 
 from clip_train.model.locking import lock_timm_trunk
 
+TRAINING_ONLY_ARGUMENTS = {"pretrained", "pretrained_cfg_overlay", "patch_drop_rate"}
+
 
 class ImageTower(nn.Module):
     """timm trunk (B, 3, H, W) -> pooled (B, F) -> projection (B, embed_dim), not yet normalised.
@@ -47,11 +49,15 @@ class ImageTower(nn.Module):
             timm_kwargs["embed_dim"] = width
         create = dict(pretrained=pretrained, num_classes=0, global_pool=pool, **timm_kwargs)
         try:
-            self.trunk = timm.create_model(model_name, img_size=image_size, **create)
+            self.trunk, sized = timm.create_model(model_name, img_size=image_size, **create), True
         except TypeError as error:  # convolutional trunks take any size and have no img_size argument
             if "img_size" not in str(error):
                 raise
-            self.trunk = timm.create_model(model_name, **create)
+            self.trunk, sized = timm.create_model(model_name, **create), False
+        # what built the trunk, but its weights' source and the training-only patch dropout: enough to
+        # rebuild the same trunk elsewhere (transformers' TimmWrapperModel in an export)
+        built_from = {key: value for key, value in create.items() if key not in TRAINING_ONLY_ARGUMENTS}
+        self.timm_arguments = {"model_name": model_name, **({"img_size": image_size} if sized else {}), **built_from}
         self.projection = nn.Linear(self.trunk.num_features, embed_dim, bias=False)
         nn.init.normal_(self.projection.weight, std=self.trunk.num_features**-0.5)
         if grad_checkpointing:

@@ -1,0 +1,51 @@
+"""The processor files of a transformers export: the tokenizer and a `CLIPImageProcessor`.
+
+Both reproduce our evaluation inputs: the tokenizer gives our ids (it is our tokenizer, saved,
+truncating at the context length), the image processor our `eval_transform` (shorter side
+resized bicubic to the image size, centre crop, the recipe's mean and std).
+"""
+
+import copy
+
+from transformers import CLIPImageProcessor, PreTrainedTokenizerBase
+from transformers.image_utils import PILImageResampling
+
+from clip_train.inference import ClipModel
+
+# transformers' CLIPTextModel reads an end-of-text id of 2 as "pool at the highest id" (old hub configs)
+LEGACY_ARGMAX_ID = 2
+
+
+def end_of_text_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id a `CLIPTextModel` must pool at to take the state our text tower pools (the last attended one).
+
+    Raises ValueError when no id does: the tokenizer has no end-of-text token, does not end each
+    text with it, or has it at id 2, which transformers would read as the argmax rule.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None or tokenizer("a photo")["input_ids"][-1] != eos:
+        raise ValueError(
+            f"the text tower cannot be a CLIPTextModel: the tokenizer ({type(tokenizer).__name__}) does not end "
+            "each text with an end-of-text token, where transformers pools"
+        )
+    if eos == LEGACY_ARGMAX_ID and eos != len(tokenizer) - 1:
+        raise ValueError(
+            "the text tower cannot be a CLIPTextModel: the tokenizer's end of text is id 2, which transformers "
+            "reads as 'pool at the highest id' (a tokenizer learnt before end of text moved to the last id; retrain)"
+        )
+    return eos
+
+
+def save_processor_files(model: ClipModel, out: str) -> None:
+    """Write the tokenizer and `preprocessor_config.json` (a `CLIPImageProcessor`) into `out`."""
+    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer.model_max_length = model.model.context_length  # truncation=True cuts where ours does
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(out)
+    size = model.model.image_size
+    CLIPImageProcessor(
+        do_resize=True, size={"shortest_edge": size}, resample=PILImageResampling.BICUBIC,
+        do_center_crop=True, crop_size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=list(model.recipe["image_mean"]), image_std=list(model.recipe["image_std"]),
+        do_convert_rgb=True,
+    ).save_pretrained(out)  # fmt: skip
