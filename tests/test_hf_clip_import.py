@@ -6,6 +6,7 @@ import pytest
 import torch
 from hf_clip_models import save_small_clip
 from hydra.utils import instantiate
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 import clip_train
@@ -41,6 +42,12 @@ def test_clip_model_reads_into_equal_embeddings_and_probabilities(tmp_path, hidd
     torch.testing.assert_close(ours_image, torch.nn.functional.normalize(reference_image, dim=-1), rtol=0, atol=1e-5)
     torch.testing.assert_close(ours_text, torch.nn.functional.normalize(reference_text, dim=-1), rtol=0, atol=1e-5)
     ours_probs = (model.logit_scale.exp() * ours_image @ ours_text.T).softmax(dim=-1)
+    differences = {
+        "image": (ours_image - torch.nn.functional.normalize(reference_image, dim=-1)).abs().max().item(),
+        "text": (ours_text - torch.nn.functional.normalize(reference_text, dim=-1)).abs().max().item(),
+        "probabilities": (ours_probs - reference_probs).abs().max().item(),
+    }
+    print(f"read_hf_clip {hidden_act}: max abs differences {differences}")
     torch.testing.assert_close(ours_probs, reference_probs, rtol=0, atol=1e-5)
 
 
@@ -79,3 +86,18 @@ def test_init_from_errors_name_the_problem(tmp_path, compose_config):
     model = instantiate(pretrained.model_config)
     with pytest.raises(ValueError, match=r"missing \['image_tower.trunk.norm_pre.bias'\]"):
         load_pretrained_weights(model, pretrained)
+
+
+def test_pytorch_model_bin_with_old_buffers_reads_as_the_safetensors(tmp_path):
+    """The hub's openai/clip-vit-base-patch32 has pytorch_model.bin holding position_ids buffers too."""
+    save_small_clip(str(tmp_path / "clip"))
+    from_safetensors = init_from(str(tmp_path / "clip")).state_dict
+    weights = load_file(tmp_path / "clip" / "model.safetensors")
+    for tower, positions in (("text_model", 16), ("vision_model", 17)):
+        weights[f"{tower}.embeddings.position_ids"] = torch.arange(positions)[None]
+    torch.save(weights, tmp_path / "clip" / "pytorch_model.bin")
+    (tmp_path / "clip" / "model.safetensors").unlink()
+    from_bin = init_from(str(tmp_path / "clip")).state_dict
+    assert from_bin.keys() == from_safetensors.keys()
+    for name, weight in from_safetensors.items():
+        torch.testing.assert_close(from_bin[name], weight, rtol=0, atol=0)

@@ -16,6 +16,7 @@ import os
 
 import torch
 from safetensors.torch import load_file
+from transformers import CLIPConfig
 
 from clip_train.interop.hf_clip_keys import clip_to_ours
 from clip_train.interop.pretrained import PretrainedCLIP
@@ -86,10 +87,9 @@ def _weights(folder: str) -> dict[str, torch.Tensor]:
 
 def read_hf_clip(folder: str) -> PretrainedCLIP:
     """The `CLIPModel` in `folder` as our model config, weights in our layout and (when present) its tokenizer folder."""
-    with open(os.path.join(folder, "config.json")) as f:
-        config = json.load(f)
-    vision, text = config["vision_config"], config["text_config"]
-    embed_dim = config.get("projection_dim", 512)
+    config = CLIPConfig.from_pretrained(folder)  # fills in the defaults a saved config may leave out
+    vision, text = config.vision_config.to_dict(), config.text_config.to_dict()
+    embed_dim = config.projection_dim
     state = clip_to_ours(_weights(folder), vision["num_hidden_layers"], folder)
     logit_scale = float(state["logit_scale"])
     model_config = {
