@@ -11,8 +11,10 @@ Prints the metrics as JSON on stdout and writes `metrics.json` into the run dire
 `zeroshot/<name>/top1|top5` and `zeroshot/<name>/per_class` ({class name: top-1}), and
 `retrieval/image_to_text_R@k`, `retrieval/text_to_image_R@k` (ties at their expected value),
 `retrieval/{image_to_text,text_to_image}_{mean,median}_rank`, `retrieval/alignment_gap` (and
-`retrieval/loss` for one caption per image). With several processes every rank encodes its
-share of each set (Lightning Fabric sets up the process group) and counts are summed.
+`retrieval/loss` for one caption per image), and `compositional/<kind>` and `compositional/mean`
+(true caption against a hard negative per image; chance 0.5) when `eval.compositional` is set.
+With several processes every rank encodes its share of each set (Lightning Fabric sets up the
+process group) and counts are summed.
 """
 
 import json
@@ -31,11 +33,13 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate `cfg.checkpoint` on every configured set; returns the metrics (also written to metrics.json)."""
     from clip_train.data.shards import expand_shards
     from clip_train.data.synthetic import SyntheticShards
+    from clip_train.eval.compositional import CompositionalSet, compositional_metrics
     from clip_train.eval.runner import retrieval_on_shards, zeroshot_metrics
     from clip_train.eval.zeroshot import ZeroShotSet
     from clip_train.inference import load
 
     sets = {name: ZeroShotSet.from_config(name, spec) for name, spec in OmegaConf.to_container(cfg.eval.zeroshot).items()}
+    compositional = CompositionalSet.from_config(cfg.eval.compositional) if cfg.eval.get("compositional") else None
     retrieval = cfg.eval.retrieval
     shards = retrieval.shards or SyntheticShards().write(cfg.paths.cache_dir)[1]
     urls = expand_shards(shards, "eval.retrieval.shards")
@@ -51,6 +55,10 @@ def run(cfg: DictConfig) -> dict:
             metrics |= {f"zeroshot/{name}/{key}": value for key, value in result.items()}
         result = retrieval_on_shards(model, urls, retrieval.multi_caption, **share)
         metrics |= {f"retrieval/{key}": value for key, value in result.items()}
+        if compositional is not None:
+            ranks = {key: share[key] for key in ("rank", "world", "batch_size", "progress")}
+            result = compositional_metrics(model, compositional, **ranks)
+            metrics |= {f"compositional/{key}": value for key, value in result.items()}
     if fabric.is_global_zero:
         with open(os.path.join(cfg.paths.output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)

@@ -151,8 +151,16 @@ def describe_scene(scene: Scene, rng: random.Random) -> str:
     return f"{second} {inverse} {first}{background}"
 
 
-def make_pair(seed: int, index: int, image_size: int) -> tuple[Image.Image, str, Scene]:
-    """The image, caption and scene of sample `index` in the stream of `seed`."""
+def draw_scene(seed: int, index: int, image_size: int) -> tuple[Image.Image, Scene, random.Random]:
+    """The image and scene of sample `index` in the stream of `seed`, and the random stream where its caption
+    is drawn: `describe_scene(scene, rng)` is the sample's caption. Describing an altered scene from a copy
+    of that stream words it the same way (`clip_train.eval.scene_negatives`)."""
     rng = random.Random(f"{seed}/{index}")
     scene = sample_scene(rng)
-    return render_scene(scene, image_size, rng), describe_scene(scene, rng), scene
+    return render_scene(scene, image_size, rng), scene, rng
+
+
+def make_pair(seed: int, index: int, image_size: int) -> tuple[Image.Image, str, Scene]:
+    """The image, caption and scene of sample `index` in the stream of `seed`."""
+    image, scene, rng = draw_scene(seed, index, image_size)
+    return image, describe_scene(scene, rng), scene

@@ -1,4 +1,4 @@
-"""Evaluation during training: zero-shot accuracy and dashboard figures with every validation.
+"""Evaluation during training: zero-shot and compositional accuracy, and dashboard figures, with every validation.
 
 Validation already runs retrieval on the validation shards (`val/...`, see `ClipModule`) every
 `trainer.val_check_interval` steps, and `train.run` validates once more at the end of fit if the
@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
+from clip_train.eval.compositional import CompositionalSet, compositional_metrics
 from clip_train.eval.dashboard import log_figure
 from clip_train.eval.figures import retrieval_examples, similarity_heatmap, thumbnails
 from clip_train.eval.runner import zeroshot_metrics
@@ -23,9 +24,10 @@ from clip_train.inference import ClipModel
 
 
 class EvaluationCallback(L.Callback):
-    """Logs `zeroshot/<name>/top1|top5` for each set of `zeroshot` ({name: ZeroShotSet fields}), computed
-    with every rank encoding its share, and, when `figures`, the similarity heatmap of the first
-    `examples` pairs of the first validation batch and their retrieval examples (`figures/...`).
+    """Logs `zeroshot/<name>/top1|top5` for each set of `zeroshot` ({name: ZeroShotSet fields}) and
+    `compositional/<kind>` and `compositional/mean` for `compositional` (CompositionalSet fields; None:
+    none), computed with every rank encoding its share, and, when `figures`, the similarity heatmap of
+    the first `examples` pairs of the first validation batch and their retrieval examples (`figures/...`).
     images_per_class: zero-shot on the first N images of each class only, a cheaper estimate; None for all.
     """
 
@@ -37,8 +39,10 @@ class EvaluationCallback(L.Callback):
         figures: bool = True,
         examples: int = 8,
         batch_size: int = 128,
+        compositional: dict | None = None,
     ):
         self.sets = {name: ZeroShotSet.from_config(name, spec) for name, spec in (zeroshot or {}).items()}
+        self.compositional = CompositionalSet.from_config(compositional) if compositional is not None else None
         self.cache_dir, self.images_per_class = cache_dir, images_per_class
         self.figures, self.examples, self.batch_size = figures, examples, batch_size
         self._first_batch: tuple[torch.Tensor, list[str], torch.Tensor] | None = None
@@ -46,8 +50,10 @@ class EvaluationCallback(L.Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._sharded = isinstance(trainer.strategy, FSDPStrategy)
-        if self._sharded and (self.sets or self.figures):
-            rank_zero_warn("zero-shot and figures during training are off under FSDP; use python -m clip_train.evaluate")
+        if self._sharded and (self.sets or self.compositional or self.figures):
+            rank_zero_warn(
+                "zero-shot, compositional and figures during training are off under FSDP; use python -m clip_train.evaluate"
+            )
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         skip = batch_idx or dataloader_idx or not self.figures or trainer.sanity_checking or self._sharded
@@ -76,6 +82,10 @@ class EvaluationCallback(L.Callback):
             )
             pl_module.log(f"zeroshot/{name}/top1", result["top1"])
             pl_module.log(f"zeroshot/{name}/top5", result["top5"])
+        if self.compositional is not None:
+            share = {"rank": trainer.global_rank, "world": trainer.world_size, "batch_size": self.batch_size}
+            for kind, value in compositional_metrics(model, self.compositional, **share).items():
+                pl_module.log(f"compositional/{kind}", value)
         if self._first_batch is not None:
             pixels, captions, similarity = self._first_batch
             images = thumbnails(pixels, recipe["image_mean"], recipe["image_std"])
