@@ -188,3 +188,20 @@ def test_clip_train_format_files_are_not_taken_for_transformers_files(test_prese
     (out / "clip_train_config.json").rename(out / "config.json")  # an export written before the rename
     (out / "clip_train_preprocess.json").rename(out / "preprocessor_config.json")
     torch.testing.assert_close(clip_train.load(str(out)).encode_text(TEXTS), texts, rtol=0, atol=0)
+
+
+def test_readme_transformers_code_runs(fine_tuned_clip, tmp_path, monkeypatch):
+    """The README's "Handing a model to transformers" code, on an export of a fine-tuned CLIP and one image."""
+    import re
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme[readme.index("## Handing a model to transformers") :]
+    section = section[: section.index("\n## ", 1)]
+    command = re.search(r"python -m clip_train.export (.*)\n", section).group(1).replace("PATH", fine_tuned_clip)
+    monkeypatch.chdir(tmp_path)
+    export_main(command.split())
+    os.makedirs("photos")
+    colour_samples(1)[0].image.save("photos/0.png")
+    namespace = {}
+    exec(compile("\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S)), "README.md", "exec"), namespace)
+    assert namespace["probs"].shape == (1, 2)
