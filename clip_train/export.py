@@ -19,6 +19,7 @@ format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_format`)
 import json
 import os
 import sys
+from collections.abc import Callable
 
 from safetensors.torch import save_file
 
@@ -51,20 +52,19 @@ def export(model: ClipModel, out: str) -> None:
         json.dump(timm_config, f, indent=2)
 
 
-def export_as(model: ClipModel, out: str, format: str) -> None:
-    """Write `model` to `out` in one of `FORMATS`; the foreign writers are imported only when asked for."""
+def writer(format: str) -> Callable[[ClipModel, str], None]:
+    """The function writing `format` (one of `FORMATS`); the foreign writers are imported only when asked for."""
     if format == "clip_train":
-        export(model, out)
-    elif format == "hf":
+        return export
+    if format == "hf":
         from clip_train.interop.hf_export import write_hf
 
-        write_hf(model, out)
-    elif format == "open_clip":
+        return write_hf
+    if format == "open_clip":
         from clip_train.interop.open_clip_format import write_open_clip
 
-        write_open_clip(model, out)
-    else:
-        raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
+        return write_open_clip
+    raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
 
 
 def main(argv: list[str]) -> None:
@@ -72,7 +72,8 @@ def main(argv: list[str]) -> None:
     if not {"checkpoint", "out"} <= set(options) <= {"checkpoint", "out", "format"}:
         sys.exit(f"usage: python -m clip_train.export checkpoint=PATH out=DIR [format={'|'.join(FORMATS)}]")
     format = options.get("format", "clip_train")
-    export_as(load(options["checkpoint"]), options["out"], format)
+    write = writer(format)  # an unknown format fails before the checkpoint is read
+    write(load(options["checkpoint"]), options["out"])
     print(f"exported {options['checkpoint']} to {options['out']} ({format})")
 
 

@@ -7,10 +7,13 @@ import torch
 from hf_clip_models import save_small_clip
 from hydra.utils import instantiate
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 import clip_train
 from clip_train.interop import init_from
+from clip_train.interop.hf_clip import image_tower_config
+from clip_train.interop.hf_clip_export import clip_layout_differences
+from clip_train.interop.hf_clip_keys import ours_to_clip
 from clip_train.interop.warm_start import load_pretrained_weights
 from clip_train.train import run
 
@@ -101,3 +104,21 @@ def test_pytorch_model_bin_with_old_buffers_reads_as_the_safetensors(tmp_path):
     assert from_bin.keys() == from_safetensors.keys()
     for name, weight in from_safetensors.items():
         torch.testing.assert_close(from_bin[name], weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("patch_size, preset", [(32, "vit_b32_clip"), (16, "vit_b16_clip")])
+def test_openai_vit_b_layouts_are_the_clip_presets(compose_config, patch_size, preset):
+    """openai/clip-vit-base-patch32 and -patch16 (transformers' default CLIPConfig sizes) map onto our presets
+    weight for weight; built on the meta device, so no memory is spent on ViT-B."""
+    config = CLIPConfig(vision_config={"patch_size": patch_size})
+    tower = image_tower_config(config.vision_config.to_dict(), config.projection_dim, "openai")
+    assert tower["model_name"] == f"vit_base_patch{patch_size}_clip_quickgelu_224" and "width" not in tower
+    cfg = compose_config(f"model={preset}")
+    assert cfg.model.image_tower.model_name == tower["model_name"] and cfg.model.text_tower.activation == "quick_gelu"
+    with torch.device("meta"):
+        theirs = CLIPModel(config).state_dict()
+        ours = instantiate(cfg.model, text_tower={"vocab_size": config.text_config.vocab_size})
+    assert clip_layout_differences(ours.image_tower) == []
+    mapped = ours_to_clip(ours.state_dict(), depth=12)
+    assert mapped.keys() == theirs.keys()
+    assert all(mapped[name].shape == theirs[name].shape for name in theirs)

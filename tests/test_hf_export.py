@@ -205,3 +205,21 @@ def test_readme_transformers_code_runs(fine_tuned_clip, tmp_path, monkeypatch):
     namespace = {}
     exec(compile("\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S)), "README.md", "exec"), namespace)
     assert namespace["probs"].shape == (1, 2)
+
+
+def test_export_command_dispatches_open_clip(fine_tuned_clip, tmp_path):
+    """format=open_clip goes to the OpenCLIP writer (tested in test_open_clip_format); here only that the command
+    reaches it and OpenCLIP's own model gives our embeddings for the fine-tuned CLIP."""
+    open_clip = pytest.importorskip("open_clip")
+    export_main([f"checkpoint={fine_tuned_clip}", f"out={tmp_path}/oc", "format=open_clip"])
+    theirs, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path}/oc", pretrained="none")
+    ours = clip_train.load(fine_tuned_clip)
+    pixels = torch.stack([ours.preprocess(sample.image) for sample in colour_samples(4)])
+    ids = open_clip.get_tokenizer(f"local-dir:{tmp_path}/oc")(TEXTS)
+    with torch.no_grad():
+        image_difference = (theirs.eval().encode_image(pixels, normalize=True) - ours.model.encode_image(pixels)).abs().max()
+        text_difference = (theirs.encode_text(ids, normalize=True) - ours.encode_text(TEXTS)).abs().max()
+    print(f"format=open_clip: max abs difference image {image_difference:.2e}, text {text_difference:.2e}")
+    assert image_difference < 1e-5 and text_difference < 1e-5
+    with pytest.raises(ValueError, match="format='onnx': expected one of clip_train, hf, open_clip"):
+        export_main([f"checkpoint={fine_tuned_clip}", f"out={tmp_path}/x", "format=onnx"])
