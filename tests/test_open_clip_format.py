@@ -18,6 +18,8 @@ open_clip = pytest.importorskip(
 )
 
 from clip_train.data.tokenizer import train_caption_tokenizer  # noqa: E402
+from clip_train.export import export  # noqa: E402
+from clip_train.export import main as export_main  # noqa: E402
 from clip_train.inference import ClipModel  # noqa: E402
 from clip_train.interop import init_from  # noqa: E402
 from clip_train.interop.open_clip_format import read_open_clip, write_open_clip  # noqa: E402
@@ -170,7 +172,8 @@ def test_clip_layout_model_exports_to_open_clips_builtin_vit(tmp_path, activatio
         vit["act_layer"] = "quick_gelu"
     siglip = {"init_logit_bias": -10.0} if activation == "gelu" else {}  # loss=siglip's bias travels too
     ours = clip_model(vit, activation, image_size=64, **siglip)
-    write_open_clip(ours, str(tmp_path / "open_clip"))
+    export(ours, str(tmp_path / "clip_train"))  # a folder `python -m clip_train.export` takes as checkpoint=
+    export_main([f"checkpoint={tmp_path / 'clip_train'}", f"out={tmp_path / 'open_clip'}", "format=open_clip"])
     model_cfg = json.loads((tmp_path / "open_clip" / "open_clip_config.json").read_text())["model_cfg"]
     assert "timm_model_name" not in model_cfg["vision_cfg"] and model_cfg["quick_gelu"] == (activation == "quick_gelu")
     assert model_cfg["text_cfg"]["pool_type"] == "argmax"
