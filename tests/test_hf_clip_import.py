@@ -14,7 +14,7 @@ from clip_train.interop import init_from
 from clip_train.interop.hf_clip import image_tower_config
 from clip_train.interop.hf_clip_export import clip_layout_differences
 from clip_train.interop.hf_clip_keys import ours_to_clip
-from clip_train.interop.warm_start import load_pretrained_weights
+from clip_train.interop.warm_start import load_pretrained_weights, start_from_pretrained
 from clip_train.train import run
 
 CAPTIONS = ["a red square", "a blue square", "red", "a square that is blue and red"]
@@ -122,3 +122,15 @@ def test_openai_vit_b_layouts_are_the_clip_presets(compose_config, patch_size, p
     mapped = ours_to_clip(ours.state_dict(), depth=12)
     assert mapped.keys() == theirs.keys()
     assert all(mapped[name].shape == theirs[name].shape for name in theirs)
+
+
+def test_a_source_without_tokenizer_needs_data_tokenizer(tmp_path, compose_config):
+    save_small_clip(str(tmp_path / "clip"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.move(tmp_path / "clip" / name, tmp_path / name)  # the weights alone, as an OpenCLIP file is
+    cfg = compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/clip")
+    with pytest.raises(ValueError, match="carries no tokenizer and data.tokenizer is unset"):
+        start_from_pretrained(cfg)
+    cfg = compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/clip", f"data.tokenizer={tmp_path}")
+    start_from_pretrained(cfg)
+    assert cfg.data.tokenizer == str(tmp_path) and cfg.model.image_tower.model_name == "vit_base_patch16_clip_224"

@@ -5,8 +5,9 @@
 Before anything is built, the source's model config replaces the `model` node, with the user's
 remaining `model.*` keys (locking, patch dropout, checkpointing, a loss's logit bias) merged on
 top, and its tokenizer becomes `data.tokenizer` when that is unset, so text ids mean what the
-weights learnt. After the model is built, every source weight is loaded, strictly. The run's
-recipe then holds the resolved config, not the path: its checkpoints rebuild without the source.
+weights learnt (a source without one needs `data.tokenizer` set). After the model is built,
+every source weight is loaded, strictly. The run's recipe then holds the resolved config, not
+the path: its checkpoints rebuild without the source.
 """
 
 import torch
@@ -36,10 +37,15 @@ def start_from_pretrained(cfg: DictConfig) -> PretrainedCLIP | None:
         )
     pretrained = init_from(source)
     options = OmegaConf.masked_copy(cfg.model, [key for key in cfg.model if key != "init_from"])
+    if cfg.data.get("tokenizer") is None and pretrained.tokenizer is None:
+        raise ValueError(
+            f"model.init_from={source} carries no tokenizer and data.tokenizer is unset: a tokenizer learnt from "
+            "your captions would feed its text weights unrelated ids. Set data.tokenizer to the one it was trained "
+            "with (OpenAI's vocabulary: a hub-cache folder of openai/clip-vit-base-patch32)"
+        )
     with open_dict(cfg):
         cfg.model = OmegaConf.merge(pretrained.model_config, options)
-        if cfg.data.get("tokenizer") is None and pretrained.tokenizer is not None:
-            cfg.data.tokenizer = pretrained.tokenizer
+        cfg.data.tokenizer = cfg.data.get("tokenizer") or pretrained.tokenizer
     return pretrained
 
 
