@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hf_clip_models import save_small_clip
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from readme_code import python_code, readme_section
 from samples import COLORS, colour_samples
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import (
@@ -194,16 +195,14 @@ def test_readme_transformers_code_runs(fine_tuned_clip, tmp_path, monkeypatch):
     """The README's "Handing a model to transformers" code, on an export of a fine-tuned CLIP and one image."""
     import re
 
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    section = readme[readme.index("## Handing a model to transformers") :]
-    section = section[: section.index("\n## ", 1)]
+    section = readme_section("## Handing a model to transformers")
     command = re.search(r"python -m clip_train.export (.*)\n", section).group(1).replace("PATH", fine_tuned_clip)
     monkeypatch.chdir(tmp_path)
     export_main(command.split())
     os.makedirs("photos")
     colour_samples(1)[0].image.save("photos/0.png")
     namespace = {}
-    exec(compile("\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S)), "README.md", "exec"), namespace)
+    exec(compile(python_code("## Handing a model to transformers"), "README.md", "exec"), namespace)
     assert namespace["probs"].shape == (1, 2)
 
 

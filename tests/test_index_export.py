@@ -1,13 +1,11 @@
 """An `ImageTextIndex` in clip-retrieval's layout, and the README's FAISS example run as written."""
 
-import os
-import re
-
 import numpy as np
 import pytest
 import torch
 from models import small_encoder
 from PIL import Image
+from readme_code import python_code, run_in_finished_run
 from test_inference import trained_checkpoint  # noqa: F401  (the fixture: a few steps of model=test)
 
 from clip_train.data.tokenizer import train_caption_tokenizer
@@ -62,20 +60,8 @@ def test_faiss_on_the_exported_embeddings_ranks_as_the_index(index, tmp_path):
 def test_readme_faiss_example_runs_as_written(trained_checkpoint, tmp_path, monkeypatch, capsys):  # noqa: F811
     """The README's "Using a trained model" code, then its FAISS example, in a folder holding a finished run."""
     pytest.importorskip("faiss", reason="the README's FAISS example needs faiss: pip install faiss-cpu")
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-
-    def python_blocks(heading: str) -> str:
-        section = readme[readme.index(heading) :]
-        section = section[: re.search(r"\n##+ ", section[len(heading) :]).start() + len(heading)]
-        return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
-
-    code = python_blocks("## Using a trained model") + "\n" + python_blocks("### FAISS and clip-retrieval")
-    run_dir = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00" / "checkpoints"
-    run_dir.mkdir(parents=True)
-    os.symlink(trained_checkpoint, run_dir / "last.ckpt")
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    code = python_code("## Using a trained model", "### FAISS and clip-retrieval")
+    namespace = run_in_finished_run(code, trained_checkpoint, tmp_path, monkeypatch)
     index, rows, scores = namespace["index"], namespace["rows"], namespace["scores"]
     query = namespace["model"].encode_text(["a red circle"])[0]
     exact = (index.embeddings[torch.from_numpy(rows[0])] @ query).numpy()  # float32 cosines of the rows FAISS found

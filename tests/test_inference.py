@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from PIL import Image
+from readme_code import python_code, run_in_finished_run
 from samples import COLORS, colour_samples
 
 import clip_train
@@ -154,19 +155,7 @@ def test_index_search_duplicates_and_round_trip(tmp_path):
 
 def test_readme_api_and_index_examples_run_as_written(trained_checkpoint, tmp_path, monkeypatch, capsys):
     """The README's "Using a trained model" code, executed in a folder that holds a finished run."""
-    import os
-    import re
-
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    section = readme[readme.index("## Using a trained model") :]
-    section = section[: section.index("\n## ", 1)]
-    code = "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
-    run_dir = tmp_path / "logs" / "train" / "runs" / "2026-01-01_00-00-00" / "checkpoints"
-    run_dir.mkdir(parents=True)
-    os.symlink(trained_checkpoint, run_dir / "last.ckpt")
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    namespace = run_in_finished_run(python_code("## Using a trained model"), trained_checkpoint, tmp_path, monkeypatch)
     assert namespace["probs"].shape == (8, 5) and namespace["image_features"].shape == (8, 32)
     assert len(namespace["index"].paths) == 8
     assert "photos/" in capsys.readouterr().out
