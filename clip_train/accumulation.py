@@ -12,12 +12,14 @@ tower gradients are exactly the full-batch gradients. The temperature appears in
 so it takes part in one pass only (the last; under DDP every parameter must then join the one
 synchronised backward) and gets its true gradient, not k times it; so does SigLIP's bias.
 A captioning model (CoCa) adds per-caption losses, which are local: pass j differentiates only
-its own captions' term, the others enter as cached constants. The random state is
+its own captions' term, the others enter as cached constants. Text hard negatives (B×k captions,
+`clip_train.hard_negatives`) are encoded with their micro-batch, cached and replayed like its
+captions: pass j recomputes its own, the others enter as cached features. The random state is
 replayed for each recomputation, so dropout and patch dropout draw the same masks twice.
 The caching pass leaves the buffers as it found them, so BatchNorm's running statistics
 (and its batch count) are updated once per micro-batch, by the recomputation, as k
 train-mode steps over the micro-batches would update them.
-Memory: activations of one micro-batch, plus B×D features per tower.
+Memory: activations of one micro-batch, plus B×D features per tower (and B×k×D for hard negatives).
 """
 
 from collections.abc import Callable, Iterator
@@ -69,12 +71,26 @@ def _buffers_restored(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def _objective(model, loss_fn, images, texts, caption_nll, batch_size: int, temperature: dict) -> dict:
+def _features(model: DualEncoder, batch: dict) -> tuple:
+    """(image features (B, D), text features (B, D), caption NLL (B,) or None, negatives' text features
+    (B, k, D) or None): the model's training forward, plus the batch's text hard negatives encoded."""
+    image_features, text_features, caption_nll = model.training_forward(batch)
+    if "negative_input_ids" not in batch:
+        return image_features, text_features, caption_nll, None
+    ids, mask = batch["negative_input_ids"], batch["negative_attention_mask"]
+    negatives = model.encode_text(ids.flatten(0, 1), mask.flatten(0, 1)).view(*ids.shape[:2], -1)
+    return image_features, text_features, caption_nll, negatives
+
+
+def _objective(model, loss_fn, images, texts, caption_nll, negatives, batch: dict, temperature: dict) -> dict:
     """The step's losses: the contrastive loss of all features, plus (CoCa) the weighted mean caption NLL.
 
-    caption_nll: the (batch_size,) per-caption losses, or None for a model without a caption decoder.
+    caption_nll: the (B,) per-caption losses, or None for a model without a caption decoder;
+    negatives: the (B, k, D) hard negatives' features, or None (then the batch has none).
     """
-    contrastive = loss_fn(images, texts, **temperature)
+    batch_size = batch["image"].shape[0]
+    hard = {} if negatives is None else {"negative_text_features": negatives, "negative_valid": batch["negative_valid"]}
+    contrastive = loss_fn(images, texts, **hard, **temperature)
     if caption_nll is None:
         return {"loss": contrastive}
     caption = caption_nll.sum() / batch_size
@@ -93,15 +109,14 @@ def contrastive_backward(
     """Run forward and backward for `batch` in `micro_batches` pieces; returns the (detached) batch losses:
     `loss`, and for a captioning model also `contrastive_loss` and `caption_loss`.
 
-    loss_fn: called as loss_fn(image_features, text_features, **model.temperature()).
+    loss_fn: called as loss_fn(image_features, text_features, **model.temperature()), plus
+        negative_text_features= and negative_valid= when the batch has text hard negatives.
     backward: how to backpropagate a loss (Lightning's `manual_backward`, for precision plugins).
     no_sync: a context in which backward skips the DDP gradient all-reduce; every pass but the
         last runs inside it, so gradients are reduced once per optimizer step.
     """
-    batch_size = batch["image"].shape[0]
     if micro_batches == 1:
-        image_features, text_features, caption_nll = model.training_forward(batch)
-        losses = _objective(model, loss_fn, image_features, text_features, caption_nll, batch_size, model.temperature())
+        losses = _objective(model, loss_fn, *_features(model, batch), batch, model.temperature())
         backward(losses["loss"])
         return {name: value.detach() for name, value in losses.items()}
     chunks = split_batch(batch, micro_batches)
@@ -109,16 +124,15 @@ def contrastive_backward(
     with torch.no_grad(), _buffers_restored(model):
         for chunk in chunks:
             states.append(_RandomState())
-            cached.append(model.training_forward(chunk))
+            cached.append(_features(model, chunk))
     for j, chunk in enumerate(chunks):
         last = j == micro_batches - 1
         with nullcontext() if last else no_sync():
             states[j].restore()
-            fresh = model.training_forward(chunk)
+            fresh = _features(model, chunk)
             outputs = cached[:j] + [fresh] + cached[j + 1 :]
-            images, texts = torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
-            caption_nll = None if fresh[2] is None else torch.cat([o[2] for o in outputs])
+            features = [None if fresh[i] is None else torch.cat([o[i] for o in outputs]) for i in range(len(fresh))]
             temperature = {name: p if last else p.detach() for name, p in model.temperature().items()}
-            losses = _objective(model, loss_fn, images, texts, caption_nll, batch_size, temperature)
+            losses = _objective(model, loss_fn, *features, batch, temperature)
             backward(losses["loss"])
     return {name: value.detach() for name, value in losses.items()}

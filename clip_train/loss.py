@@ -4,6 +4,10 @@ On rank r with local batch B and world size W, the image features (B, D) are sco
 all W·B text features and vice versa, giving two (B, W·B) logit blocks instead of the full
 (W·B)² matrix. The positive of local row i is global column r·B + i. Features are gathered
 with gradient, so the averaged DDP gradient equals the single-process full-batch gradient.
+
+With text hard negatives (NegCLIP, `clip_train.hard_negatives`) image row i also scores its own
+k negative captions: the image→text block becomes (B, W·B + k), its last k columns local to
+row i. They need no gather, and each rank's gradient for them is already the full-batch one.
 """
 
 import torch
@@ -11,15 +15,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_train.distributed import gather_with_grad, rank_and_world
+from clip_train.hard_negatives import check_negatives_given, negative_cosines
 
 
 class ContrastiveLoss(nn.Module):
-    """CLIP's loss: mean of image→text and text→image cross-entropy at temperature 1/exp(logit_scale)."""
+    """CLIP's loss: mean of image→text and text→image cross-entropy at temperature 1/exp(logit_scale).
+
+    text_hard_negatives: k false captions per image (made by the data workers), scored as extra
+        image→text columns of their own image only; 0 for plain CLIP.
+    """
+
+    def __init__(self, text_hard_negatives: int = 0):
+        super().__init__()
+        self.text_hard_negatives = text_hard_negatives
 
     def forward(
-        self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        negative_text_features: torch.Tensor | None = None,
+        negative_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """image_features, text_features: (B, D), L2-normalised; logit_scale: 0-d log of the inverse temperature.
+        """image_features, text_features: (B, D), L2-normalised; logit_scale: 0-d log of the inverse temperature;
+        negative_text_features: (B, k, D) L2-normalised, negative_valid: (B, k) bool, when k > 0.
 
         Computed in at least float32, also under bf16/fp16 autocast: the logits of a large batch
         at scale 100 lose the ranking signal in a 7-bit mantissa.
@@ -32,6 +51,11 @@ class ContrastiveLoss(nn.Module):
             all_text_features = gather_with_grad(text_features)
             scale = logit_scale.to(dtype).exp()
             logits_per_image = scale * image_features @ all_text_features.T
+            check_negatives_given(self.text_hard_negatives, negative_text_features)
+            if negative_text_features is not None:
+                cosines = negative_cosines(image_features, negative_text_features, negative_valid, self.text_hard_negatives)
+                extra = (scale * cosines).masked_fill(~negative_valid, float("-inf"))
+                logits_per_image = torch.cat([logits_per_image, extra], dim=1)
             logits_per_text = scale * text_features @ all_image_features.T
             batch = image_features.shape[0]
             labels = torch.arange(batch, device=image_features.device) + rank * batch

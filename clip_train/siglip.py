@@ -10,6 +10,10 @@ Memory is one B×B logit block and two B×D text blocks; nobody holds the (W·B)
 Gradients of the blocks a rank received travel back round the ring to their owners, and the
 loss on rank r is divided by the local B, so the DDP average over ranks of the gradients is
 the gradient of the single-process loss on the whole W·B batch.
+
+With text hard negatives (`clip_train.hard_negatives`) each image also meets its own k negative
+captions as k more non-matching pairs (label -1); they are local to the image's rank, so they
+stay out of the ring.
 """
 
 import torch
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_train.distributed import pass_to_next_rank, rank_and_world
+from clip_train.hard_negatives import check_negatives_given, negative_cosines
 
 
 def _pair_loss(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, matching: bool):
@@ -33,9 +38,14 @@ class SigLipLoss(nn.Module):
 
     `uses_logit_bias` tells the trainer that the model must carry a `logit_bias` parameter
     (`configs/loss/siglip.yaml` sets `model.init_logit_bias`); a model without one is refused.
+    text_hard_negatives: k false captions per image, each one more negative pair of that image; 0 for none.
     """
 
     uses_logit_bias = True
+
+    def __init__(self, text_hard_negatives: int = 0):
+        super().__init__()
+        self.text_hard_negatives = text_hard_negatives
 
     def forward(
         self,
@@ -43,9 +53,12 @@ class SigLipLoss(nn.Module):
         text_features: torch.Tensor,
         logit_scale: torch.Tensor,
         logit_bias: torch.Tensor,
+        negative_text_features: torch.Tensor | None = None,
+        negative_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """image_features, text_features: (B, D) L2-normalised, the same B on every rank;
-        logit_scale, logit_bias: 0-d. Computed in at least float32, also under autocast."""
+        logit_scale, logit_bias: 0-d; negative_text_features: (B, k, D) L2-normalised and
+        negative_valid: (B, k) bool, when k > 0. Computed in at least float32, also under autocast."""
         with torch.autocast(device_type=image_features.device.type, enabled=False):
             dtype = torch.promote_types(image_features.dtype, torch.float32)
             images, texts = image_features.to(dtype), text_features.to(dtype)
@@ -54,4 +67,8 @@ class SigLipLoss(nn.Module):
             for _ in range(rank_and_world()[1] - 1):
                 texts = pass_to_next_rank(texts)
                 loss = loss + _pair_loss(images, texts, scale, bias, matching=False)
+            check_negatives_given(self.text_hard_negatives, negative_text_features)
+            if negative_text_features is not None:
+                cosines = negative_cosines(images, negative_text_features, negative_valid, self.text_hard_negatives)
+                loss = loss - (F.logsigmoid(-(scale * cosines + bias)) * negative_valid).sum()
             return loss / images.shape[0]

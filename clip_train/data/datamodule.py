@@ -20,6 +20,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BadDataPolicy
+from clip_train.data.caption_negatives import KINDS
+from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
 from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
 from clip_train.data.reader_shares import coverage_problem
@@ -67,6 +69,10 @@ class ShardDataModule(L.LightningDataModule):
         `tokenizer_vocab_size` learnt from the first `tokenizer_max_captions` training captions.
     max_bad_sample_rate, bad_sample_rate_min_items: a data worker stops the run when more than this
         share of the items it met were bad, judged once it met that many (`clip_train.data.bad_data`).
+    text_hard_negatives, hard_negative_kinds: k false captions per training caption, by the rules of these
+        kinds (`clip_train.data.caption_negatives`), for the loss's extra columns; 0 for none.
+    neighbour_share, neighbour_pool: fill this share of each training batch with couples of caption-word
+        neighbours found among `neighbour_pool` waiting pairs (`clip_train.data.neighbour_batches`).
     """
 
     def __init__(
@@ -92,6 +98,10 @@ class ShardDataModule(L.LightningDataModule):
         max_bad_sample_rate: float = 0.2,
         bad_sample_rate_min_items: int = 1000,
         sources: Sequence[Mapping] | None = None,
+        text_hard_negatives: int = 0,
+        hard_negative_kinds: Sequence[str] = KINDS,
+        neighbour_share: float = 0.0,
+        neighbour_pool: int = 1000,
     ):
         super().__init__()
         if train_shards is not None and sources:
@@ -134,6 +144,11 @@ class ShardDataModule(L.LightningDataModule):
         self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
         self.eval_image_transform = eval_transform(image_size, image_mean, image_std)
         self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
+        tokenize = Tokenize(self.tokenizer, self.context_length)
+        self.negatives = NegativeCaptions(text_hard_negatives, tokenize, hard_negative_kinds) if text_hard_negatives else None
+        if not 0 <= neighbour_share <= 1:
+            raise ValueError(f"data.neighbour_share={neighbour_share} is not a share of the batch (0 to 1)")
+        self.neighbour_share, self.neighbour_pool = neighbour_share, neighbour_pool
         self._epoch = multiprocessing.Value("i", 0)
         self._resume_point = ResumePoint()
         self.rank, self.world = 0, 1
@@ -224,6 +239,9 @@ class ShardDataModule(L.LightningDataModule):
             bad_data=self.bad_data,
             shard_weights=self.train_shard_weights if training else None,
             resume_point=self._resume_point if training else None,
+            negatives=self.negatives if training else None,
+            neighbour_share=self.neighbour_share if training else 0.0,
+            neighbour_pool=self.neighbour_pool,
         )
         return DataLoader(
             stream,

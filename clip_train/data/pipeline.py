@@ -5,10 +5,14 @@
       -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
       -> decoded (PIL image, caption); broken or incomplete samples skipped and counted by kind
       -> seeded shuffle buffer (training; drained at the end of each pass: the range, or a chunk after it)
+      -> optionally, caption-word neighbours coupled into the same batch (training, within each pass;
+         `clip_train.data.neighbour_batches`)
       -> image transform (seeded per batch), then batches tokenized in one call
       -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
           key: B sample keys, bad_samples: (K,) long, the items skipped since the previous batch, per kind
           in `clip_train.data.bad_data.BAD_KINDS` order}
+         and, with text hard negatives (training), negative_input_ids and negative_attention_mask (B, k, L),
+         negative_valid (B, k) bool (`clip_train.data.negative_batch`)
 
 Batches are built in the workers, so the main process only forwards ready tensors. In training a
 rank yields exactly `batches_per_rank` batches, dealt round-robin over its workers, which gives every
@@ -31,6 +35,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
+from clip_train.data.negative_batch import NegativeCaptions
+from clip_train.data.neighbour_batches import neighbour_batches
 from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
 from clip_train.data.reader_shares import ReaderShare, ShardSlice, shard_order, slices, worker_batches
 from clip_train.data.shard_reader import shard_samples
@@ -99,6 +105,9 @@ class PairStream(IterableDataset):
         None draws every URL alike.
     resume_point: where a resumed run left the stream (`clip_train.data.position`); the workers skip
         the batches it consumed, without transforming or tokenizing them.
+    negatives: makes k text hard negatives per caption of each training batch; None for none.
+    neighbour_share, neighbour_pool: the share of each training batch filled with couples of caption-word
+        neighbours, found among `neighbour_pool` waiting pairs (`clip_train.data.neighbour_batches`); 0: none.
     """
 
     def __init__(
@@ -119,6 +128,9 @@ class PairStream(IterableDataset):
         bad_data: BadDataPolicy | None = None,
         shard_weights: Sequence[float] | None = None,
         resume_point: ResumePoint | None = None,
+        negatives: NegativeCaptions | None = None,
+        neighbour_share: float = 0.0,
+        neighbour_pool: int = 1000,
     ):
         super().__init__()
         self.urls, self.rank, self.world = list(urls), rank, world
@@ -128,6 +140,7 @@ class PairStream(IterableDataset):
         self.shard_sizes = list(shard_sizes) if shard_sizes is not None else None
         self.bad_data = bad_data or BadDataPolicy()
         self.cumulative_weights = list(itertools.accumulate(shard_weights)) if shard_weights else None
+        self.negatives, self.neighbour_share, self.neighbour_pool = negatives, neighbour_share, neighbour_pool
 
     @property
     def training(self) -> bool:
@@ -178,7 +191,11 @@ class PairStream(IterableDataset):
         for samples in passes:
             decoded_before = counter.decoded
             pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
-            yield from self._shuffled(pairs, rng) if self.training and self.shuffle_buffer > 1 else pairs
+            if self.training and self.shuffle_buffer > 1:
+                pairs = self._shuffled(pairs, rng)
+            if self.training and self.neighbour_share > 0:
+                pairs = neighbour_batches(pairs, self.batch_size, self.neighbour_share, self.neighbour_pool)
+            yield from pairs
             dry = dry + 1 if counter.decoded == decoded_before else 0
             if self.training and dry >= dry_limit:  # a reader going round unreadable shards
                 shards = self.urls if self.shard_sizes is not None else self._reader_urls(worker, workers, epoch)
@@ -198,9 +215,10 @@ class PairStream(IterableDataset):
     def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter, augment_seed: int) -> dict:
         with seeded_torch(augment_seed):  # one seed per batch: the draws differ between its images
             images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
-        tokens = self.tokenize([caption for _, caption, _ in pairs])
+        captions = [caption for _, caption, _ in pairs]
+        negatives = self.negatives(captions, augment_seed) if self.negatives and self.training else {}
         keys = [key for _, _, key in pairs]
-        return {"image": images, **tokens, "key": keys, "bad_samples": counter.take()}
+        return {"image": images, **self.tokenize(captions), **negatives, "key": keys, "bad_samples": counter.take()}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
