@@ -38,8 +38,9 @@ class CompositionalSet:
     """`eval.compositional`: where the images come from and which kinds to score.
 
     shards: image-text shards whose captions are perturbed by rule; null: the embedded scenes
-        `first_scene ... first_scene + scenes - 1` of `scenes_seed` (by default the default
-        dataset's validation split, `data.synthetic`'s 512 scenes after its 8192 training ones).
+        `first_scene ... first_scene + scenes - 1` of `scenes_seed` (`configs/eval/synthetic.yaml`
+        points them at the run's `data.synthetic` validation split, by default the 512 scenes after
+        the 8192 training ones).
     kinds: the perturbation kinds scored (`clip_train.data.caption_negatives.KINDS`).
     """
 
