@@ -134,6 +134,18 @@ def _count_blocks(state: dict, prefix: str) -> int:
     return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
 
 
+def _vision_renames(layers: int) -> list[tuple[str, str]]:
+    """(OpenCLIP name, our name) of the vision weights that only change name, both ways."""
+    pairs = [(f"visual.{theirs}.{kind}", f"{TRUNK}{mine}.{kind}")
+             for theirs, mine in [("ln_pre", "norm_pre"), ("ln_post", "norm")] for kind in ("weight", "bias")]  # fmt: skip
+    for i in range(layers):
+        block, theirs = f"{TRUNK}blocks.{i}.", f"visual.transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            pairs.append((f"{theirs}attn.in_proj_{kind}", f"{block}attn.qkv.{kind}"))
+            pairs += [(f"{theirs}{their_name}.{kind}", f"{block}{my_name}.{kind}") for their_name, my_name in VISION_BLOCK]
+    return pairs
+
+
 def _vision_to_ours(state: dict, layers: int) -> dict[str, torch.Tensor]:
     ours = {
         TRUNK + "patch_embed.proj.weight": state["visual.conv1.weight"],
@@ -141,24 +153,23 @@ def _vision_to_ours(state: dict, layers: int) -> dict[str, torch.Tensor]:
         TRUNK + "pos_embed": state["visual.positional_embedding"].unsqueeze(0),
         "image_tower.projection.weight": state["visual.proj"].T,
     }
-    for theirs, mine in [("visual.ln_pre", "norm_pre"), ("visual.ln_post", "norm")]:
-        for kind in ("weight", "bias"):
-            ours[f"{TRUNK}{mine}.{kind}"] = state[f"{theirs}.{kind}"]
+    return ours | {mine: state[theirs] for theirs, mine in _vision_renames(layers)}
+
+
+def _text_renames(layers: int) -> list[tuple[str, str]]:
+    """(OpenCLIP name, our name) of the text weights that only change name, both ways (q, k and v do not)."""
+    pairs = [(f"ln_final.{kind}", f"{TEXT}final_layer_norm.{kind}") for kind in ("weight", "bias")]
     for i in range(layers):
-        block, theirs = f"{TRUNK}blocks.{i}.", f"visual.transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            ours[f"{block}attn.qkv.{kind}"] = state[f"{theirs}attn.in_proj_{kind}"]
-            for their_name, my_name in VISION_BLOCK:
-                ours[f"{block}{my_name}.{kind}"] = state[f"{theirs}{their_name}.{kind}"]
-    return ours
+        layer, theirs = f"{TEXT}encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        pairs += [(f"{theirs}{their_name}.{kind}", f"{layer}{my_name}.{kind}")
+                  for their_name, my_name in TEXT_BLOCK for kind in ("weight", "bias")]  # fmt: skip
+    return pairs
 
 
 def _text_to_ours(state: dict, layers: int) -> dict[str, torch.Tensor]:
     ours = {
         TEXT + "embeddings.token_embedding.weight": state["token_embedding.weight"],
         TEXT + "embeddings.position_embedding.weight": state["positional_embedding"],
-        TEXT + "final_layer_norm.weight": state["ln_final.weight"],
-        TEXT + "final_layer_norm.bias": state["ln_final.bias"],
         "text_tower.projection.weight": state["text_projection"].T,
     }
     for i in range(layers):
@@ -166,9 +177,7 @@ def _text_to_ours(state: dict, layers: int) -> dict[str, torch.Tensor]:
         for kind in ("weight", "bias"):
             for name, part in zip("qkv", state[f"{theirs}attn.in_proj_{kind}"].chunk(3)):
                 ours[f"{layer}self_attn.{name}_proj.{kind}"] = part
-            for their_name, my_name in TEXT_BLOCK:
-                ours[f"{layer}{my_name}.{kind}"] = state[f"{theirs}{their_name}.{kind}"]
-    return ours
+    return ours | {mine: state[theirs] for theirs, mine in _text_renames(layers)}
 
 
 def read_open_clip(path: str) -> PretrainedCLIP:
@@ -299,16 +308,7 @@ def _vision_to_open_clip(state: dict, layers: int) -> dict[str, torch.Tensor]:
         "visual.positional_embedding": state[TRUNK + "pos_embed"].squeeze(0),
         "visual.proj": state["image_tower.projection.weight"].T,
     }
-    for their_name, mine in [("visual.ln_pre", "norm_pre"), ("visual.ln_post", "norm")]:
-        for kind in ("weight", "bias"):
-            theirs[f"{their_name}.{kind}"] = state[f"{TRUNK}{mine}.{kind}"]
-    for i in range(layers):
-        block, their_block = f"{TRUNK}blocks.{i}.", f"visual.transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            theirs[f"{their_block}attn.in_proj_{kind}"] = state[f"{block}attn.qkv.{kind}"]
-            for their_name, my_name in VISION_BLOCK:
-                theirs[f"{their_block}{their_name}.{kind}"] = state[f"{block}{my_name}.{kind}"]
-    return theirs
+    return theirs | {their_name: state[mine] for their_name, mine in _vision_renames(layers)}
 
 
 def _text_to_open_clip(state: dict, layers: int) -> dict[str, torch.Tensor]:
@@ -316,8 +316,6 @@ def _text_to_open_clip(state: dict, layers: int) -> dict[str, torch.Tensor]:
     theirs = {
         "token_embedding.weight": state[TEXT + "embeddings.token_embedding.weight"],
         "positional_embedding": state[TEXT + "embeddings.position_embedding.weight"],
-        "ln_final.weight": state[TEXT + "final_layer_norm.weight"],
-        "ln_final.bias": state[TEXT + "final_layer_norm.bias"],
         "text_projection": state["text_tower.projection.weight"].T,
     }
     for i in range(layers):
@@ -325,9 +323,7 @@ def _text_to_open_clip(state: dict, layers: int) -> dict[str, torch.Tensor]:
         for kind in ("weight", "bias"):
             parts = [state[f"{layer}self_attn.{name}_proj.{kind}"] for name in "qkv"]
             theirs[f"{their_layer}attn.in_proj_{kind}"] = torch.cat(parts)
-            for their_name, my_name in TEXT_BLOCK:
-                theirs[f"{their_layer}{their_name}.{kind}"] = state[f"{layer}{my_name}.{kind}"]
-    return theirs
+    return theirs | {their_name: state[mine] for their_name, mine in _text_renames(layers)}
 
 
 def _text_config(model: ClipModel, out: str) -> dict:
