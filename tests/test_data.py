@@ -60,7 +60,7 @@ def test_training_batches_have_shapes_and_epoch_length(colour_shards):
     batches = list(datamodule.train_dataloader())
     assert len(batches) == datamodule.batches_per_epoch == 10  # 40 samples / batch 4
     batch = batches[0]
-    assert batch["image"].shape == (4, 3, 24, 24) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (4, 3, 24, 24) and batch["image"].dtype == torch.uint8
     assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, 8)
     assert batch["input_ids"].dtype == torch.long
     assert sum(int(b["bad_samples"].sum()) for b in batches) == 0

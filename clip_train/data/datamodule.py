@@ -4,8 +4,13 @@ Construction does everything that can fail fast (expanding and checking shard pa
 writing the synthetic set, loading or learning the tokenizer), so a bad path stops the run
 before a model is built. The split across ranks happens in `setup`, once the trainer knows the
 world size.
+
+Batches leave the DataLoader workers with (B, 3, H, W) uint8 images; `on_after_batch_transfer`,
+which Lightning calls on the data module once a batch is on the device, for training and
+validation alike, normalises them to float32 there (`clip_train.data.device_normalize`).
 """
 
+import functools
 import itertools
 import logging
 import math
@@ -14,13 +19,15 @@ import os
 from collections.abc import Mapping, Sequence
 
 import lightning as L
-import torch
 import webdataset as wds
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BadDataPolicy
 from clip_train.data.caption_negatives import KINDS
+from clip_train.data.device_normalize import normalize_batch
+from clip_train.data.image_decode import decode_rgb
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
 from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
@@ -29,7 +36,7 @@ from clip_train.data.shards import expand_shards, shard_sizes
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
-from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform, train_transform
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side, train_crop
 
 # Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool
 # must be off or the forked workers can deadlock.
@@ -141,8 +148,10 @@ class ShardDataModule(L.LightningDataModule):
             self._tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
-        self.train_image_transform = train_transform(image_size, image_mean, image_std, crop_scale)
-        self.eval_image_transform = eval_transform(image_size, image_mean, image_std)
+        self.train_image_transform, self.eval_image_transform = train_crop(image_size, crop_scale), eval_crop(image_size)
+        self.train_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, crop_scale))
+        self.eval_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, None))
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
         tokenize = Tokenize(self.tokenizer, self.context_length)
         self.negatives = NegativeCaptions(text_hard_negatives, tokenize, hard_negative_kinds) if text_hard_negatives else None
@@ -242,15 +251,22 @@ class ShardDataModule(L.LightningDataModule):
             negatives=self.negatives if training else None,
             neighbour_share=self.neighbour_share if training else 0.0,
             neighbour_pool=self.neighbour_pool,
+            decode_image=self.train_decode if training else self.eval_decode,
         )
         return DataLoader(
             stream,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=training and self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            # pinned batches let Lightning's copy to a CUDA device run asynchronously: its move_data_to_device
+            # (lightning.fabric.utilities.apply_func) passes non_blocking=True for every device but CPU and MPS
+            pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """The batch on its device with `image` (B, 3, H, W) uint8 normalised to float32 by data.image_mean/image_std."""
+        return normalize_batch(batch, self.image_mean, self.image_std)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_urls, training=True)

@@ -3,18 +3,20 @@
     shards (this reader's range of the epoch's samples, its whole shards if sizes are unknown, or a seeded
             resampled stream)
       -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
-      -> decoded (PIL image, caption); broken or incomplete samples skipped and counted by kind
+      -> decoded ((3, h, w) uint8 image, caption; `clip_train.data.image_decode`, a JPEG reduced on decode as far
+         as the crop allows); broken or incomplete samples skipped and counted by kind
       -> seeded shuffle buffer (training; drained at the end of each pass: the range, or a chunk after it)
       -> optionally, caption-word neighbours coupled into the same batch (training, within each pass;
          `clip_train.data.neighbour_batches`)
-      -> image transform (seeded per batch), then batches tokenized in one call
-      -> {image: (B, 3, H, W) float, input_ids: (B, L) long, attention_mask: (B, L) long,
+      -> image crop on uint8 (seeded per batch), then batches tokenized in one call
+      -> {image: (B, 3, H, W) uint8, input_ids: (B, L) long, attention_mask: (B, L) long,
           key: B sample keys, bad_samples: (K,) long, the items skipped since the previous batch, per kind
           in `clip_train.data.bad_data.BAD_KINDS` order}
          and, with text hard negatives (training), negative_input_ids and negative_attention_mask (B, k, L),
          negative_valid (B, k) bool (`clip_train.data.negative_batch`)
 
-Batches are built in the workers, so the main process only forwards ready tensors. In training a
+Batches are built in the workers, so the main process only forwards ready tensors; the images are
+normalised to float on the device, after the transfer (`clip_train.data.device_normalize`). In training a
 rank yields exactly `batches_per_rank` batches, dealt round-robin over its workers, which gives every
 rank the same number of steps per epoch even on uneven shards. Without resampling and with the shard
 sizes known, each worker reads its own range of the epoch's samples (`clip_train.data.reader_shares`),
@@ -23,18 +25,19 @@ exactly once; with sizes unknown, workers take whole shards in turn and wrap rou
 run's workers skip the batches it already trained on (`clip_train.data.position`).
 """
 
-import io
 import itertools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.sharedctypes import Synchronized
+from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
+from clip_train.data.image_decode import decode_rgb
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.neighbour_batches import neighbour_batches
 from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
@@ -44,8 +47,12 @@ from clip_train.data.shard_reader import shard_samples
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, str, str] | None:
-    """(RGB image, caption, key) from a webdataset sample, or None (counted by kind) if it is unusable."""
+def decode_pair(sample: dict, counter: BadSampleCounter, decode_image: Callable[[bytes], Any] = decode_rgb) -> tuple | None:
+    """(image, caption, key) from a webdataset sample, or None (counted by kind) if it is unusable.
+
+    decode_image: image bytes -> image, raising PIL's errors (`PIL.UnidentifiedImageError` for no image); by
+        default the (3, H, W) uint8 RGB tensor of `clip_train.data.image_decode`.
+    """
     url, where = sample["__url__"], f"{sample['__url__']}:{sample['__key__']}"
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
     members = sorted(k for k in sample if not k.startswith("__"))
@@ -67,7 +74,7 @@ def decode_pair(sample: dict, counter: BadSampleCounter) -> tuple[Image.Image, s
         counter.skip("empty_caption", url, f"{where} has a blank caption")
         return None
     try:
-        image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+        image = decode_image(image_bytes)
     except UnidentifiedImageError:
         counter.skip("not_image", url, f"{where}: {len(image_bytes)} bytes starting {image_bytes[:16]!r} are no image")
         return None
@@ -108,6 +115,9 @@ class PairStream(IterableDataset):
     negatives: makes k text hard negatives per caption of each training batch; None for none.
     neighbour_share, neighbour_pool: the share of each training batch filled with couples of caption-word
         neighbours, found among `neighbour_pool` waiting pairs (`clip_train.data.neighbour_batches`); 0: none.
+    image_transform: (3, h, w) uint8 -> (3, H, W) uint8, the crop (`clip_train.data.transforms`).
+    decode_image: image bytes -> (3, h, w) uint8 (`clip_train.data.image_decode`; the data module passes the
+        smallest size the crop allows).
     """
 
     def __init__(
@@ -117,7 +127,7 @@ class PairStream(IterableDataset):
         rank: int,
         world: int,
         batch_size: int,
-        image_transform: Callable[[Image.Image], torch.Tensor],
+        image_transform: Callable[[torch.Tensor], torch.Tensor],
         tokenize: Callable[[list[str]], dict[str, torch.Tensor]],
         seed: int,
         resampled: bool,
@@ -131,6 +141,7 @@ class PairStream(IterableDataset):
         negatives: NegativeCaptions | None = None,
         neighbour_share: float = 0.0,
         neighbour_pool: int = 1000,
+        decode_image: Callable[[bytes], torch.Tensor] = decode_rgb,
     ):
         super().__init__()
         self.urls, self.rank, self.world = list(urls), rank, world
@@ -141,6 +152,7 @@ class PairStream(IterableDataset):
         self.bad_data = bad_data or BadDataPolicy()
         self.cumulative_weights = list(itertools.accumulate(shard_weights)) if shard_weights else None
         self.negatives, self.neighbour_share, self.neighbour_pool = negatives, neighbour_share, neighbour_pool
+        self.decode_image = decode_image
 
     @property
     def training(self) -> bool:
@@ -190,7 +202,7 @@ class PairStream(IterableDataset):
         dry = 0
         for samples in passes:
             decoded_before = counter.decoded
-            pairs = (pair for sample in samples if (pair := decode_pair(sample, counter)) is not None)
+            pairs = (pair for sample in samples if (pair := decode_pair(sample, counter, self.decode_image)) is not None)
             if self.training and self.shuffle_buffer > 1:
                 pairs = self._shuffled(pairs, rng)
             if self.training and self.neighbour_share > 0:
@@ -212,7 +224,7 @@ class PairStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _collate(self, pairs: list[tuple[Image.Image, str, str]], counter: BadSampleCounter, augment_seed: int) -> dict:
+    def _collate(self, pairs: list[tuple[torch.Tensor, str, str]], counter: BadSampleCounter, augment_seed: int) -> dict:
         with seeded_torch(augment_seed):  # one seed per batch: the draws differ between its images
             images = torch.stack([self.image_transform(image) for image, _, _ in pairs])
         captions = [caption for _, caption, _ in pairs]

@@ -6,6 +6,7 @@ every world-th shard) and the metric functions sum counts over ranks, so all ran
 these together and all get the same result.
 """
 
+import io
 import itertools
 from collections.abc import Sequence
 
@@ -40,6 +41,11 @@ class ImageFiles(Dataset):
             raise ValueError(f"cannot read the image {self.paths[index]} ({error.__class__.__name__}: {error})") from error
 
 
+def pil_rgb(data: bytes) -> Image.Image:
+    """Image bytes -> RGB PIL image, the input of a `ClipModel`'s preprocess (its users' path, not the loader's)."""
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
 class CaptionedImages(IterableDataset):
     """(preprocessed image, [captions]) from tar shards, this worker's share of `urls`.
 
@@ -55,7 +61,7 @@ class CaptionedImages(IterableDataset):
         counter = BadSampleCounter()  # bad samples are skipped and counted; a broken set aborts (data.max_bad_sample_rate)
         urls = ({"url": url} for url in self.urls[worker::workers])
         for sample in shard_samples(urls, counter):
-            pair = decode_pair(sample, counter)
+            pair = decode_pair(sample, counter, pil_rgb)
             if pair is None:
                 continue
             image, caption, _ = pair
