@@ -38,11 +38,12 @@ from clip_train.data.tokenizer import Tokenize
 from clip_train.paths import CONFIG_DIR
 
 
-def loader_rate(datamodule, samples: int) -> float:
-    """Samples/s of the training loader, all workers together, after its first batch."""
+def loader_rate(datamodule, samples: int, warmup_batches: int = 1) -> float:
+    """Samples/s of the training loader, all workers together, after its first `warmup_batches` batches."""
     datamodule.setup("fit")
     batches = iter(datamodule.train_dataloader())
-    next(batches)
+    for _ in range(warmup_batches):
+        next(batches)
     start, seen = time.perf_counter(), 0
     for batch in batches:
         seen += batch["image"].shape[0]

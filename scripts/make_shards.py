@@ -12,9 +12,10 @@
 
 Every image is decoded in full before it is written (by `--workers` processes), so a truncated
 or foreign file is caught here, not in training. Image bytes are copied unchanged unless the
-longer side exceeds `--max-size` (then resized, keeping the aspect ratio, and re-encoded in
-its format) or the format is not jpg/png/webp (then re-encoded as JPEG). Keys are running
-numbers in input order, as img2dataset writes them. Each skipped input (no caption file, an
+longer side exceeds `--max-size` (then resized so that side is `--max-size`, keeping the aspect
+ratio, and re-encoded in its own format, a JPEG at quality 90: img2dataset's `keep_ratio_largest` with
+`resize_only_if_bigger`) or the format is not jpg/png/webp (then re-encoded as JPEG). Keys are
+running numbers in input order, as img2dataset writes them. Each skipped input (no caption file, an
 empty caption, a missing or undecodable image) is listed with its reason in `OUT/skipped.tsv`
 and counted on stderr; `OUT/sizes.json` gives every shard's sample count.
 """
@@ -179,7 +180,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--prefix", default="train", help="shard file prefix")
     parser.add_argument("--shard-size", "--samples-per-shard", type=int, default=10_000, help="samples per shard")
-    parser.add_argument("--max-size", type=int, default=None, help="resize images whose longer side exceeds this (px)")
+    parser.add_argument("--max-size", type=int, default=None, help="shrink images whose longer side exceeds this to it (px)")
     parser.add_argument("--workers", type=int, default=1, help="processes that read, check and resize images")
     args = parser.parse_args()
     if args.shard_size < 1 or args.workers < 1 or (args.max_size is not None and args.max_size < 1):

@@ -79,3 +79,18 @@ def test_jsonl_with_resizing_workers_and_a_report_of_unreadable_inputs(tmp_path,
     assert wide.size == (64, 26) and wide.format == "PNG"  # 300x120 scaled by 64/300, aspect kept
     assert bitmap.size == (40, 40) and bitmap.format == "JPEG"  # not jpg/png/webp: re-encoded, small enough to keep its size
     assert read[0]["jpg"] == (images / "0.jpg").read_bytes()  # small images in a shard format are copied byte for byte
+
+
+def test_max_size_shrinks_the_longer_side_of_a_jpeg_and_keeps_it_jpeg(tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (120, 300), (200, 120, 40)).save(photos / "tall.jpg", quality=95)
+    Image.new("RGB", (80, 60), (40, 120, 200)).save(photos / "small.jpg", quality=95)
+    for name in ("tall", "small"):
+        (photos / f"{name}.txt").write_text(f"a {name} picture")
+    out = tmp_path / "shards"
+    run_in_process(monkeypatch, "--folder", str(photos), "--out", str(out), "--max-size", "100")
+    small, tall = shard_samples([{"url": str(out / "train-00000.tar")}], BadSampleCounter())  # the folder's order
+    image = Image.open(io.BytesIO(tall["jpg"]))
+    assert image.format == "JPEG" and image.size == (40, 100)  # the longer side to 100, the aspect kept
+    assert small["jpg"] == (photos / "small.jpg").read_bytes()  # within the limit: copied, never enlarged
