@@ -80,7 +80,7 @@ def _data_rank_main(rank: int, init_file: str, pattern: str, out_dir: str) -> No
         pattern, pattern, batch_size=4, num_workers=2, image_size=16, context_length=8,
         cache_dir=os.environ["CLIP_TRAIN_CACHE"], shuffle_buffer=8, tokenizer_vocab_size=300,
     )  # fmt: skip
-    datamodule.trainer = SimpleNamespace(global_rank=dist.get_rank(), world_size=dist.get_world_size())
+    datamodule.trainer = SimpleNamespace(global_rank=dist.get_rank(), world_size=dist.get_world_size(), accelerator=None)
     datamodule.setup("fit")
     train = [[int(k) for k in batch["key"]] for batch in datamodule.train_dataloader()]
     val = [int(k) for batch in datamodule.val_dataloader() for k in batch["key"]]
