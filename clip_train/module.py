@@ -7,8 +7,9 @@ then gradient clipping, the optimizer and schedule steps, and the temperature cl
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
 over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100 unless
 the model leaves it unbounded), `train/logit_bias` (SigLIP), `train/contrastive_loss` and
-`train/caption_loss` (CoCa), `lr`, `train/samples_seen`, `train/skipped_steps` (steps skipped
-for a non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
+`train/caption_loss` (CoCa), `lr`, `train/grad_norm` (the total gradient norm before clipping,
+unscaled under fp16), `train/samples_seen`, `train/skipped_steps` (steps skipped for a
+non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
 `data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
 `clip_train.data.bad_data`); training data only, while each validation pass reports its own as
 `val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks).
@@ -21,6 +22,15 @@ training objective.
 Under `precision=16-mixed` the step clips the true (unscaled) gradient and lets the loss scaler
 back off on overflow (`_clip_gradients`, `clip_train.numerics`); Lightning's own manual-optimization
 recipe clips the scaled gradient (Lightning issue #18089).
+
+The step waits for the device once, for the verdict on skipping it (`clip_train.numerics`),
+which also brings the rank-averaged loss to the host; the gradient norm is summed once, for that
+verdict, and reused by clipping and the log. Lightning turns a logged Python number into a
+tensor on the module's device, a host-to-device copy that on CUDA waits for the queued work, and
+reads every progress-bar value back with `.item()` after each batch: so numbers known on the
+host (the loss, lr, counters) are logged as CPU tensors, and device tensors (logit scale, grad
+norm, loss parts) stay off the progress bar and are read only when Lightning writes the logs
+(every `trainer.log_every_n_steps`).
 """
 
 from collections.abc import Callable
@@ -111,13 +121,15 @@ class ClipModule(L.LightningModule):
             no_sync=getattr(self.trainer.strategy, "block_backward_sync", nullcontext),  # single device: none
         )
         scheduler = self.lr_schedulers()
-        lr = scheduler.get_last_lr()[0]
+        lr = scheduler.get_last_lr()[0]  # a float the scheduler keeps on the host: no sync
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16's loss scaler, else None
-        loss_finite, grads_finite = step_verdict(losses["loss"], self.parameters())
-        if loss_finite and grads_finite:
+        loss_scale = 1.0 if scaler is None else scaler.get_scale()
+        sharded_clip = getattr(self.trainer.strategy.model, "clip_grad_norm_", None)  # an FSDP root module's
+        verdict = step_verdict(losses["loss"], self.parameters(), sharded=sharded_clip is not None)
+        if verdict.loss_finite and verdict.grads_finite:
             self.bad_steps.good()
             if self.gradient_clip_norm is not None:
-                self._clip_gradients(optimizer, 1.0 if scaler is None else scaler.get_scale())
+                self._clip_gradients(verdict.grad_norm, loss_scale, sharded_clip)
             optimizer.step()  # with a scaler: unscale, step, update
             scheduler.step()
             self.model.clamp_logit_scale_()
@@ -125,7 +137,7 @@ class ClipModule(L.LightningModule):
             if scaler is not None:  # the scaler records the overflow, then backs its scale off
                 scaler.unscale_(optimizer.optimizer)
                 scaler.update()
-            if loss_finite and scaler is not None:
+            if verdict.loss_finite and scaler is not None:
                 self.bad_steps.overflow()
             else:
                 self.bad_steps.bad(self.global_step, self._last_checkpoint())
@@ -134,33 +146,36 @@ class ClipModule(L.LightningModule):
         batch_size = batch["image"].shape[0]
         self.samples_seen += batch_size * self.trainer.world_size
         self._count_bad_samples(batch)
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size, sync_dist=True)
+        host = torch.tensor  # numbers known on the host, logged as CPU tensors (no device copy; see the docstring)
+        self.log("train/loss", host(verdict.mean_loss), prog_bar=True, batch_size=batch_size)  # averaged over ranks
         for name in sorted(losses.keys() - {"loss"}):
             self.log(f"train/{name}", losses[name], batch_size=batch_size, sync_dist=True)
         if self.model.logit_bias is not None:
             self.log("train/logit_bias", self.model.logit_bias.detach(), batch_size=batch_size)
         self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
-        self.log("lr", lr, batch_size=batch_size)
-        self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
-        self.log("train/skipped_steps", float(self.bad_steps.skipped), batch_size=batch_size)
+        self.log("lr", host(lr), batch_size=batch_size)
+        self.log("train/grad_norm", verdict.grad_norm / loss_scale, batch_size=batch_size)  # before clipping
+        self.log("train/samples_seen", host(float(self.samples_seen)), batch_size=batch_size)
+        self.log("train/skipped_steps", host(float(self.bad_steps.skipped)), batch_size=batch_size)
         bad_samples = all_reduce_sum(self.bad_samples).float()  # one collective for every kind
         self.log_dict(bad_sample_metrics(bad_samples), batch_size=batch_size)
         return losses["loss"]
 
-    def _clip_gradients(self, optimizer, loss_scale: float) -> None:
+    def _clip_gradients(self, grad_norm: torch.Tensor, loss_scale: float, sharded_clip: Callable | None) -> None:
         """Clip the global norm of the true gradient to `gradient_clip_norm`.
 
+        grad_norm: () the gradients' total norm from the step's verdict, so it is not summed again.
         Under fp16 the gradients are still multiplied by the loss scaler's `loss_scale` (Lightning
-        unscales them only inside `optimizer.step`, after any clipping in manual optimization), so
-        the scaled gradients are clipped at `gradient_clip_norm × loss_scale`: the same factor as
-        unscaling first and clipping at `gradient_clip_norm`. An FSDP root module clips over all shards.
+        unscales them only inside `optimizer.step`, after any clipping in manual optimization; a fused
+        optimizer unscales inside its kernel), so the scaled gradients are clipped at
+        `gradient_clip_norm × loss_scale`: the same factor as unscaling first and clipping at
+        `gradient_clip_norm`. An FSDP root module clips over all shards itself (`sharded_clip`).
         """
         max_norm = self.gradient_clip_norm * loss_scale
-        sharded_clip = getattr(self.trainer.strategy.model, "clip_grad_norm_", None)
         if sharded_clip is not None:
             sharded_clip(max_norm)
         else:
-            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+            torch.nn.utils.clip_grads_with_norm_(self.parameters(), max_norm, grad_norm)
 
     def _last_checkpoint(self) -> str | None:
         callback = self.trainer.checkpoint_callback

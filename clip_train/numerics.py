@@ -12,24 +12,46 @@ the skipped ones but never stop the run; a non-finite loss still does.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
-from clip_train.distributed import all_reduce_sum
+from clip_train.distributed import all_reduce_sum, rank_and_world
 
 
 class NonFiniteTraining(RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
 
 
+@dataclass
+class StepVerdict:
+    """loss_finite, grads_finite: on every rank. mean_loss: the loss averaged over ranks, on the host
+    (it came with the flags, so logging it costs no further sync or collective). grad_norm: () the
+    total L2 norm of all gradients, on their device, as the gradients carry it (times the loss scale
+    under fp16); clipping and the `train/grad_norm` log reuse it instead of summing the gradients again."""
+
+    loss_finite: bool
+    grads_finite: bool
+    mean_loss: float
+    grad_norm: torch.Tensor
+
+
 @torch.no_grad()
-def step_verdict(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> tuple[bool, bool]:
-    """(loss finite on every rank, every gradient finite on every rank): one 2-element all-reduce, one host sync."""
+def step_verdict(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter], sharded: bool = False) -> StepVerdict:
+    """The step's verdict from one 4-element all-reduce and one host sync (the skip decision is taken on the host).
+
+    sharded: each rank holds a disjoint shard of the gradients (FSDP), so the total norm is the root of
+        the squared shard norms summed over ranks; otherwise (one device, DDP) every rank holds the whole
+        gradient and its own norm is the total.
+    """
     grads = [p.grad for p in parameters if p.grad is not None]
-    grad_norm = torch.nn.utils.get_total_norm(grads) if grads else loss.new_zeros(())
-    bad = torch.stack([~torch.isfinite(loss.float()), ~torch.isfinite(grad_norm.to(loss.device))]).float()
-    loss_bad, grads_bad = all_reduce_sum(bad).tolist()
-    return loss_bad == 0, grads_bad == 0
+    local_norm = torch.nn.utils.get_total_norm(grads).to(loss.device) if grads else loss.new_zeros(())
+    loss_bad, grads_bad = ~torch.isfinite(loss.float()), ~torch.isfinite(local_norm)
+    to_reduce = [loss_bad.float(), grads_bad.float(), loss.detach().float(), local_norm.float().square()]
+    reduced = all_reduce_sum(torch.stack(to_reduce))
+    grad_norm = reduced[3].sqrt() if sharded else local_norm
+    loss_bad, grads_bad, loss_sum = reduced[:3].tolist()
+    return StepVerdict(loss_bad == 0, grads_bad == 0, loss_sum / rank_and_world()[1], grad_norm)
 
 
 class BadStepGuard:

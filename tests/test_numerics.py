@@ -22,15 +22,23 @@ def _verdicts_rank_main(rank: int, init_file: str, out_dir: str) -> None:
     for bad_loss_rank, bad_grad_rank in [(None, None), (1, None), (None, 0)]:
         weight.grad = torch.full((3,), math.nan if rank == bad_grad_rank else 0.5)
         loss = torch.tensor(math.inf if rank == bad_loss_rank else 1.0)
-        verdicts.append(step_verdict(loss, [weight]))
-    torch.save(verdicts, os.path.join(out_dir, f"rank{rank}.pt"))
+        verdict = step_verdict(loss, [weight])
+        verdicts.append((verdict.loss_finite, verdict.grads_finite))
+    weight.grad = torch.full((3,), 1.0 + rank)  # rank 0's shard has norm √3, rank 1's 2√3
+    replicated, sharded = step_verdict(torch.tensor(2.0 * rank), [weight]), step_verdict(torch.tensor(0.0), [weight], True)
+    norms = (replicated.mean_loss, replicated.grad_norm.item(), sharded.grad_norm.item())
+    torch.save((verdicts, norms), os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
-def test_every_rank_skips_when_any_rank_sees_a_non_finite_loss_or_gradient(tmp_path):
+def test_every_rank_skips_when_any_rank_sees_a_non_finite_loss_or_gradient_and_gets_the_mean_loss_and_norm(tmp_path):
     mp.spawn(_verdicts_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
-        assert torch.load(tmp_path / f"rank{rank}.pt") == [(True, True), (False, True), (True, False)]
+        verdicts, (mean_loss, replicated_norm, sharded_norm) = torch.load(tmp_path / f"rank{rank}.pt")
+        assert verdicts == [(True, True), (False, True), (True, False)]
+        assert mean_loss == 1.0  # (0 + 2) / 2 ranks
+        assert replicated_norm == pytest.approx(math.sqrt(3) * (1 + rank))  # DDP: each rank's own is the whole
+        assert sharded_norm == pytest.approx(math.sqrt(3 + 12))  # FSDP: the shards' squares summed over ranks
 
 
 def test_a_nan_loss_skips_its_step_without_any_update_and_the_run_finishes(compose_config, tmp_path):
