@@ -183,7 +183,7 @@ def run_ours(shards: str, steps: int, batch_size: int, run_dir: str) -> dict[int
         f"data.batch_size={batch_size}",
     ]
     timed = run_clip_train(overrides, steps, os.path.join(run_dir, "ours"))
-    return {step: rate for step, (rate, _) in timed.items()}
+    return {step: metrics["train/samples_per_sec"] for step, metrics in timed.items()}
 
 
 def write_openclip_launcher(run_dir: str, model_config: dict) -> tuple[str, str]:
