@@ -26,13 +26,13 @@ OpenCLIP's (started anew), so both see the same machine state (its speed drifts)
 are every round, the median of each side and the ratio of the medians, ours / OpenCLIP.
 
 Why it is fair: the same tar shards, batch size, context length, crop and worker count; both
-read tar members, decode with PIL, shuffle, crop, tokenize and batch in their workers:
+read tar members, decode, shuffle, crop, tokenize and batch in their workers:
 
 - ours: `ShardDataModule.train_dataloader()` of the composed config (`data=webdataset`), exactly
-  what training uses at the time: reader ranges, read and decode, shuffle buffer 2000,
-  RandomResizedCrop (scale 0.9-1, bicubic) and whatever the loader then does to the image
-  (float normalised, or uint8 left for the device to normalise), one tokenizer call per batch
-  with the byte-level BPE learnt from the shards' captions (Rust `tokenizers`).
+  what training uses at the time: reader ranges, read and decode (`clip_train.data.image_decode`:
+  torchvision's decode_jpeg, or PIL reducing on decode), shuffle buffer 2000, RandomResizedCrop
+  (scale 0.9-1, antialiased bicubic) on uint8, batches left uint8 for the device to normalise,
+  one tokenizer call per batch with the byte-level BPE learnt from the shards' captions (Rust `tokenizers`).
 - OpenCLIP: `open_clip_train.data.get_wds_dataset` as its trainer calls it, with
   `open_clip.image_transform(size, is_train=True)` (what `create_model_and_transforms` builds for
   ViT-B-32 at that size: RandomResizedCrop scale 0.9-1 bicubic, to tensor, normalise) and
@@ -72,7 +72,7 @@ DIFFERENCES = [
     "tokenizer: ours the byte-level BPE learnt from the captions (Rust, one call per batch); "
     "OpenCLIP CLIP's BPE (Python, ftfy and whitespace cleaning, one caption at a time)",
     "sample shuffle buffer: ours 2000; OpenCLIP 5000 (1000 before the first sample), after a shard shuffle",
-    "images leave our workers as the loader makes them at the time (float normalised or uint8); OpenCLIP's as normalised float",
+    "images leave our workers as uint8 (normalised on the device after transfer); OpenCLIP's as normalised float",
 ]
 
 
