@@ -5,7 +5,10 @@ outside the repository, that this script only starts as a subprocess. Create it 
 
     python -m venv /work/bench-venv
     /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
-        open-clip-torch==3.3.0 webdataset pandas timm transformers
+        'open-clip-torch[training]==3.3.0' webdataset==1.0.2 pandas timm transformers
+
+(`open_clip_train` ships inside the open-clip-torch wheel; without the webdataset pin pip may pick
+0.2.x, whose tar reader has no `eof_value` for the launcher's fix below.)
 
 then, from the repository root, with clip_train installed in the current Python:
 
