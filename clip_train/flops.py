@@ -6,7 +6,7 @@ device: the live model's gradients, random state and buffers are never touched, 
 is counted in about a second on any machine. The count is one forward and one backward
 of the training objective on a batch of 2: both towers (and a CoCa decoder), and InfoNCE on
 their features, whose B×B logits add a per-sample share that grows with the batch but stays
-far below the towers' (ViT-B/16 at 224 px: 118 GFLOP per sample; the logits of a batch of
+far below the towers' (ViT-B/16 at 224 px: 123 GFLOP per sample; the logits of a batch of
 4096 at embed dim 512: 0.01 GFLOP per sample).
 """
 

@@ -198,3 +198,16 @@ def test_float_batches_pass_the_transfer_hook_untouched(colour_shards):
     batch = {"image": torch.randn(2, 3, 8, 8, dtype=torch.float64), "input_ids": torch.ones(2, 4, dtype=torch.long)}
     out = datamodule.on_after_batch_transfer(batch, 0)
     assert out["image"] is batch["image"] and out["input_ids"] is batch["input_ids"]
+
+
+def test_normalisation_constants_are_made_once_per_device():
+    """A step must not build its mean/std tensors anew: on CUDA that copy would wait for the queued work."""
+    from clip_train.data.device_normalize import _channel_constants
+
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    first = normalize_images(images, CLIP_MEAN, CLIP_STD)
+    constants = _channel_constants(tuple(CLIP_MEAN), tuple(CLIP_STD), images.device)
+    second = normalize_images(images, list(CLIP_MEAN), list(CLIP_STD))
+    assert _channel_constants(tuple(CLIP_MEAN), tuple(CLIP_STD), images.device)[0] is constants[0]
+    expected = (images.float() / 255 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    assert torch.equal(first, second) and torch.allclose(first, expected)

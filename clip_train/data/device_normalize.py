@@ -8,9 +8,20 @@ elementwise pass on the GPU). Batches whose images are already float (built by h
 pass untouched.
 """
 
+import functools
 from collections.abc import Sequence
 
 import torch
+
+
+@functools.cache
+def _channel_constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std on `device`, made once per device: a tensor built from Python numbers is a
+    host-to-device copy, which on CUDA would wait for the queued work at every step."""
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+        torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+    )
 
 
 def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -18,8 +29,7 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[
     images' device; any other dtype is returned as it is."""
     if images.dtype != torch.uint8:
         return images
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    mean_t, std_t = _channel_constants(tuple(mean), tuple(std), images.device)
     return (images.float() / 255 - mean_t) / std_t
 
 
