@@ -3,8 +3,12 @@
 import json
 import os
 import random
+import tarfile
+from dataclasses import replace
 
-from clip_train.data.scenes import COLORS, SHAPES, describe_scene, make_pair, sample_scene
+import numpy as np
+
+from clip_train.data.scenes import COLORS, SHAPES, describe_scene, draw_shape_twin, make_pair, sample_scene
 from clip_train.data.shard_writer import encode_image
 from clip_train.data.synthetic import SyntheticShards
 
@@ -51,3 +55,46 @@ def test_written_set_is_cached_and_splits_are_disjoint(tmp_path):
     assert spec.write(str(tmp_path)) == (train, val)
     assert os.path.getmtime(os.path.join(folder, "train-00000.tar")) == stamp
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no staging left behind
+
+
+def test_shape_twin_differs_from_its_scene_in_one_shape_only():
+    for index in range(30):
+        image, caption, scene = make_pair(seed=2, index=index, image_size=64)
+        twin_image, twin_caption, twin = draw_shape_twin(seed=2, index=index, image_size=64)
+        assert twin.background == scene.background and len(twin.groups) == len(scene.groups)
+        differences = [(a, b) for a, b in zip(scene.groups, twin.groups) if a != b]
+        assert len(differences) == 1
+        ((original, altered),) = differences
+        assert altered.shape != original.shape and replace(altered, shape=original.shape) == original
+        words, twin_words = caption.split(), twin_caption.split()
+        assert len(words) == len(twin_words) and sum(a != b for a, b in zip(words, twin_words)) == 1  # the same wording
+        changed = np.any(np.asarray(image) != np.asarray(twin_image), axis=-1)
+        assert 0 < changed.mean() < 0.25  # the same picture but the one group's outline
+
+
+def _written_scenes(pattern: str) -> list[dict]:
+    """The scene descriptions of every sample in the shards of a brace pattern, in key order."""
+    first, last = (int(n) for n in pattern[pattern.index("{") + 1 : pattern.index("}")].split(".."))
+    scenes = []
+    for shard in range(first, last + 1):
+        with tarfile.open(pattern[: pattern.index("{")] + f"{shard:05d}.tar") as tar:
+            for member in sorted(m.name for m in tar.getmembers() if m.name.endswith(".json")):
+                scenes.append(json.load(tar.extractfile(member))["scene"])
+    return scenes
+
+
+def _without_shapes(scene: dict) -> tuple:
+    return scene["background"], [{k: v for k, v in group.items() if k != "shape"} for group in scene["groups"]]
+
+
+def test_shape_twin_share_writes_couples_in_training_only(tmp_path):
+    sizes = {"num_train": 64, "num_val": 16, "samples_per_shard": 32, "image_size": 32, "seed": 5}
+    train, val = SyntheticShards(**sizes, shape_twin_share=0.5).write(str(tmp_path))
+    plain_train, plain_val = SyntheticShards(**sizes).write(str(tmp_path))
+    scenes, plain = _written_scenes(train), _written_scenes(plain_train)
+    twins = [(a, b) for a, b in zip(scenes[0::2], scenes[1::2]) if _without_shapes(a) == _without_shapes(b)]
+    assert 8 <= len(twins) <= 24  # about half of the 32 couples
+    for a, b in twins:
+        assert sum(ga["shape"] != gb["shape"] for ga, gb in zip(a["groups"], b["groups"])) == 1
+    assert plain[0::2] == scenes[0::2] and plain != scenes  # a couple's first scene is the plain set's
+    assert _written_scenes(val) == _written_scenes(plain_val)  # validation has no twins

@@ -8,7 +8,7 @@ shards can be written in any order.
 """
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
@@ -158,6 +158,21 @@ def draw_scene(seed: int, index: int, image_size: int) -> tuple[Image.Image, Sce
     rng = random.Random(f"{seed}/{index}")
     scene = sample_scene(rng)
     return render_scene(scene, image_size, rng), scene, rng
+
+
+def draw_shape_twin(seed: int, index: int, image_size: int) -> tuple[Image.Image, str, Scene]:
+    """Sample `index`'s scene with one group's shape replaced, drawn and worded from the very same random
+    stream: the same places, jitter and phrasing, so image and caption differ from `make_pair`'s only in
+    that shape. Side by side in a batch, the two are negatives that only shape tells apart."""
+    rng = random.Random(f"{seed}/{index}")
+    scene = sample_scene(rng)
+    choose = random.Random(f"{seed}/{index}/shape-twin")
+    which = choose.randrange(len(scene.groups))
+    group = scene.groups[which]
+    changed = replace(group, shape=choose.choice([shape for shape in SHAPES if shape != group.shape]))
+    twin = Scene(scene.background, scene.groups[:which] + (changed,) + scene.groups[which + 1 :])
+    image = render_scene(twin, image_size, rng)
+    return image, describe_scene(twin, rng), twin
 
 
 def make_pair(seed: int, index: int, image_size: int) -> tuple[Image.Image, str, Scene]:
