@@ -74,9 +74,10 @@ class ImageTower(nn.Module):
         self.trunk.set_grad_checkpointing(enable)
 
     def no_weight_decay(self) -> set[str]:
-        """Trunk parameters timm marks as not to decay (position embeddings, class tokens)."""
+        """Trunk parameters timm marks as not to decay (position embeddings, class tokens); timm's ViT also
+        names tokens it may lack (`dist_token`, `reg_token`), which are left out."""
         trunk_names = self.trunk.no_weight_decay() if hasattr(self.trunk, "no_weight_decay") else set()
-        return {f"trunk.{name}" for name in trunk_names}
+        return {f"trunk.{name}" for name, _ in self.trunk.named_parameters() if name in trunk_names}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, embed_dim)."""
