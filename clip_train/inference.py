@@ -21,10 +21,11 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from clip_train.data.tokenizer import Tokenize, load_tokenizer, tokenizer_from_files
+from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_keys
+from clip_train.text_classifier import DEFAULT_TEMPLATES, class_weights
 
 CONFIG_FILE, WEIGHTS_FILE = "clip_train_config.json", "model.safetensors"
 # exports before issue 13 named the recipe config.json, which transformers' AutoConfig tries and rejects
@@ -69,8 +70,6 @@ class ClipModel:
         tokens with the start and end tokens (default: the model's context length). CoCa models only."""
         if not hasattr(self.model, "generate"):
             raise TypeError(f"{type(self.model).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
-        from clip_train.eval.captioning import start_and_end_ids
-
         bos_id, eos_id = start_and_end_ids(self.tokenizer)
         captions = []
         for start in range(0, len(images), batch_size):
@@ -98,8 +97,6 @@ class ClipModel:
     ) -> torch.Tensor:
         """Zero-shot class probabilities (N, C): softmax over exp(logit_scale) × cosine to each class,
         whose weight is the normalised mean of its prompts' embeddings. `images` may be features (N, D)."""
-        from clip_train.eval.zeroshot import DEFAULT_TEMPLATES, class_weights
-
         image_features = images if isinstance(images, torch.Tensor) else self.encode_image(images)
         weights = class_weights(self.encode_text, classnames, templates or DEFAULT_TEMPLATES)
         return (self.model.logit_scale.exp() * image_features @ weights.T).softmax(dim=-1)
