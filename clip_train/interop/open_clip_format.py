@@ -362,7 +362,7 @@ def _text_config(model: ClipModel, out: str) -> dict:
 def _vision_config(model: ClipModel, text_activation: str) -> tuple[dict, dict[str, torch.Tensor], bool]:
     """(OpenCLIP vision_cfg, its visual.* weights, whether it needs quick_gelu) for our image tower."""
     tower, state = model.model.image_tower, model.model.state_dict()
-    tower_config = model.recipe["model"]["image_tower"]
+    tower_config = model.recipe.model["image_tower"]
     trunk, size = tower.trunk, model.model.image_size
     layout = _clip_layout_mismatch(trunk, tower_config.get("pool", "token"))
     if layout is None and _activation(trunk.blocks[0].mlp.act) == text_activation:
@@ -401,8 +401,8 @@ def write_open_clip(model: ClipModel, out: str) -> None:
     if model.model.logit_bias is not None:
         model_cfg["init_logit_bias"] = model.model.logit_bias.item()
         weights["logit_bias"] = state["logit_bias"]
-    preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe["image_mean"]),
-                      "std": list(model.recipe["image_std"]), "interpolation": "bicubic",
+    preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe.image_mean),
+                      "std": list(model.recipe.image_std), "interpolation": "bicubic",
                       "resize_mode": "shortest"}  # as eval_transform: shorter side, bicubic, centre crop  # fmt: skip
     os.makedirs(out, exist_ok=True)
     save_file({key: value.detach().contiguous() for key, value in weights.items()}, os.path.join(out, WEIGHTS_FILE))
