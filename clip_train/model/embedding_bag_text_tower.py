@@ -4,7 +4,7 @@
                      -> LayerNorm -> projection (B, embed_dim)
 
 No attention and no positions: the caption's word order is invisible to it, so "a red circle
-above a blue square" and "a blue circle above a red square" embed alike, and it scores exactly
+above a blue square" and "a blue circle above a red square" embed to the same bits, and it scores exactly
 chance on the `swap_attributes`, `relation` and `word_order` compositional kinds (README,
 "Compositional evaluation: bags of words") whatever it learns: the floor a sequence model must
 rise above there. Elsewhere it is a fast baseline, one table lookup per token (`nn.EmbeddingBag`
@@ -49,7 +49,9 @@ class EmbeddingBagTextTower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L), (B, L) -> (B, embed_dim): the projected, normalised mean of the attended tokens' vectors."""
-        weights = attention_mask.to(self.embedding.weight.dtype)
+        # summed in token-id order: a float sum depends on its order, and a shuffled caption must give the same bits
+        input_ids, order = input_ids.sort(dim=1)
+        weights = attention_mask.gather(1, order).to(self.embedding.weight.dtype)
         summed = self.embedding(input_ids, per_sample_weights=weights)  # (B, width)
         mean = summed / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
         return self.projection(self.norm(mean))
