@@ -4,8 +4,8 @@
 
 format=clip_train (default): the folder `clip_train.load` reads without Lightning: `model.safetensors`
     (the dual encoder), `clip_train_config.json` (the model recipe), the tokenizer files,
-    `clip_train_preprocess.json` (image size, mean, std, resize and crop), and `image_tower/`: the
-    image trunk alone, loadable by timm for reuse as a vision encoder:
+    `clip_train_preprocess.json` (image size, mean, std, resize and crop), and, for a timm image tower
+    (`ImageTower`), `image_tower/`: the image trunk alone, loadable by timm for reuse as a vision encoder:
 
         timm.create_model(ARCH, pretrained=True, num_classes=0, img_size=SIZE,
                           pretrained_cfg_overlay=dict(file="exported/image_tower/model.safetensors"))
@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 from safetensors.torch import save_file
 
-from clip_train.inference import CONFIG_FILE, WEIGHTS_FILE, ClipModel, load
+from clip_train.inference import WEIGHTS_FILE, ClipModel, load
+from clip_train.model import ImageTower
 
 FORMATS = ("clip_train", "hf", "open_clip")
 PREPROCESS_FILE = "clip_train_preprocess.json"
@@ -31,24 +32,28 @@ PREPROCESS_FILE = "clip_train_preprocess.json"
 
 def export(model: ClipModel, out: str) -> None:
     """Write `model` to the folder `out` in the clip_train format."""
-    os.makedirs(os.path.join(out, "image_tower"), exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     state = {name: tensor.contiguous() for name, tensor in model.model.state_dict().items()}
     save_file(state, os.path.join(out, WEIGHTS_FILE))
-    recipe = {key: value for key, value in model.recipe.items() if key not in ("tokenizer_files", "tokenizer")}
-    with open(os.path.join(out, CONFIG_FILE), "w") as f:
-        json.dump(recipe, f, indent=2)
+    model.recipe.write(out)
     model.tokenizer.save_pretrained(out)
     size = model.model.image_size
     preprocessing = {"image_size": size, "resize": "shorter side, bicubic", "crop": "center",
-                     "image_mean": recipe["image_mean"], "image_std": recipe["image_std"]}  # fmt: skip
+                     "image_mean": list(model.recipe.image_mean), "image_std": list(model.recipe.image_std)}  # fmt: skip
     with open(os.path.join(out, PREPROCESS_FILE), "w") as f:
         json.dump(preprocessing, f, indent=2)
-    trunk = model.model.image_tower.trunk
-    save_file({k: v.contiguous() for k, v in trunk.state_dict().items()}, os.path.join(out, "image_tower", WEIGHTS_FILE))
-    tower = recipe["model"]["image_tower"]
-    timm_config = {"architecture": tower["model_name"], "num_classes": 0, "img_size": size,
-                   "global_pool": tower.get("pool", "token"), **preprocessing}  # fmt: skip
-    with open(os.path.join(out, "image_tower", "config.json"), "w") as f:
+    if isinstance(model.model.image_tower, ImageTower):
+        _write_timm_trunk(model.model.image_tower, os.path.join(out, "image_tower"), preprocessing)
+
+
+def _write_timm_trunk(tower: ImageTower, folder: str, preprocessing: dict) -> None:
+    """The timm trunk alone into `folder`: its weights and the `timm.create_model` arguments that rebuild it."""
+    os.makedirs(folder, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tower.trunk.state_dict().items()}, os.path.join(folder, WEIGHTS_FILE))
+    arguments = tower.timm_arguments
+    timm_config = {"architecture": arguments["model_name"], "num_classes": 0, "img_size": preprocessing["image_size"],
+                   "global_pool": arguments["global_pool"], **preprocessing}  # fmt: skip
+    with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(timm_config, f, indent=2)
 
 

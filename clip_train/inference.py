@@ -11,7 +11,6 @@ Loading reads tensors and plain data only (`torch.load(weights_only=True)` or sa
 no pickled code from a checkpoint ever runs; a GPU checkpoint loads on a CPU-only machine.
 """
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -21,25 +20,25 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from clip_train.data.tokenizer import Tokenize, load_tokenizer, tokenizer_from_files
+from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_keys
+from clip_train.recipe import RECIPE_FILE, Recipe
+from clip_train.text_classifier import DEFAULT_TEMPLATES, class_weights
 
-CONFIG_FILE, WEIGHTS_FILE = "clip_train_config.json", "model.safetensors"
-# exports before issue 13 named the recipe config.json, which transformers' AutoConfig tries and rejects
-LEGACY_CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
 class ClipModel:
     """A dual encoder with its tokenizer and image preprocessing, in evaluation mode."""
 
-    def __init__(self, model: DualEncoder, tokenizer: PreTrainedTokenizerBase, recipe: dict):
+    def __init__(self, model: DualEncoder, tokenizer: PreTrainedTokenizerBase, recipe: Recipe):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tokenize = Tokenize(tokenizer, model.context_length)  # exactly as in training
         self.recipe = recipe
-        self.preprocess = eval_transform(model.image_size, recipe["image_mean"], recipe["image_std"])
+        self.preprocess = eval_transform(model.image_size, recipe.image_mean, recipe.image_std)
 
     @property
     def device(self) -> torch.device:
@@ -69,8 +68,6 @@ class ClipModel:
         tokens with the start and end tokens (default: the model's context length). CoCa models only."""
         if not hasattr(self.model, "generate"):
             raise TypeError(f"{type(self.model).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
-        from clip_train.eval.captioning import start_and_end_ids
-
         bos_id, eos_id = start_and_end_ids(self.tokenizer)
         captions = []
         for start in range(0, len(images), batch_size):
@@ -98,16 +95,14 @@ class ClipModel:
     ) -> torch.Tensor:
         """Zero-shot class probabilities (N, C): softmax over exp(logit_scale) × cosine to each class,
         whose weight is the normalised mean of its prompts' embeddings. `images` may be features (N, D)."""
-        from clip_train.eval.zeroshot import DEFAULT_TEMPLATES, class_weights
-
         image_features = images if isinstance(images, torch.Tensor) else self.encode_image(images)
         weights = class_weights(self.encode_text, classnames, templates or DEFAULT_TEMPLATES)
         return (self.model.logit_scale.exp() * image_features @ weights.T).softmax(dim=-1)
 
 
-def _build(recipe: dict, state_dict: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, source: str):
+def _build(recipe: Recipe, state_dict: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, source: str):
     try:
-        model = instantiate(recipe["model"])
+        model = instantiate(recipe.model)
     except Exception as error:  # an unknown timm or transformers architecture, or a missing local path
         raise ValueError(
             f"{source}: cannot build its model ({error.__class__.__name__}: {error}); the checkpoint names "
@@ -124,29 +119,25 @@ def _load_checkpoint(path: str) -> ClipModel:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable checkpoint ({error.__class__.__name__}: {error})") from error
-    recipe = checkpoint.get("hyper_parameters", {}).get("recipe") if isinstance(checkpoint, dict) else None
-    if recipe is None or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a clip_train checkpoint: it has no state_dict and model recipe")
+    try:
+        recipe = Recipe.from_checkpoint(checkpoint)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    if recipe is None or recipe.tokenizer_files is None or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a clip_train checkpoint: it has no state_dict and model recipe (with its tokenizer)")
     state_dict = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    return _build(recipe, state_dict, tokenizer_from_files(recipe["tokenizer_files"]), path)
-
-
-def _export_recipe(folder: str) -> dict | None:
-    """The recipe of an export in `folder` (either config file name), or None."""
-    for name in (CONFIG_FILE, LEGACY_CONFIG_FILE):
-        if os.path.isfile(os.path.join(folder, name)):
-            with open(os.path.join(folder, name)) as f:
-                config = json.load(f)
-            if "model" in config and "image_mean" in config:  # not a transformers config.json
-                return config
-    return None
+    return _build(recipe, state_dict, tokenizer_from_files(recipe.tokenizer_files), path)
 
 
 def _load_export(folder: str) -> ClipModel:
-    recipe, weights_path = _export_recipe(folder), os.path.join(folder, WEIGHTS_FILE)
+    try:
+        recipe = Recipe.read(folder)
+    except ValueError as error:
+        raise ValueError(f"{folder}: {error}") from error
+    weights_path = os.path.join(folder, WEIGHTS_FILE)
     if recipe is None or not os.path.isfile(weights_path):
         raise ValueError(
-            f"{folder} is not an exported clip_train model: it lacks {CONFIG_FILE} or {WEIGHTS_FILE} "
+            f"{folder} is not an exported clip_train model: it lacks {RECIPE_FILE} or {WEIGHTS_FILE} "
             "(a transformers CLIPModel folder trains on with model=clip_pretrained model.init_from=FOLDER)"
         )
     return _build(recipe, load_file(weights_path), load_tokenizer(folder), folder)

@@ -48,6 +48,7 @@ from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_keys
 from clip_train.numerics import BadStepGuard, step_verdict
 from clip_train.optim import parameter_groups
+from clip_train.recipe import Recipe
 from clip_train.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
 from clip_train.training_length import total_optimizer_steps
 
@@ -76,7 +77,8 @@ class ClipModule(L.LightningModule):
     max_consecutive_bad_steps: a step whose loss or gradients are not finite (on any rank) is
         skipped; this many in a row stop the run (`clip_train.numerics`); None: never stop.
     recipe: what is needed to rebuild the model from a checkpoint (model config, tokenizer,
-        image preprocessing); stored in the checkpoint's hyper-parameters.
+        image preprocessing); stored in the checkpoint's hyper-parameters as plain data
+        (`clip_train.recipe`), and kept as `self.recipe`.
     """
 
     def __init__(
@@ -87,12 +89,15 @@ class ClipModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
         accumulate: int = 1,
         gradient_clip_norm: float | None = 1.0,
-        recipe: dict | None = None,
+        recipe: Recipe | None = None,
         max_consecutive_bad_steps: int | None = 5,
     ):
         super().__init__()
         _check_logit_bias(model, loss)
-        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler", "recipe"])
+        self.recipe = recipe
+        if recipe is not None:
+            self.save_hyperparameters({"recipe": recipe.to_dict()})
         self.model, self.loss = model, loss
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
         self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm

@@ -26,6 +26,7 @@ from clip_train.distributed import all_reduce_sum
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
 from clip_train.module import ClipModule
 from clip_train.preemption import Preempted
+from clip_train.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.compile:  # in place, so parameter names (and checkpoints) stay those of the eager model
         model.image_tower.compile()
         model.text_tower.compile()
-    recipe = {
-        "model": OmegaConf.to_container(model_cfg),
-        "tokenizer": datamodule.tokenizer_source,
-        "tokenizer_files": tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
-        "image_mean": list(cfg.data.image_mean),
-        "image_std": list(cfg.data.image_std),
-    }
+    recipe = Recipe(
+        model=OmegaConf.to_container(model_cfg),
+        image_mean=tuple(cfg.data.image_mean),
+        image_std=tuple(cfg.data.image_std),
+        tokenizer_source=datamodule.tokenizer_source,
+        tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
+    )
     module = ClipModule(
         model=model,
         loss=instantiate(cfg.loss),

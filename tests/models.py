@@ -1,4 +1,7 @@
-"""Tiny dual encoders that tests build directly (without configs)."""
+"""Tiny dual encoders and towers that tests build directly (without configs)."""
+
+import torch
+from torch import nn
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower
 
@@ -12,3 +15,35 @@ def small_encoder(embed_dim: int = 16, **image_options) -> DualEncoder:
         image_size=32,
         context_length=12,
     )
+
+
+class PatchMeanImageTower(nn.Module):
+    """A `Tower` outside timm, for the tests: patches embedded linearly, normalised, averaged, projected.
+
+    (B, 3, H, W) -> patch tokens (B, H/patch · W/patch, width) -> mean (B, width) -> projection (B, embed_dim).
+    """
+
+    def __init__(self, embed_dim: int, width: int = 16, patch: int = 8):
+        super().__init__()
+        self.embed_dim, self.token_width = embed_dim, width
+        self.patches = nn.Conv2d(3, width, patch, stride=patch)
+        self.norm = nn.LayerNorm(width)
+        self.projection = nn.Linear(width, embed_dim, bias=False)
+
+    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.norm(self.patches(images).flatten(2).transpose(1, 2))
+        return self.projection(tokens.mean(dim=1)), tokens
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_tokens(images)[0]
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def lock(self, unlocked_groups: int = 0, freeze_norm: bool = True) -> None:
+        if unlocked_groups == 0:
+            self.patches.requires_grad_(False)
+            self.norm.requires_grad_(not freeze_norm)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Nothing to recompute: one layer."""

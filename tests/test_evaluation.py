@@ -19,6 +19,7 @@ from clip_train.eval.synthetic_sets import write_class_folders
 from clip_train.eval.zeroshot import ZeroShotSet, image_folder
 from clip_train.inference import ClipModel
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower
+from clip_train.recipe import Recipe
 
 WORLD = 2
 
@@ -117,7 +118,7 @@ def _tiny_model() -> ClipModel:
         image_size=32,
         context_length=12,
     )
-    return ClipModel(model, tokenizer, {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
+    return ClipModel(model, tokenizer, Recipe(model={}, image_mean=CLIP_MEAN, image_std=CLIP_STD))
 
 
 def _marked(colour: str, index: int) -> Image.Image:

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ from clip_train.inference import ClipModel
 from clip_train.interop import init_from
 from clip_train.interop.hf_export import write_hf
 from clip_train.paths import CONFIG_DIR
+from clip_train.recipe import Recipe
 from clip_train.train import run
 
 TEXTS = ["a red square", "a blue square that is big", "something else entirely, with punctuation!", ""]
@@ -132,7 +134,7 @@ def learnt_bpe_model(image_tower: dict, image_size: int) -> ClipModel:
     with torch.no_grad():  # norms start at constants: make every weight count
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn_like(parameter))
-    return ClipModel(model, tokenizer, {"model": config, "image_mean": MEAN, "image_std": STD})
+    return ClipModel(model, tokenizer, Recipe(model=config, image_mean=MEAN, image_std=STD))
 
 
 HYBRID_AVG = {"model_name": "vit_tiny_r_s16_p8_224", "patch_size": 4, "depth": 2, "pool": "avg"}
@@ -168,10 +170,10 @@ def test_what_transformers_cannot_express_is_named_and_nothing_is_written(tmp_pa
     BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(tmp_path / "bert")  # fmt: skip
     ours = learnt_bpe_model(CLIP_LAYOUT, image_size=32)
-    config = {**ours.recipe["model"], "text_tower": {
+    config = {**ours.recipe.model, "text_tower": {
         "_target_": "clip_train.model.PretrainedTextTower", "name_or_path": str(tmp_path / "bert"), "embed_dim": 24,
         "vocab_size": 300, "pooling": "mean"}}  # fmt: skip
-    bert_text = ClipModel(instantiate(config), ours.tokenizer, {**ours.recipe, "model": config})
+    bert_text = ClipModel(instantiate(config), ours.tokenizer, replace(ours.recipe, model=config))
     with pytest.raises(ValueError, match="the text tower \\(PretrainedTextTower, mean pooling\\) has no transformers form"):
         write_hf(bert_text, str(tmp_path / "bert_export"))
     old_layout = ClipModel(ours.model, old_layout_tokenizer(), ours.recipe)

@@ -11,6 +11,7 @@ from test_inference import trained_checkpoint  # noqa: F401  (the fixture: a few
 from clip_train.data.tokenizer import train_caption_tokenizer
 from clip_train.index import ImageTextIndex
 from clip_train.inference import ClipModel
+from clip_train.recipe import Recipe
 
 pyarrow_parquet = pytest.importorskip("pyarrow.parquet", reason="clip-retrieval's metadata is parquet: pip install pyarrow")
 
@@ -21,7 +22,9 @@ CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.261302
 def index() -> ImageTextIndex:
     """Six noise images, named, in the index of a random small model (images only: no tokenizer use)."""
     model = ClipModel(
-        small_encoder(), train_caption_tokenizer(["a red square"], 300), {"image_mean": CLIP_MEAN, "image_std": CLIP_STD}
+        small_encoder(),
+        train_caption_tokenizer(["a red square"], 300),
+        Recipe(model={}, image_mean=CLIP_MEAN, image_std=CLIP_STD),
     )
     index = ImageTextIndex(model)
     index.add(noise_images(6), names=[f"photos/{i}.png" for i in range(6)])

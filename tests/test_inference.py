@@ -9,8 +9,9 @@ from readme_code import python_code, run_in_finished_run
 from samples import COLORS, colour_samples
 
 import clip_train
-from clip_train.eval.zeroshot import accuracy, class_weights, image_folder, resolve_templates
+from clip_train.eval.zeroshot import accuracy, image_folder, resolve_templates
 from clip_train.export import export
+from clip_train.text_classifier import class_weights
 from clip_train.train import run
 
 

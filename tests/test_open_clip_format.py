@@ -23,6 +23,7 @@ from clip_train.export import main as export_main  # noqa: E402
 from clip_train.inference import ClipModel  # noqa: E402
 from clip_train.interop import init_from  # noqa: E402
 from clip_train.interop.open_clip_format import read_open_clip, write_open_clip  # noqa: E402
+from clip_train.recipe import Recipe  # noqa: E402
 
 TOLERANCE = 2e-5  # float32 on the same operations in another order
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -142,7 +143,7 @@ def clip_model(image_tower: dict, activation: str, image_size: int, **model_opti
     }  # fmt: skip
     model = instantiate(config)
     perturb_(model, seed=4)
-    return ClipModel(model, tokenizer, {"model": config, "image_mean": CLIP_MEAN, "image_std": CLIP_STD})
+    return ClipModel(model, tokenizer, Recipe(model=config, image_mean=CLIP_MEAN, image_std=CLIP_STD))
 
 
 def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> torch.nn.Module:
@@ -199,7 +200,7 @@ def test_presets_open_clip_cannot_express_raise_before_writing(compose_config, t
     tokenizer = caption_tokenizer()
     cfg = compose_config(f"model={preset}", f"model.text_tower.vocab_size={len(tokenizer)}")
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    recipe = {"model": model_config, "image_mean": CLIP_MEAN, "image_std": CLIP_STD}
+    recipe = Recipe(model=model_config, image_mean=CLIP_MEAN, image_std=CLIP_STD)
     ours = ClipModel(instantiate(model_config), tokenizer, recipe)
     with pytest.raises(ValueError, match=f"image tower {cfg.model.image_tower.model_name}: OpenCLIP cannot express it"):
         write_open_clip(ours, str(tmp_path / "open_clip"))

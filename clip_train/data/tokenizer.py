@@ -107,6 +107,15 @@ def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
         return load_tokenizer(folder)
 
 
+def start_and_end_ids(tokenizer) -> tuple[int, int]:
+    """The ids that open and close a caption: BOS/EOS, or CLS/SEP for BERT-style tokenizers."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if start is None or end is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no start and end tokens to caption with (bos/eos or cls/sep)")
+    return start, end
+
+
 class Tokenize:
     """Captions -> {input_ids, attention_mask}, each (B, context_length) long, right-padded."""
 

@@ -67,7 +67,7 @@ class EvaluationCallback(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self._sharded:
             return
-        recipe = pl_module.hparams["recipe"]
+        recipe = pl_module.recipe
         model = ClipModel(pl_module.model, trainer.datamodule.tokenizer, recipe)
         for name, spec in self.sets.items():
             result = zeroshot_metrics(
@@ -88,7 +88,7 @@ class EvaluationCallback(L.Callback):
                 pl_module.log(f"compositional/{kind}", value)
         if self._first_batch is not None:
             pixels, captions, similarity = self._first_batch
-            images = thumbnails(pixels, recipe["image_mean"], recipe["image_std"])
+            images = thumbnails(pixels, recipe.image_mean, recipe.image_std)
             log_figure(trainer, "figures/similarity", similarity_heatmap(images, captions, similarity))
             log_figure(trainer, "figures/retrieval_examples", retrieval_examples(images, captions, similarity))
             self._first_batch = None

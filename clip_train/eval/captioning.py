@@ -19,16 +19,8 @@ import torch.distributed as dist
 from pycocoevalcap.cider.cider import Cider
 from torchmetrics.functional.text import bleu_score
 
+from clip_train.data.tokenizer import start_and_end_ids
 from clip_train.distributed import rank_and_world
-
-
-def start_and_end_ids(tokenizer) -> tuple[int, int]:
-    """The ids that open and close a caption: BOS/EOS, or CLS/SEP for BERT-style tokenizers."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if start is None or end is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no start and end tokens to caption with (bos/eos or cls/sep)")
-    return start, end
 
 
 def words(caption: str) -> str:

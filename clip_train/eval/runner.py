@@ -20,8 +20,9 @@ from clip_train.data.pipeline import decode_pair
 from clip_train.data.shard_reader import shard_samples
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
-from clip_train.eval.zeroshot import ZeroShotSet, accuracy, class_weights, image_folder
+from clip_train.eval.zeroshot import ZeroShotSet, accuracy, image_folder
 from clip_train.inference import ClipModel
+from clip_train.text_classifier import class_weights
 
 
 class ImageFiles(Dataset):

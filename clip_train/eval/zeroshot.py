@@ -1,24 +1,24 @@
 """Zero-shot classification: class weights from prompt templates, accuracy on an ImageFolder.
 
-A class's weight is the normalised mean of the text embeddings of its prompts ("a photo of a
-{}." filled with the class name, for each template); an image's class is the one with the
-highest cosine. Class names come from a file (one per line, in the sorted folder order) or a
-JSON mapping {folder name: class name}, else a `classnames.txt` in the root, else the folder
-names themselves. Templates likewise default to the root's `templates.txt`, else "default".
+A class's weight is the normalised mean of the text embeddings of its prompts
+(`clip_train.text_classifier`); an image's class is the one with the highest cosine. Class
+names come from a file (one per line, in the sorted folder order) or a JSON mapping {folder
+name: class name}, else a `classnames.txt` in the root, else the folder names themselves.
+Templates likewise default to the root's `templates.txt`, else "default".
 
 Accuracy is computed from each rank's share of the images and summed over ranks.
 """
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
 
 from clip_train.distributed import all_reduce_sum
+from clip_train.text_classifier import DEFAULT_TEMPLATES
 
-DEFAULT_TEMPLATES = ("a photo of a {}.",)
 GENERIC_TEMPLATES = (
     "a photo of a {}.",
     "a picture of a {}.",
@@ -49,16 +49,6 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     if not templates or not all("{}" in t for t in templates):
         raise ValueError(f"every template needs a '{{}}' for the class name: {templates!r}")
     return tuple(templates)
-
-
-@torch.no_grad()
-def class_weights(
-    encode_text: Callable[[list[str]], torch.Tensor], classnames: Sequence[str], templates: Sequence[str]
-) -> torch.Tensor:
-    """(C, D) unit-norm class weights: the normalised mean embedding of each class's prompts."""
-    prompts = [template.format(name) for name in classnames for template in templates]
-    embeddings = encode_text(prompts).reshape(len(classnames), len(templates), -1)
-    return torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
 
 
 def image_folder(

@@ -5,6 +5,7 @@ In: `init_from(path)` reads a transformers `CLIPModel` folder or an OpenCLIP che
 model.init_from=PATH` trains from it. Out: `python -m clip_train.export format=hf|open_clip`.
 """
 
-from clip_train.interop.pretrained import PretrainedCLIP, init_from
+from clip_train.interop.pretrained import PretrainedCLIP
+from clip_train.interop.reader import init_from
 
 __all__ = ["PretrainedCLIP", "init_from"]

@@ -20,13 +20,14 @@ from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip_export import as_clip_model, clip_layout_differences
 from clip_train.interop.hf_dual_encoder_export import as_dual_encoder_model
 from clip_train.interop.hf_processor import save_processor_files
+from clip_train.interop.timm_tower import timm_image_tower
 
 TOLERANCE = 1e-4  # on unit vectors; float32 kernels in another order differ by ~1e-6
 
 
 def as_transformers_model(model: ClipModel) -> PreTrainedModel:
     """A `CLIPModel` where the image trunk allows, else a `VisionTextDualEncoderModel`, with `model`'s weights."""
-    if clip_layout_differences(model.model.image_tower):
+    if clip_layout_differences(timm_image_tower(model, "format=hf")):
         return as_dual_encoder_model(model)
     return as_clip_model(model)
 

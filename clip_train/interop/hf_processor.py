@@ -46,6 +46,6 @@ def save_processor_files(model: ClipModel, out: str) -> None:
     CLIPImageProcessor(
         do_resize=True, size={"shortest_edge": size}, resample=PILImageResampling.BICUBIC,
         do_center_crop=True, crop_size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=list(model.recipe["image_mean"]), image_std=list(model.recipe["image_std"]),
+        do_normalize=True, image_mean=list(model.recipe.image_mean), image_std=list(model.recipe.image_std),
         do_convert_rgb=True,
     ).save_pretrained(out)  # fmt: skip

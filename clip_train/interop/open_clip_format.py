@@ -53,6 +53,7 @@ from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip import image_tower_config, text_tower_config
 from clip_train.interop.hf_clip_keys import TEXT_MODEL_LEVEL
 from clip_train.interop.pretrained import OPEN_CLIP_FOLDER_CONFIG, OPEN_CLIP_FOLDER_WEIGHTS, PretrainedCLIP
+from clip_train.interop.timm_tower import timm_image_tower
 from clip_train.model import CausalTextTower, DualEncoder
 
 WEIGHTS_FILE = OPEN_CLIP_FOLDER_WEIGHTS[0]  # open_clip_model.safetensors: what OpenCLIP's local-dir loader prefers
@@ -361,8 +362,8 @@ def _text_config(model: ClipModel, out: str) -> dict:
 
 def _vision_config(model: ClipModel, text_activation: str) -> tuple[dict, dict[str, torch.Tensor], bool]:
     """(OpenCLIP vision_cfg, its visual.* weights, whether it needs quick_gelu) for our image tower."""
-    tower, state = model.model.image_tower, model.model.state_dict()
-    tower_config = model.recipe["model"]["image_tower"]
+    tower, state = timm_image_tower(model, "OpenCLIP"), model.model.state_dict()
+    tower_config = model.recipe.model["image_tower"]
     trunk, size = tower.trunk, model.model.image_size
     layout = _clip_layout_mismatch(trunk, tower_config.get("pool", "token"))
     if layout is None and _activation(trunk.blocks[0].mlp.act) == text_activation:
@@ -392,8 +393,8 @@ def write_open_clip(model: ClipModel, out: str) -> None:
     """
     if type(model.model) is not DualEncoder:
         raise ValueError(f"{type(model.model).__name__}: only a plain dual encoder is exported to OpenCLIP's CLIP")
-    text_activation = model.model.text_tower.transformer.config.hidden_act
     text_cfg = _text_config(model, out)
+    text_activation = model.model.text_tower.transformer.config.hidden_act
     vision_cfg, vision_weights, quick_gelu = _vision_config(model, text_activation)
     state = model.model.state_dict()
     weights = {**vision_weights, **_text_to_open_clip(state, text_cfg["layers"]), "logit_scale": state["logit_scale"]}
@@ -401,8 +402,8 @@ def write_open_clip(model: ClipModel, out: str) -> None:
     if model.model.logit_bias is not None:
         model_cfg["init_logit_bias"] = model.model.logit_bias.item()
         weights["logit_bias"] = state["logit_bias"]
-    preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe["image_mean"]),
-                      "std": list(model.recipe["image_std"]), "interpolation": "bicubic",
+    preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe.image_mean),
+                      "std": list(model.recipe.image_std), "interpolation": "bicubic",
                       "resize_mode": "shortest"}  # as eval_transform: shorter side, bicubic, centre crop  # fmt: skip
     os.makedirs(out, exist_ok=True)
     save_file({key: value.detach().contiguous() for key, value in weights.items()}, os.path.join(out, WEIGHTS_FILE))

@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import PreTrainedTokenizerBase
 
-from clip_train.interop.pretrained import PretrainedCLIP, init_from
+from clip_train.interop.pretrained import PretrainedCLIP
+from clip_train.interop.reader import init_from
 from clip_train.model.checkpoint_keys import match_model_keys
 
 # Parameters a user option adds that no CLIP source has: they start from their init value.

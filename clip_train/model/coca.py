@@ -1,6 +1,6 @@
 """CoCa: a dual encoder whose causal text tower also feeds a captioning decoder over the image tokens.
 
-    image -> timm trunk tokens (B, N, F) -> pooled -> projection: the contrastive image feature
+    image -> image tower tokens (B, N, F) -> pooled -> projection: the contrastive image feature
                                          -> linear to the decoder width: the decoder's memory (B, N, W)
     caption -> causal text tower states (B, L, W) -> pooled at end of text: the contrastive text feature
                                                   -> multimodal decoder layers (causal self-attention,
@@ -53,7 +53,7 @@ class CoCa(DualEncoder):
         width = text_tower.transformer.config.hidden_size
         self.vocab_size = text_tower.transformer.config.vocab_size
         self.caption_loss_weight, self.contrastive_loss_weight = caption_loss_weight, contrastive_loss_weight
-        self.image_to_decoder = nn.Linear(image_tower.trunk.num_features, width)
+        self.image_to_decoder = nn.Linear(image_tower.token_width, width)
         layer = nn.TransformerDecoderLayer(
             width, decoder_heads, int(width * decoder_mlp_ratio), dropout=0.0, activation="gelu",
             batch_first=True, norm_first=True,
@@ -63,12 +63,8 @@ class CoCa(DualEncoder):
 
     def _image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> (unit-norm features (B, D), decoder memory (B, N, W))."""
-        trunk = self.image_tower.trunk
-        tokens = trunk.forward_features(images)
-        features = F.normalize(self.image_tower.projection(trunk.forward_head(tokens, pre_logits=True)), dim=-1)
-        if tokens.ndim == 4:  # a convolutional trunk: (B, C, H, W) -> (B, H·W, C)
-            tokens = tokens.flatten(2).transpose(1, 2)
-        return features, self.image_to_decoder(tokens)
+        features, tokens = self.image_tower.forward_tokens(images)
+        return F.normalize(features, dim=-1), self.image_to_decoder(tokens)
 
     def _text_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.text_tower.transformer(input_ids=input_ids).last_hidden_state

@@ -5,11 +5,14 @@ import math
 import torch
 from torch import nn
 
+from clip_train.model.tower import Tower, missing_members
+
 
 class DualEncoder(nn.Module):
     """Image tower + text tower + `logit_scale`, the log of the inverse temperature (+ `logit_bias`).
 
-    `embed_dim`, `image_size` and `context_length` describe the model's inputs and outputs for
+    Each tower is a `Tower` (`clip_train.model.tower`); a module lacking a member is refused here,
+    by name. `embed_dim`, `image_size` and `context_length` describe the model's inputs and outputs for
     whoever feeds it (data pipeline, inference API); the towers must agree with them.
 
     `logit_scale` starts at ln(1/0.07) as in CLIP and is clamped to at most `max_logit_scale`
@@ -22,8 +25,8 @@ class DualEncoder(nn.Module):
 
     def __init__(
         self,
-        image_tower: nn.Module,
-        text_tower: nn.Module,
+        image_tower: Tower,
+        text_tower: Tower,
         embed_dim: int,
         image_size: int,
         context_length: int,
@@ -33,8 +36,14 @@ class DualEncoder(nn.Module):
     ):
         super().__init__()
         for name, tower in (("image_tower", image_tower), ("text_tower", text_tower)):
-            if tower.projection.out_features != embed_dim:
-                raise ValueError(f"model.{name} projects to {tower.projection.out_features} dims, not embed_dim={embed_dim}")
+            missing = missing_members(tower)
+            if missing:
+                raise TypeError(
+                    f"model.{name} ({type(tower).__name__}) is not a tower: it lacks {', '.join(missing)} "
+                    "(the contract: clip_train.model.tower.Tower)"
+                )
+            if tower.embed_dim != embed_dim:
+                raise ValueError(f"model.{name} projects to {tower.embed_dim} dims, not embed_dim={embed_dim}")
         self.embed_dim, self.image_size, self.context_length = embed_dim, image_size, context_length
         self.image_tower = image_tower
         self.text_tower = text_tower

@@ -1,4 +1,4 @@
-"""The image tower: any timm backbone, pooled, then linearly projected into the shared space."""
+"""The image tower: any timm backbone, pooled, then linearly projected into the shared space (a `Tower`)."""
 
 import timm
 import torch
@@ -42,7 +42,7 @@ class ImageTower(nn.Module):
         **timm_kwargs,
     ):
         super().__init__()
-        self.image_size = image_size
+        self.image_size, self.embed_dim = image_size, embed_dim
         if patch_dropout:  # only token-based trunks take it
             timm_kwargs["patch_drop_rate"] = patch_dropout
         if width is not None:
@@ -58,17 +58,35 @@ class ImageTower(nn.Module):
         # rebuild the same trunk elsewhere (transformers' TimmWrapperModel in an export)
         built_from = {key: value for key, value in create.items() if key not in TRAINING_ONLY_ARGUMENTS}
         self.timm_arguments = {"model_name": model_name, **({"img_size": image_size} if sized else {}), **built_from}
-        self.projection = nn.Linear(self.trunk.num_features, embed_dim, bias=False)
-        nn.init.normal_(self.projection.weight, std=self.trunk.num_features**-0.5)
+        self.token_width = self.trunk.num_features
+        self.projection = nn.Linear(self.token_width, embed_dim, bias=False)
+        nn.init.normal_(self.projection.weight, std=self.token_width**-0.5)
         if grad_checkpointing:
-            self.trunk.set_grad_checkpointing(True)
+            self.set_grad_checkpointing()
         if lock:
-            lock_timm_trunk(self.trunk, unlocked_groups, freeze_norm)
+            self.lock(unlocked_groups, freeze_norm)
+
+    def lock(self, unlocked_groups: int = 0, freeze_norm: bool = True) -> None:
+        """Freeze the trunk but its last `unlocked_groups` timm layer groups (see `lock_timm_trunk`)."""
+        lock_timm_trunk(self.trunk, unlocked_groups, freeze_norm)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.set_grad_checkpointing(enable)
 
     def no_weight_decay(self) -> set[str]:
-        """Trunk parameters timm marks as not to decay (position embeddings, class tokens)."""
+        """Trunk parameters timm marks as not to decay (position embeddings, class tokens); timm's ViT also
+        names tokens it may lack (`dist_token`, `reg_token`), which are left out."""
         trunk_names = self.trunk.no_weight_decay() if hasattr(self.trunk, "no_weight_decay") else set()
-        return {f"trunk.{name}" for name in trunk_names}
+        return {f"trunk.{name}" for name, _ in self.trunk.named_parameters() if name in trunk_names}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, embed_dim)."""
         return self.projection(self.trunk(images))
+
+    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> ((B, embed_dim) as `forward`, (B, N, token_width) the trunk's tokens before pooling)."""
+        tokens = self.trunk.forward_features(images)
+        features = self.projection(self.trunk.forward_head(tokens, pre_logits=True))
+        if tokens.ndim == 4:  # a convolutional trunk: (B, C, H, W) -> (B, H·W, C)
+            tokens = tokens.flatten(2).transpose(1, 2)
+        return features, tokens

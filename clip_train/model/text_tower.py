@@ -1,9 +1,9 @@
 """Text towers built on transformers: a CLIP-style causal transformer, or any pretrained AutoModel.
 
-Both map (input_ids, attention_mask) of shape (B, L) to (B, embed_dim) and share one contract,
-so a new text tower is a class with `forward` and `no_weight_decay`. Both take the same memory
-options: `grad_checkpointing` (recompute layer activations in backward) and LiT-style `lock`
-(freeze all but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training).
+Both map (input_ids, attention_mask) of shape (B, L) to (B, embed_dim) and are `Tower`s
+(`clip_train.model.tower`, the contract every tower meets). Both take the same memory options:
+`grad_checkpointing` (recompute layer activations in backward) and LiT-style `lock` (freeze all
+but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training).
 """
 
 import torch
@@ -13,23 +13,6 @@ from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel
 from clip_train.model.locking import lock_text_transformer
 
 TEXT_ACTIVATIONS = ("quick_gelu", "gelu")
-
-
-def _project(width: int, embed_dim: int) -> nn.Linear:
-    projection = nn.Linear(width, embed_dim, bias=False)
-    nn.init.normal_(projection.weight, std=width**-0.5)
-    return projection
-
-
-def _apply_memory_options(transformer, grad_checkpointing: bool, lock: bool, unlocked_layers: int, freeze_norm: bool):
-    if grad_checkpointing:
-        enable = getattr(transformer, "activation_checkpointing_enable", None)  # transformers >= 5 name
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if lock:
-        lock_text_transformer(transformer, unlocked_layers, freeze_norm)
 
 
 def _embedding_weights(tower: nn.Module) -> set[str]:
@@ -47,7 +30,43 @@ def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class CausalTextTower(nn.Module):
+class TransformerTextTower(nn.Module):
+    """What both towers share: a transformers model `transformer` giving (B, L, W) states, a `projection`
+    (W -> embed_dim), and the `Tower` members but `forward_tokens`, which pools as the subclass does."""
+
+    def __init__(self, transformer: nn.Module, embed_dim: int):
+        super().__init__()
+        self.transformer = transformer
+        self.embed_dim, self.token_width = embed_dim, transformer.config.hidden_size
+        self.projection = nn.Linear(self.token_width, embed_dim, bias=False)
+        nn.init.normal_(self.projection.weight, std=self.token_width**-0.5)
+
+    def _apply_memory_options(self, grad_checkpointing: bool, lock: bool, unlocked_layers: int, freeze_norm: bool):
+        if grad_checkpointing:
+            self.set_grad_checkpointing()
+        if lock:
+            self.lock(unlocked_layers, freeze_norm)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if not enable:
+            self.transformer.gradient_checkpointing_disable()
+        elif hasattr(self.transformer, "activation_checkpointing_enable"):  # the transformers >= 5 name
+            self.transformer.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def lock(self, unlocked_groups: int = 0, freeze_norm: bool = True) -> None:
+        """Freeze the transformer but its last `unlocked_groups` layers (see `lock_text_transformer`)."""
+        lock_text_transformer(self.transformer, unlocked_groups, freeze_norm)
+
+    def no_weight_decay(self) -> set[str]:
+        return _embedding_weights(self)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_tokens(input_ids, attention_mask)[0]
+
+
+class CausalTextTower(TransformerTextTower):
     """CLIP's text transformer, randomly initialised from a size spec, pooled at end of text.
 
     eos_token_id: the tokenizer's end-of-text id. This tower pools by the attention mask, but the
@@ -71,10 +90,8 @@ class CausalTextTower(nn.Module):
         eos_token_id: int | None = None,
         activation: str = "quick_gelu",
     ):
-        super().__init__()
         if activation not in TEXT_ACTIVATIONS:
             raise ValueError(f"model.text_tower.activation must be one of {TEXT_ACTIVATIONS}, got {activation!r}")
-        self.context_length = context_length
         config = CLIPTextConfig(
             vocab_size=vocab_size,
             hidden_size=width,
@@ -87,22 +104,20 @@ class CausalTextTower(nn.Module):
             eos_token_id=0 if eos_token_id is None else eos_token_id,
             hidden_act=activation,
         )
-        self.transformer = CLIPTextModel(config)
-        self.projection = _project(width, embed_dim)
-        _apply_memory_options(self.transformer, grad_checkpointing, lock, unlocked_layers, freeze_norm)
+        super().__init__(CLIPTextModel(config), embed_dim)
+        self.context_length = context_length
+        self._apply_memory_options(grad_checkpointing, lock, unlocked_layers, freeze_norm)
 
-    def no_weight_decay(self) -> set[str]:
-        return _embedding_weights(self)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L), (B, L) -> ((B, embed_dim) pooled at end of text, (B, L, width) causal states)."""
         # Only the causal mask goes to attention: with right padding, no position up to the end of
         # text can see a pad token anyway, so the pooled state is the same and attention keeps its
         # fast causal kernel instead of an explicit (B, 1, L, L) mask.
         hidden = self.transformer(input_ids=input_ids).last_hidden_state
-        return self.projection(last_token(hidden, attention_mask))
+        return self.projection(last_token(hidden, attention_mask)), hidden
 
 
-class PretrainedTextTower(nn.Module):
+class PretrainedTextTower(TransformerTextTower):
     """Any transformers encoder by hub name or local folder, mean- or CLS-pooled.
 
     `pretrained=False` builds the same architecture from its config with random weights.
@@ -121,31 +136,28 @@ class PretrainedTextTower(nn.Module):
         unlocked_layers: int = 0,
         freeze_norm: bool = True,
     ):
-        super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"model.text_tower.pooling must be 'mean' or 'cls', got {pooling!r}")
-        self.pooling = pooling
         if pretrained:
-            self.transformer = AutoModel.from_pretrained(name_or_path)
+            transformer = AutoModel.from_pretrained(name_or_path)
         else:
-            self.transformer = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+            transformer = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+        super().__init__(transformer, embed_dim)
+        self.pooling = pooling
         table = self.transformer.get_input_embeddings().num_embeddings
         if vocab_size > table:
             raise ValueError(
                 f"the tokenizer has {vocab_size} tokens but {name_or_path} embeds only {table}; "
                 "set data.tokenizer to the tokenizer this text model was trained with"
             )
-        self.projection = _project(self.transformer.config.hidden_size, embed_dim)
-        _apply_memory_options(self.transformer, grad_checkpointing, lock, unlocked_layers, freeze_norm)
+        self._apply_memory_options(grad_checkpointing, lock, unlocked_layers, freeze_norm)
 
-    def no_weight_decay(self) -> set[str]:
-        return _embedding_weights(self)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L), (B, L) -> ((B, embed_dim) mean- or CLS-pooled, (B, L, hidden size) states)."""
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.projection(pooled)
+        return self.projection(pooled), hidden
