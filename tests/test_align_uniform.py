@@ -1,15 +1,28 @@
-"""README's worked example of a new objective (alignment + uniformity): against a naive per-pair reference,
-exact under 2-process gloo DDP, and its config composed and trained for a few steps with the temperature frozen."""
+"""README's worked example of a new objective (alignment + uniformity): the README shows the real files, the
+loss against a naive per-pair reference, exact under 2-process gloo DDP, and its config composed and trained
+for a few steps with the temperature frozen."""
 
 import json
 import math
+import os
+import re
 
 import pytest
 import torch
 from gloo import on_gloo_ranks
+from readme_code import readme_section
 
 from clip_train.model.outputs import TrainingOutputs
-from clip_train.objectives import AlignUniform
+from clip_train.objectives.align_uniform import AlignUniform
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_readme_shows_the_real_file_and_config():
+    section = readme_section("### A new objective")
+    for language, path in (("python", "clip_train/objectives/align_uniform.py"), ("yaml", "configs/loss/align_uniform.yaml")):
+        with open(os.path.join(ROOT, path)) as f:
+            assert re.findall(rf"```{language}\n(.*?)```", section, flags=re.S) == [f.read()], path
 
 
 def naive_align_uniform(image, text, alpha=2.0, t=2.0, weight=1.0) -> dict:

@@ -14,7 +14,8 @@ from test_coca import small_coca
 from test_hard_negatives import K, batch_with_negatives, make_model, naive_negclip, naive_siglip
 
 from clip_train.accumulation import contrastive_backward
-from clip_train.objectives import AlignUniform, Caption, InfoNCE, SigLip, WeightedSum, check_objective
+from clip_train.objectives import Caption, InfoNCE, SigLip, WeightedSum, check_objective
+from clip_train.objectives.align_uniform import AlignUniform
 
 
 def coca_objective() -> WeightedSum:

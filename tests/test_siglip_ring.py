@@ -13,9 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_distributed import BATCH, make_problem
 
-from clip_train import siglip
 from clip_train.distributed import _exchange, rank_and_world
-from clip_train.objectives import siglip_loss
+from clip_train.objectives import siglip, siglip_loss
 
 
 def loss_and_grads(images, texts, image_weight, text_weight):
