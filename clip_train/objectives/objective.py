@@ -1,7 +1,7 @@
 """The objective contract: named model outputs in, named loss terms out, checked against the model up front.
 
 An objective maps a batch's `TrainingOutputs` (per-sample fields and the model's scalars) to
-{"loss": the total to minimise, <term>: a detached-able part worth logging, ...}; the training
+{"loss": the total to minimise, <term>: a named part worth logging, ...}; the training
 step backpropagates "loss" and logs every other key as `train/<term>`. It declares what it reads,
 so a model and an objective that do not fit are refused before training, not after a silent run.
 """
