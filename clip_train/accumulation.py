@@ -1,25 +1,27 @@
-"""One contrastive optimizer step over k micro-batches, with the gradients of the whole batch.
+"""One optimizer step over k micro-batches, with the gradients of the whole batch.
 
 Summing the gradients of k separate contrastive losses is not the large-batch gradient: each
 micro-batch would only see its own negatives. Instead (feature caching, as in GradCache):
 
-1. encode every micro-batch without gradient and keep the features (B×D per tower);
-2. for micro-batch j, encode it again with gradient and evaluate the full-batch loss on the
-   cached features with slot j replaced by the fresh ones, then backpropagate.
+1. run every micro-batch's training forward without gradient and keep its outputs;
+2. for micro-batch j, run it again with gradient and evaluate the objective on the whole batch's
+   outputs, the cached ones with slot j replaced by the fresh ones, then backpropagate.
 
-Each pass differentiates the same full-batch loss through its own slice only, so the summed
-tower gradients are exactly the full-batch gradients. The temperature appears in every pass,
-so it takes part in one pass only (the last; under DDP every parameter must then join the one
-synchronised backward) and gets its true gradient, not k times it; so does SigLIP's bias.
-A captioning model (CoCa) adds per-caption losses, which are local: pass j differentiates only
-its own captions' term, the others enter as cached constants. Text hard negatives (B×k captions,
-`clip_train.hard_negatives`) are encoded with their micro-batch, cached and replayed like its
-captions: pass j recomputes its own, the others enter as cached features. The random state is
-replayed for each recomputation, so dropout and patch dropout draw the same masks twice.
-The caching pass leaves the buffers as it found them, so BatchNorm's running statistics
-(and its batch count) are updated once per micro-batch, by the recomputation, as k
-train-mode steps over the micro-batches would update them.
-Memory: activations of one micro-batch, plus B×D features per tower (and B×k×D for hard negatives).
+The outputs are `TrainingOutputs`: every tensor field is per sample (features B×D, a CoCa
+caption's NLL, text hard negatives B×k×D, whatever a model adds), and the batch's outputs are the
+micro-batches' concatenated field by field (a field a model does not give stays None). So this is
+exact for any objective that is a function of the per-sample outputs, with no knowledge of it:
+each pass differentiates the same full-batch objective through its own slice only, so the summed
+tower gradients are exactly the full-batch gradients. A per-sample term (a caption's NLL) is local:
+pass j differentiates only its own, the others enter as cached constants. The model's scalars (the
+temperature, SigLIP's bias) appear in every pass, so they take part in one pass only (the last;
+under DDP every parameter must then join the one synchronised backward) and get their true
+gradient, not k times it. The random state is replayed for each recomputation, so dropout and patch
+dropout draw the same masks twice. The caching pass leaves the buffers as it found them, so
+BatchNorm's running statistics (and its batch count) are updated once per micro-batch, by the
+recomputation, as k train-mode steps over the micro-batches would update them.
+Memory: activations of one micro-batch, plus the per-sample outputs of the batch (B×D per tower,
+B×k×D for hard negatives).
 """
 
 from collections.abc import Callable, Iterator
@@ -29,6 +31,8 @@ import torch
 from torch import nn
 
 from clip_train.model import DualEncoder
+from clip_train.model.outputs import PER_SAMPLE_FIELDS, TrainingOutputs
+from clip_train.objectives import Objective
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:
@@ -71,52 +75,34 @@ def _buffers_restored(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def _features(model: DualEncoder, batch: dict) -> tuple:
-    """(image features (B, D), text features (B, D), caption NLL (B,) or None, negatives' text features
-    (B, k, D) or None): the model's training forward, plus the batch's text hard negatives encoded."""
-    image_features, text_features, caption_nll = model.training_forward(batch)
-    if "negative_input_ids" not in batch:
-        return image_features, text_features, caption_nll, None
-    ids, mask = batch["negative_input_ids"], batch["negative_attention_mask"]
-    negatives = model.encode_text(ids.flatten(0, 1), mask.flatten(0, 1)).view(*ids.shape[:2], -1)
-    return image_features, text_features, caption_nll, negatives
-
-
-def _objective(model, loss_fn, images, texts, caption_nll, negatives, batch: dict, temperature: dict) -> dict:
-    """The step's losses: the contrastive loss of all features, plus (CoCa) the weighted mean caption NLL.
-
-    caption_nll: the (B,) per-caption losses, or None for a model without a caption decoder;
-    negatives: the (B, k, D) hard negatives' features, or None (then the batch has none).
-    """
-    batch_size = batch["image"].shape[0]
-    hard = {} if negatives is None else {"negative_text_features": negatives, "negative_valid": batch["negative_valid"]}
-    contrastive = loss_fn(images, texts, **hard, **temperature)
-    if caption_nll is None:
-        return {"loss": contrastive}
-    caption = caption_nll.sum() / batch_size
-    total = model.contrastive_loss_weight * contrastive + model.caption_loss_weight * caption
-    return {"loss": total, "contrastive_loss": contrastive, "caption_loss": caption}
+def _joined(parts: list[TrainingOutputs], scalars: dict[str, torch.Tensor]) -> TrainingOutputs:
+    """The batch's outputs from its micro-batches' in order: each per-sample field concatenated along
+    the batch dimension (None stays None), with the given `scalars`."""
+    joined = {}
+    for name in PER_SAMPLE_FIELDS:
+        values = [getattr(part, name) for part in parts]
+        joined[name] = None if values[0] is None else torch.cat(values)
+    return TrainingOutputs(**joined, scalars=scalars)
 
 
 def contrastive_backward(
     model: DualEncoder,
-    loss_fn: nn.Module,
+    objective: Objective,
     batch: dict,
     micro_batches: int,
     backward: Callable[[torch.Tensor], None],
     no_sync: Callable[[], AbstractContextManager],
 ) -> dict[str, torch.Tensor]:
     """Run forward and backward for `batch` in `micro_batches` pieces; returns the (detached) batch losses:
-    `loss`, and for a captioning model also `contrastive_loss` and `caption_loss`.
+    the objective's `loss` and its other named terms (`clip_train.objectives`).
 
-    loss_fn: called as loss_fn(image_features, text_features, **model.temperature()), plus
-        negative_text_features= and negative_valid= when the batch has text hard negatives.
+    objective: maps the batch's `TrainingOutputs` (from `model.training_forward`) to {"loss": ..., ...}.
     backward: how to backpropagate a loss (Lightning's `manual_backward`, for precision plugins).
     no_sync: a context in which backward skips the DDP gradient all-reduce; every pass but the
         last runs inside it, so gradients are reduced once per optimizer step.
     """
     if micro_batches == 1:
-        losses = _objective(model, loss_fn, *_features(model, batch), batch, model.temperature())
+        losses = objective(model.training_forward(batch))
         backward(losses["loss"])
         return {name: value.detach() for name, value in losses.items()}
     chunks = split_batch(batch, micro_batches)
@@ -124,15 +110,13 @@ def contrastive_backward(
     with torch.no_grad(), _buffers_restored(model):
         for chunk in chunks:
             states.append(_RandomState())
-            cached.append(_features(model, chunk))
+            cached.append(model.training_forward(chunk))
     for j, chunk in enumerate(chunks):
         last = j == micro_batches - 1
         with nullcontext() if last else no_sync():
             states[j].restore()
-            fresh = _features(model, chunk)
-            outputs = cached[:j] + [fresh] + cached[j + 1 :]
-            features = [None if fresh[i] is None else torch.cat([o[i] for o in outputs]) for i in range(len(fresh))]
-            temperature = {name: p if last else p.detach() for name, p in model.temperature().items()}
-            losses = _objective(model, loss_fn, *features, batch, temperature)
+            fresh = model.training_forward(chunk)
+            scalars = {name: p if last else p.detach() for name, p in fresh.scalars.items()}
+            losses = objective(_joined(cached[:j] + [fresh] + cached[j + 1 :], scalars))
             backward(losses["loss"])
     return {name: value.detach() for name, value in losses.items()}

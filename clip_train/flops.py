@@ -22,7 +22,7 @@ COUNTED_BATCH = 2
 
 
 def _infonce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE of (B, D) features written out: `ContrastiveLoss` turns autocast off by device
+    """Symmetric InfoNCE of (B, D) features written out: `infonce_loss` turns autocast off by device
     type, which the meta device has not; the FLOPs are the same (the (B, B) logits matmul)."""
     logits = logit_scale.exp() * image @ text.t()
     labels = torch.arange(logits.shape[0], device=logits.device)
@@ -40,9 +40,9 @@ def training_flops_per_sample(model: DualEncoder) -> float:
     }
     counter = FlopCounterMode(display=False)
     with counter:
-        image, text, caption_nll = meta_model.training_forward(batch)
-        loss = _infonce(image, text, meta_model.logit_scale)
-        if caption_nll is not None:
-            loss = loss + caption_nll.mean()
+        outputs = meta_model.training_forward(batch)
+        loss = _infonce(outputs.image_features, outputs.text_features, meta_model.logit_scale)
+        if outputs.caption_nll is not None:
+            loss = loss + outputs.caption_nll.mean()
         loss.backward()
     return counter.get_total_flops() / COUNTED_BATCH

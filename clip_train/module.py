@@ -6,10 +6,10 @@ then gradient clipping, the optimizer and schedule steps, and the temperature cl
 
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
 over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100 unless
-the model leaves it unbounded), `train/logit_bias` (SigLIP), `train/contrastive_loss` and
-`train/caption_loss` (CoCa), `lr`, `train/grad_norm` (the total gradient norm before clipping,
-unscaled under fp16), `train/samples_seen`, `train/skipped_steps` (steps skipped for a
-non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
+the model leaves it unbounded), `train/logit_bias` (SigLIP), every other named term of the
+objective as `train/<name>` (CoCa's `train/contrastive_loss` and `train/caption_loss`), `lr`,
+`train/grad_norm` (the total gradient norm before clipping, unscaled under fp16), `train/samples_seen`,
+`train/skipped_steps` (steps skipped for a non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
 `data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
 `clip_train.data.bad_data`); training data only, while each validation pass reports its own as
 `val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks).
@@ -38,7 +38,6 @@ from contextlib import nullcontext
 
 import lightning as L
 import torch
-from torch import nn
 
 from clip_train.accumulation import contrastive_backward
 from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
@@ -47,27 +46,19 @@ from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_keys
 from clip_train.numerics import BadStepGuard, step_verdict
+from clip_train.objectives import Objective, check_objective
 from clip_train.optim import parameter_groups
 from clip_train.recipe import Recipe
 from clip_train.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
 from clip_train.training_length import total_optimizer_steps
 
 
-def _check_logit_bias(model: DualEncoder, loss: nn.Module) -> None:
-    """The model has a `logit_bias` parameter exactly when the loss uses one (an unused one breaks DDP)."""
-    uses_bias = getattr(loss, "uses_logit_bias", False)
-    if uses_bias and model.logit_bias is None:
-        raise ValueError(f"{type(loss).__name__} needs a logit bias: set model.init_logit_bias (loss=siglip sets -10)")
-    if not uses_bias and model.logit_bias is not None:
-        raise ValueError(
-            f"model.init_logit_bias is set but {type(loss).__name__} never uses a bias, which would leave an "
-            "unused parameter under DDP: set model.init_logit_bias=null"
-        )
-
-
 class ClipModule(L.LightningModule):
-    """Trains a `DualEncoder` with a contrastive loss (`ContrastiveLoss`, `SigLipLoss`), plus a
-    captioning loss for a `CoCa` model.
+    """Trains a `DualEncoder` (or `CoCa`) with an objective from `clip_train.objectives`.
+
+    loss: the objective (config group `loss`), checked against the model here (`check_objective`).
+        A model's `logit_scale` that the objective does not read (alignment + uniformity) is frozen:
+        it would otherwise be a parameter without gradient, which DDP refuses.
 
     optimizer: a partial (Hydra `_partial_: true`) taking `params`; its `weight_decay`
         applies to the decayed group only (see `clip_train.optim`).
@@ -84,7 +75,7 @@ class ClipModule(L.LightningModule):
     def __init__(
         self,
         model: DualEncoder,
-        loss: nn.Module,
+        loss: Objective,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler],
         accumulate: int = 1,
@@ -93,7 +84,8 @@ class ClipModule(L.LightningModule):
         max_consecutive_bad_steps: int | None = 5,
     ):
         super().__init__()
-        _check_logit_bias(model, loss)
+        check_objective(model, loss)
+        model.logit_scale.requires_grad_("logit_scale" in loss.scalars)
         self.save_hyperparameters(ignore=["model", "loss", "optimizer", "scheduler", "recipe"])
         self.recipe = recipe
         if recipe is not None:

@@ -11,7 +11,9 @@ Layouts, by the `version` key:
         {"model", "tokenizer", "tokenizer_files", "image_mean", "image_std"}; exports leave the two
         tokenizer keys out (the tokenizer's files lie beside it), and exports before issue 13 named
         the file `config.json`.
-    2 the same keys, and `version`, so that a later layout change can be told apart and read.
+    2 the same keys, and `version`, so that a later layout change can be told apart and read. A CoCa
+        model config no longer holds `caption_loss_weight` and `contrastive_loss_weight`: they moved to
+        the objective (`loss=coca`), so reading version 1 drops them (they never shaped the model).
 """
 
 import json
@@ -23,6 +25,8 @@ RECIPE_FILE = "clip_train_config.json"
 # exports before issue 13 named the recipe config.json, which transformers' AutoConfig tries and rejects
 LEGACY_RECIPE_FILE = "config.json"
 REQUIRED_KEYS = ("model", "image_mean", "image_std")
+# model-config keys of version 1 that were training settings, not architecture
+VERSION_1_LOSS_KEYS = ("caption_loss_weight", "contrastive_loss_weight")
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,11 @@ class Recipe:
         missing = [key for key in REQUIRED_KEYS if key not in recipe]
         if missing:
             raise ValueError(f"not a clip_train recipe: it lacks {', '.join(missing)}")
+        model = dict(recipe["model"])
+        if version == 1:
+            model = {key: value for key, value in model.items() if key not in VERSION_1_LOSS_KEYS}
         return cls(
-            model=dict(recipe["model"]),
+            model=model,
             image_mean=tuple(recipe["image_mean"]),
             image_std=tuple(recipe["image_std"]),
             tokenizer_source=recipe.get("tokenizer"),

@@ -142,11 +142,11 @@ def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_tra
 def test_checkpoint_counters_keep_the_kinds():
     from models import small_encoder
 
-    from clip_train.loss import ContrastiveLoss
     from clip_train.module import ClipModule
+    from clip_train.objectives import InfoNCE
 
     def module() -> ClipModule:
-        return ClipModule(small_encoder(), ContrastiveLoss(), optimizer=None, scheduler=None)
+        return ClipModule(small_encoder(), InfoNCE(), optimizer=None, scheduler=None)
 
     saved = module()
     saved.samples_seen, saved.bad_samples = 5, torch.arange(len(BAD_KINDS))

@@ -1,12 +1,12 @@
-"""CoCa: the caption loss against per-caption references, exact accumulation, greedy and beam search
-against brute force, the caption scores, and a trained checkpoint through load, export and the CLI."""
+"""CoCa: the caption loss against per-caption references, greedy and beam search against brute force,
+the caption scores, and a trained checkpoint through load, export and the CLI (exact accumulation of
+its weighted objective: tests/test_objectives.py)."""
 
 import itertools
 import json
 import math
 import subprocess
 import sys
-from contextlib import nullcontext
 
 import pytest
 import torch
@@ -14,10 +14,8 @@ from samples import colour_samples
 from test_accumulation import make_batch
 
 import clip_train
-from clip_train.accumulation import contrastive_backward
 from clip_train.eval.captioning import caption_metrics
 from clip_train.export import export
-from clip_train.loss import ContrastiveLoss
 from clip_train.model import CausalTextTower, CoCa, ImageTower
 from clip_train.train import run
 
@@ -35,7 +33,7 @@ def small_coca(vocab_size: int = 50) -> CoCa:
 
 def test_caption_loss_equals_per_caption_reference_and_ignores_padding():
     model, batch = small_coca().double().eval(), make_batch(size=4)
-    _, _, nll = model.training_forward(batch)
+    nll = model.training_forward(batch).caption_nll
     for row in range(4):
         length = int(batch["attention_mask"][row].sum())
         ids = batch["input_ids"][row : row + 1, :length]  # the caption alone, no padding at all
@@ -44,26 +42,7 @@ def test_caption_loss_equals_per_caption_reference_and_ignores_padding():
         reference = -sum(log_probs[t, ids[0, t + 1]] for t in range(length - 1)) / (length - 1)
         torch.testing.assert_close(nll[row], reference)
     padded = dict(batch, input_ids=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 7))
-    torch.testing.assert_close(model.training_forward(padded)[2], nll)
-
-
-def gradients(model, batch, micro_batches):
-    model.zero_grad(set_to_none=True)
-    losses = contrastive_backward(model, ContrastiveLoss(), batch, micro_batches, lambda loss: loss.backward(), nullcontext)
-    return losses, {name: p.grad.clone() for name, p in model.named_parameters()}
-
-
-def test_accumulation_gives_the_full_batch_gradients_and_losses():
-    model, batch = small_coca().double(), make_batch()
-    full_losses, full = gradients(model, batch, 1)
-    losses, accumulated = gradients(model, batch, 4)
-    assert set(full_losses) == {"loss", "contrastive_loss", "caption_loss"}
-    for name in full_losses:
-        torch.testing.assert_close(losses[name], full_losses[name])
-    torch.testing.assert_close(full_losses["loss"], full_losses["contrastive_loss"] + 2 * full_losses["caption_loss"])
-    assert full["lm_head.weight"].abs().sum() > 0 and full["decoder.layers.0.multihead_attn.in_proj_weight"].abs().sum() > 0
-    for name in full:
-        torch.testing.assert_close(accumulated[name], full[name], msg=name)
+    torch.testing.assert_close(model.training_forward(padded).caption_nll, nll)
 
 
 @torch.no_grad()
@@ -106,7 +85,7 @@ def test_coca_refuses_a_bidirectional_text_tower():
 
 @pytest.fixture(scope="module")
 def coca_checkpoint(tmp_path_factory):
-    """A few steps of coca_test with SigLIP (so the bias must round-trip too) on colour squares."""
+    """A few steps of coca_test with SigLIP as its contrastive term (so the bias must round-trip too) on colour squares."""
     from hydra import compose, initialize_config_dir
 
     from clip_train.data.shard_writer import write_shards
@@ -117,7 +96,7 @@ def coca_checkpoint(tmp_path_factory):
     overrides = [
         f"paths.output_dir={folder}/run", "data=webdataset", f"data.train_shards='{folder}/shards/train-{{00000..00003}}.tar'",
         f"data.val_shards='{folder}/shards/train-00000.tar'", "data.batch_size=8", "data.num_workers=0", "model=coca_test",
-        "loss=siglip", "trainer.max_steps=3", "trainer.num_sanity_val_steps=0", "logger=[csv,tensorboard]",
+        "loss=coca_siglip", "trainer.max_steps=3", "trainer.num_sanity_val_steps=0", "logger=[csv,tensorboard]",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose("train", overrides=overrides))

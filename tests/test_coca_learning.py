@@ -42,6 +42,7 @@ def keyword_accuracy(captions: list[str], scenes: list) -> tuple[float, float]:
 def test_coca_captions_name_the_right_colour_and_shape(compose_config, tmp_path):
     cfg = compose_config(
         "model=coca_test",
+        "loss=coca",
         "model.image_size=64",
         "model.image_tower.model_name=vit_tiny_r_s16_p8_224",
         "model.image_tower.patch_size=4",

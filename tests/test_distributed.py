@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from clip_train.eval.retrieval import retrieval_metrics
-from clip_train.loss import ContrastiveLoss
+from clip_train.objectives import infonce_loss
 
 WORLD = 2
 BATCH = 6  # global; 3 per rank
@@ -31,7 +31,7 @@ def loss_and_grads(images, texts, image_weight, text_weight):
     logit_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
     image_features = torch.nn.functional.normalize(images @ image_weight, dim=-1)
     text_features = torch.nn.functional.normalize(texts @ text_weight, dim=-1)
-    loss = ContrastiveLoss()(image_features, text_features, logit_scale)
+    loss = infonce_loss(image_features, text_features, logit_scale)
     loss.backward()
     return loss.detach(), [image_weight.grad, text_weight.grad, logit_scale.grad], image_features, text_features
 

@@ -34,8 +34,8 @@ def test_multirun_over_losses_gives_each_job_its_own_run(tmp_path):
         assert metrics["train/samples_seen"] == 2 * 16 and "val/image_to_text_R@1" in metrics
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         jobs[config.loss._target_.rsplit(".", 1)[-1]] = metrics
-    assert set(jobs) == {"ContrastiveLoss", "SigLipLoss"}
-    assert "train/logit_bias" in jobs["SigLipLoss"] and "train/logit_bias" not in jobs["ContrastiveLoss"]
+    assert set(jobs) == {"InfoNCE", "SigLip"}
+    assert "train/logit_bias" in jobs["SigLip"] and "train/logit_bias" not in jobs["InfoNCE"]
 
 
 def test_submitit_launcher_composes_with_the_sweep():
@@ -50,7 +50,7 @@ def test_submitit_launcher_composes_with_the_sweep():
     assert launcher.submitit_folder.startswith("/runs/x/")  # every job's logs under its sweep
     assert (launcher.nodes, launcher.tasks_per_node) == (cfg.trainer.num_nodes, cfg.trainer.devices)
     assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.num}"  # one directory per job
-    assert cfg.loss._target_ == "clip_train.siglip.SigLipLoss"
+    assert cfg.loss._target_ == "clip_train.objectives.SigLip"
 
 
 def test_lit_needs_local_weights_and_locks_the_pretrained_tower(tmp_path):

@@ -15,8 +15,8 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from models import small_encoder
 from test_accumulation import make_batch
 
-from clip_train.loss import ContrastiveLoss
 from clip_train.module import ClipModule
+from clip_train.objectives import InfoNCE
 from clip_train.optim import cosine_with_warmup
 
 
@@ -36,7 +36,7 @@ def fp16_fit(init_scale: float, clip: float | None, max_steps: int, batches: int
     torch.manual_seed(0)
     module = ClipModule(
         small_encoder(),
-        ContrastiveLoss(),
+        InfoNCE(),
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3),
         scheduler=lambda optimizer, total_steps: cosine_with_warmup(optimizer, 1, total_steps),
         gradient_clip_norm=clip,

@@ -7,8 +7,8 @@ from models import small_encoder
 from test_accumulation import gradients, make_batch
 
 from clip_train.accumulation import contrastive_backward
-from clip_train.loss import ContrastiveLoss
 from clip_train.model import CausalTextTower, ImageTower
+from clip_train.objectives import InfoNCE, infonce_loss
 from clip_train.optim import parameter_groups
 
 
@@ -83,7 +83,7 @@ def test_frozen_weights_do_not_move_during_training():
     optimizer = torch.optim.AdamW(parameter_groups(model), lr=1e-2, weight_decay=0.5)
     for _ in range(3):
         optimizer.zero_grad()
-        contrastive_backward(model, ContrastiveLoss(), make_batch(), 2, lambda loss: loss.backward(), nullcontext)
+        contrastive_backward(model, InfoNCE(), make_batch(), 2, lambda loss: loss.backward(), nullcontext)
         optimizer.step()
     after = dict(model.named_parameters())
     assert frozen and all(torch.equal(after[n], value) for n, value in frozen.items())
@@ -103,7 +103,7 @@ def test_compiled_towers_match_eager_and_train():
     for model in (eager, compiled):
         model.zero_grad()
         image, text = model(batch)
-        ContrastiveLoss()(image, text, model.logit_scale).backward()
+        infonce_loss(image, text, model.logit_scale).backward()
     torch.testing.assert_close(compiled(batch)[0], eager(batch)[0], rtol=1e-4, atol=1e-5)
     grad = compiled.image_tower.projection.weight.grad
     torch.testing.assert_close(grad, eager.image_tower.projection.weight.grad, rtol=1e-3, atol=1e-5)

@@ -32,9 +32,9 @@ def test_coca_trains_and_captions_with_it():
     coca = CoCa(PatchMeanImageTower(16), text, 16, 32, 12, decoder_layers=1, decoder_heads=2)
     ids = torch.randint(3, 50, (2, 12))
     batch = {"image": torch.randn(2, 3, 32, 32), "input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    image_features, text_features, caption_nll = coca.training_forward(batch)
-    assert image_features.shape == text_features.shape == (2, 16) and caption_nll.shape == (2,)
-    caption_nll.mean().backward()
+    outputs = coca.training_forward(batch)
+    assert outputs.image_features.shape == outputs.text_features.shape == (2, 16) and outputs.caption_nll.shape == (2,)
+    outputs.caption_nll.mean().backward()
     assert coca.image_tower.patches.weight.grad is not None  # the decoder's memory reaches the tower
     captions = coca.eval().generate(batch["image"], bos_id=1, eos_id=2, max_length=5)
     assert len(captions) == 2 and all(len(caption) <= 4 for caption in captions)  # at most 5 with start and end

@@ -21,8 +21,8 @@ from test_accumulation import make_batch
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BAD_KINDS
-from clip_train.loss import ContrastiveLoss
 from clip_train.module import ClipModule
+from clip_train.objectives import InfoNCE
 from clip_train.optim import cosine_with_warmup
 from clip_train.rng_state import rank_rng_states, rng_states
 
@@ -53,7 +53,7 @@ def _module() -> ClipModule:
     L.seed_everything(0)  # as clip_train.train.run seeds before it builds the model
     return ClipModule(
         small_encoder(patch_dropout=0.5).double(),
-        ContrastiveLoss(),
+        InfoNCE(),
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
         scheduler=partial(cosine_with_warmup, warmup_steps=1),
     )

@@ -73,3 +73,20 @@ def test_an_export_written_before_the_version_loads_as_version_1(old_model, tmp_
     assert loaded.recipe.version == 1 and loaded.recipe.model == version_1["model"]
     pixels = torch.randn(2, 3, model.image_size, model.image_size)
     torch.testing.assert_close(loaded.model.encode_image(pixels), model.encode_image(pixels))
+
+
+def test_a_version_1_coca_checkpoint_loads_without_its_loss_weights(compose_config, tmp_path):
+    """Before issue 15 CoCa's model config held the loss weights, which the objective holds now."""
+    tokenizer = train_caption_tokenizer(TEXTS * 4, vocab_size=300)
+    cfg = compose_config("model=coca_test", "loss=coca", f"model.text_tower.vocab_size={len(tokenizer)}")
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    torch.manual_seed(0)
+    model = instantiate(model_config).eval()
+    old_config = {**model_config, "caption_loss_weight": 2.0, "contrastive_loss_weight": 1.0}
+    version_1 = {"model": old_config, "tokenizer_files": tokenizer_files(tokenizer), "image_mean": MEAN, "image_std": STD}
+    state = {f"model.{name}": tensor for name, tensor in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"recipe": version_1}}, tmp_path / "coca.ckpt")
+    loaded = clip_train.load(str(tmp_path / "coca.ckpt"))
+    assert loaded.recipe.model == model_config
+    pixels = torch.randn(2, 3, model.image_size, model.image_size)
+    torch.testing.assert_close(loaded.model.encode_image(pixels), model.encode_image(pixels))

@@ -1,18 +1,12 @@
-"""SigLIP: the sigmoid loss against a naive per-pair reference, exact accumulation, the model's bias
-and clamp (the ring under several processes: tests/test_siglip_ring.py)."""
+"""SigLIP: the sigmoid loss against a naive per-pair reference, the model's bias and clamp (the ring
+under several processes: tests/test_siglip_ring.py; exact accumulation: tests/test_objectives.py)."""
 
 import math
-from contextlib import nullcontext
 
 import pytest
 import torch
-from models import small_encoder
-from test_accumulation import make_batch
 
-from clip_train.accumulation import contrastive_backward
-from clip_train.loss import ContrastiveLoss
-from clip_train.module import _check_logit_bias
-from clip_train.siglip import SigLipLoss
+from clip_train.objectives import InfoNCE, SigLip, check_objective, siglip_loss
 
 
 def naive_siglip(image, text, logit_scale, logit_bias):
@@ -39,7 +33,7 @@ def temperature():
 def test_loss_and_gradients_equal_naive_reference(batch):
     image, text = unit(batch, 4, 0).requires_grad_(), unit(batch, 4, 1).requires_grad_()
     scale, bias = temperature()
-    loss = SigLipLoss()(image, text, scale, bias)
+    loss = siglip_loss(image, text, scale, bias)
     grads = torch.autograd.grad(loss, (image, text, scale, bias))
     reference = naive_siglip(image, text, scale, bias)
     reference_grads = torch.autograd.grad(reference, (image, text, scale, bias))
@@ -52,34 +46,11 @@ def test_loss_and_gradients_equal_naive_reference(batch):
 def test_initial_loss_is_dominated_by_the_positives():
     """At b = -10 every pair scores near σ(-10): negatives cost ~0, each positive ~10 (the paper's start)."""
     image, text = unit(8, 16, 2), unit(8, 16, 3)
-    loss = SigLipLoss()(image, text, torch.tensor(math.log(10)), torch.tensor(-10.0))
+    loss = siglip_loss(image, text, torch.tensor(math.log(10)), torch.tensor(-10.0))
     assert 8 < float(loss) < 13
 
 
-# -- accumulation, the model's bias and clamp ----------------------------------------------------
-
-
-def siglip_model():
-    torch.manual_seed(0)
-    model = small_encoder().double()
-    model.register_parameter("logit_bias", torch.nn.Parameter(torch.tensor(-2.0, dtype=torch.float64)))
-    return model
-
-
-def gradients(model, batch, micro_batches: int) -> dict[str, torch.Tensor]:
-    model.zero_grad(set_to_none=True)
-    contrastive_backward(model, SigLipLoss(), batch, micro_batches, lambda loss: loss.backward(), nullcontext)
-    return {name: p.grad.clone() for name, p in model.named_parameters()}
-
-
-@pytest.mark.parametrize("micro_batches", [2, 4])
-def test_accumulation_gives_the_full_batch_gradients(micro_batches):
-    model, batch = siglip_model(), make_batch()
-    full = gradients(model, batch, 1)
-    accumulated = gradients(model, batch, micro_batches)
-    assert "logit_bias" in full and full["logit_bias"].abs() > 0
-    for name in full:  # the bias and scale included: their gradient is not micro_batches times too big
-        torch.testing.assert_close(accumulated[name], full[name], msg=name)
+# -- the model's bias and clamp ---------------------------------------------------------------------
 
 
 def test_siglip_config_gives_the_bias_and_an_unclipped_scale(compose_config):
@@ -96,11 +67,11 @@ def test_siglip_config_gives_the_bias_and_an_unclipped_scale(compose_config):
         model.logit_scale.fill_(4.72)  # released SigLIP weights
     model.clamp_logit_scale_()
     assert model.logit_scale.item() == pytest.approx(4.72)
-    _check_logit_bias(model, instantiate(cfg.loss))
+    check_objective(model, instantiate(cfg.loss))
 
     infonce = instantiate(compose_config("model=test").model, text_tower={"vocab_size": 100})
     assert infonce.logit_bias is None and "logit_bias" not in dict(infonce.named_parameters())
-    with pytest.raises(ValueError, match="SigLipLoss needs a logit bias"):
-        _check_logit_bias(infonce, SigLipLoss())
+    with pytest.raises(ValueError, match="SigLip needs a logit bias"):
+        check_objective(infonce, SigLip())
     with pytest.raises(ValueError, match="set model.init_logit_bias=null"):
-        _check_logit_bias(model, ContrastiveLoss())
+        check_objective(model, InfoNCE())

@@ -13,9 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_distributed import BATCH, make_problem
 
-from clip_train import siglip
 from clip_train.distributed import _exchange, rank_and_world
-from clip_train.siglip import SigLipLoss
+from clip_train.objectives import siglip, siglip_loss
 
 
 def loss_and_grads(images, texts, image_weight, text_weight):
@@ -24,7 +23,7 @@ def loss_and_grads(images, texts, image_weight, text_weight):
     bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)  # near the scores: both signs carry gradient
     image_features = torch.nn.functional.normalize(images @ image_weight, dim=-1)
     text_features = torch.nn.functional.normalize(texts @ text_weight, dim=-1)
-    loss = SigLipLoss()(image_features, text_features, scale, bias)
+    loss = siglip_loss(image_features, text_features, scale, bias)
     loss.backward()
     return loss.detach(), [image_weight.grad, text_weight.grad, scale.grad, bias.grad]
 

@@ -17,8 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from clip_train.callbacks import ThroughputMonitor
 from clip_train.flops import training_flops_per_sample
-from clip_train.loss import ContrastiveLoss
 from clip_train.module import ClipModule
+from clip_train.objectives import InfoNCE, infonce_loss
 from clip_train.optim import cosine_with_warmup
 
 STEPS = 4
@@ -33,7 +33,7 @@ class PreClipNorms(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         model = copy.deepcopy(pl_module.model)
         image, text = model(batch)
-        ContrastiveLoss()(image, text, model.logit_scale).backward()
+        infonce_loss(image, text, model.logit_scale).backward()
         self.norms.append(math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in model.parameters())))
 
 
@@ -41,7 +41,7 @@ def fit(tmp_path, callbacks, clip=1e-3):
     torch.manual_seed(0)
     module = ClipModule(
         small_encoder(),
-        ContrastiveLoss(),
+        InfoNCE(),
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3, fused=True),
         scheduler=lambda optimizer, total_steps: cosine_with_warmup(optimizer, 1, total_steps),
         gradient_clip_norm=clip,
@@ -87,7 +87,7 @@ def test_flops_are_counted_on_a_copy_and_match_a_count_on_the_real_model():
     counter = FlopCounterMode(display=False)
     with counter, sdpa_kernel(SDPBackend.MATH):  # attention as matmuls, which the counter sees on any device
         image, text = model(batch)
-        ContrastiveLoss()(image, text, model.logit_scale).backward()
+        infonce_loss(image, text, model.logit_scale).backward()
     assert counted == pytest.approx(counter.get_total_flops() / 2, rel=1e-3)
 
 

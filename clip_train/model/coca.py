@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_train.model.dual_encoder import DualEncoder
+from clip_train.model.outputs import TrainingOutputs
 from clip_train.model.text_tower import CausalTextTower, last_token
 
 
@@ -24,11 +25,12 @@ class CoCa(DualEncoder):
     """A `DualEncoder` plus a captioning decoder; the extra arguments:
 
     decoder_layers, decoder_heads, decoder_mlp_ratio: the multimodal decoder, as wide as the text tower.
-    caption_loss_weight, contrastive_loss_weight: the training loss is
-        contrastive_loss_weight × contrastive + caption_loss_weight × mean caption NLL
-        (CoCa's 1 and 2), where a caption's NLL is the mean over its tokens, so every caption
-        weighs the same; that keeps the loss exact under DDP and accumulation.
+
+    Its training forward adds `caption_nll`, each caption's NLL as the mean over its tokens, so every
+    caption weighs the same; the objective weighs it against the contrastive loss (`loss=coca`).
     """
+
+    output_fields = DualEncoder.output_fields | {"caption_nll"}
 
     def __init__(
         self,
@@ -40,8 +42,6 @@ class CoCa(DualEncoder):
         decoder_layers: int,
         decoder_heads: int,
         decoder_mlp_ratio: float = 4.0,
-        caption_loss_weight: float = 2.0,
-        contrastive_loss_weight: float = 1.0,
         **dual_encoder_options,
     ):
         if not isinstance(text_tower, CausalTextTower):
@@ -52,7 +52,6 @@ class CoCa(DualEncoder):
         super().__init__(image_tower, text_tower, embed_dim, image_size, context_length, **dual_encoder_options)
         width = text_tower.transformer.config.hidden_size
         self.vocab_size = text_tower.transformer.config.vocab_size
-        self.caption_loss_weight, self.contrastive_loss_weight = caption_loss_weight, contrastive_loss_weight
         self.image_to_decoder = nn.Linear(image_tower.token_width, width)
         layer = nn.TransformerDecoderLayer(
             width, decoder_heads, int(width * decoder_mlp_ratio), dropout=0.0, activation="gelu",
@@ -75,8 +74,8 @@ class CoCa(DualEncoder):
         causal = nn.Transformer.generate_square_subsequent_mask(length, device=text_states.device, dtype=text_states.dtype)
         return self.lm_head(self.decoder(text_states, memory, tgt_mask=causal, tgt_is_causal=True))
 
-    def training_forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (image features (B, D), text features (B, D), caption NLL (B,)): one pass of each tower."""
+    def training_forward(self, batch: dict[str, torch.Tensor]) -> TrainingOutputs:
+        """The dual encoder's outputs plus `caption_nll` (B,): one pass of each tower serves both."""
         image_features, memory = self._image(batch["image"])
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         states = self._text_states(input_ids)
@@ -86,7 +85,9 @@ class CoCa(DualEncoder):
         targets, mask = input_ids[:, 1:], attention_mask[:, 1:].to(logits.dtype)
         token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L-1)
         caption_nll = (token_nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return image_features, text_features, caption_nll
+        return TrainingOutputs(
+            image_features, text_features, caption_nll, **self.encode_negatives(batch), scalars=self.temperature()
+        )
 
     @torch.no_grad()
     def generate(

@@ -5,6 +5,7 @@ import math
 import torch
 from torch import nn
 
+from clip_train.model.outputs import TrainingOutputs
 from clip_train.model.tower import Tower, missing_members
 
 
@@ -21,7 +22,12 @@ class DualEncoder(nn.Module):
 
     `logit_bias` is a parameter only when `init_logit_bias` is set, by a loss that uses it
     (`loss=siglip`); otherwise it is None, so no parameter goes unused under DDP.
+
+    `output_fields` names the `TrainingOutputs` fields that `training_forward` always fills, so an
+    objective can be checked against the model before training (`clip_train.objectives.check_objective`).
     """
+
+    output_fields = frozenset({"image_features", "text_features"})
 
     def __init__(
         self,
@@ -64,15 +70,27 @@ class DualEncoder(nn.Module):
         """A batch with `image`, `input_ids` and `attention_mask` -> (image features, text features)."""
         return self.encode_image(batch["image"]), self.encode_text(batch["input_ids"], batch["attention_mask"])
 
-    def training_forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """What a training step needs: (image features, text features, per-caption losses or None).
+    def training_forward(self, batch: dict[str, torch.Tensor]) -> TrainingOutputs:
+        """What a training step needs: both towers' features, the batch's text hard negatives
+        encoded when it has them, and the temperature."""
+        image_features, text_features = self(batch)
+        return TrainingOutputs(image_features, text_features, **self.encode_negatives(batch), scalars=self.temperature())
 
-        A dual encoder has no per-caption loss; a captioning model (`CoCa`) returns its (B,) NLLs.
+    def encode_negatives(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch's text hard negatives (`negative_input_ids`, `negative_attention_mask`: (B, k, L)) as
+        `negative_text_features` (B, k, D) with their `negative_valid` (B, k); {} for a batch without them.
+
+        Encoded in the training forward, with the batch's captions, so that under accumulation they are
+        cached and recomputed with their own micro-batch like every other per-sample output.
         """
-        return *self(batch), None
+        if "negative_input_ids" not in batch:
+            return {}
+        ids, mask = batch["negative_input_ids"], batch["negative_attention_mask"]
+        features = self.encode_text(ids.flatten(0, 1), mask.flatten(0, 1)).view(*ids.shape[:2], -1)
+        return {"negative_text_features": features, "negative_valid": batch["negative_valid"]}
 
     def temperature(self) -> dict[str, torch.Tensor]:
-        """The loss's scalar parameters, as keyword arguments: `logit_scale`, and `logit_bias` when present."""
+        """The objectives' scalar parameters by name: `logit_scale`, and `logit_bias` when present."""
         if self.logit_bias is None:
             return {"logit_scale": self.logit_scale}
         return {"logit_scale": self.logit_scale, "logit_bias": self.logit_bias}
