@@ -63,18 +63,17 @@ class EmbeddingGeometryTask:
 
     @torch.no_grad()
     def run(self, model: ClipModel, rank: int, world: int) -> dict[str, float]:
+        """The four numbers over all ranks' shards; every rank must call this and gets the same."""
         urls = self.urls or embedded_validation_urls(self.cache_dir)
         images, texts, _ = embed_shards(model, urls, False, rank, world, self.batch_size, self.num_workers, self.progress)
         images, texts = images.double(), texts.double()
-        sums = torch.cat(
-            [
-                torch.stack([((images - texts) ** 2).sum(), images.new_tensor(len(images))]),
-                torch.stack([_pair_kernel_sum(images), _pair_kernel_sum(texts)]),
-                images.sum(dim=0),
-                texts.sum(dim=0),
-            ]
-        )
-        sums = all_reduce_sum(sums)
+        scalars = [
+            ((images - texts) ** 2).sum(),
+            images.new_tensor(len(images)),
+            _pair_kernel_sum(images),
+            _pair_kernel_sum(texts),
+        ]
+        sums = all_reduce_sum(torch.cat([torch.stack(scalars), images.sum(dim=0), texts.sum(dim=0)]))
         distance, count, image_kernel, text_kernel = (float(value) for value in sums[:4])
         if count < 2:
             raise ValueError(f"embedding geometry needs at least two image-caption pairs; the shards hold {count:.0f}")
