@@ -42,9 +42,8 @@ def run(cfg: DictConfig) -> dict:
     from clip_train.inference import load
 
     check_keys(cfg)
-    tasks = named_tasks(
-        instantiate(cfg.eval.tasks, _convert_="partial")
-    )  # dicts: OmegaConf would take a dataclass task for a config
+    # groups of tasks as dicts: OmegaConf would take a dataclass task for a config
+    tasks = named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
     fabric = L.Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision)
     fabric.launch()
     model = load(cfg.checkpoint, device=fabric.device)
