@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from clip_train.cli import prepare_overrides
+from clip_train.cli import quote_shard_ranges
 from clip_train.paths import CONFIG_DIR
 
 
@@ -17,7 +17,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = prepare_overrides(sys.argv[1:])
+    sys.argv[1:] = quote_shard_ranges(sys.argv[1:])
     _hydra_main()
 
 

@@ -45,9 +45,14 @@ def _check_node(node, path: str) -> None:
             _check_node(child, f"{path}{index}.")
 
 
+def check_keys(cfg: DictConfig) -> None:
+    """Raise ValueError naming the first key no component accepts (training and evaluation configs alike)."""
+    _check_node(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first key no component accepts, or a setting that breaks contrastive training."""
-    _check_node(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), "")
+    check_keys(cfg)
     check_training_length(cfg.trainer.get("max_steps"), cfg.trainer.get("max_epochs"))
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise ValueError(

@@ -1,20 +1,25 @@
-"""Evaluate a checkpoint or an exported model: zero-shot classification and image↔text retrieval.
+"""Evaluate a checkpoint or an exported model on the evaluation tasks of `eval.tasks`.
 
     python -m clip_train.evaluate checkpoint=logs/train/runs/RUN/checkpoints/last.ckpt
     python -m clip_train.evaluate checkpoint=exported/ eval=none \
-        eval.zeroshot.imagenet.root=/data/imagenet/val eval.zeroshot.imagenet.classnames=classnames.txt \
-        eval.zeroshot.imagenet.templates=generic \
-        eval.retrieval.shards='/data/coco_val/{00000..00004}.tar' eval.retrieval.multi_caption=true
+        +eval/task@eval.tasks.zeroshot.imagenet=zeroshot eval.tasks.zeroshot.imagenet.root=/data/imagenet/val \
+        eval.tasks.zeroshot.imagenet.classnames=classnames.txt eval.tasks.zeroshot.imagenet.templates=generic \
+        eval.tasks.retrieval.shards='/data/coco_val/{00000..00004}.tar' eval.tasks.retrieval.multi_caption=true
     torchrun --nproc-per-node 8 -m clip_train.evaluate checkpoint=... accelerator=gpu devices=8
 
-Prints the metrics as JSON on stdout and writes `metrics.json` into the run directory:
-`zeroshot/<name>/top1|top5` and `zeroshot/<name>/per_class` ({class name: top-1}), and
-`retrieval/image_to_text_R@k`, `retrieval/text_to_image_R@k` (ties at their expected value),
-`retrieval/{image_to_text,text_to_image}_{mean,median}_rank`, `retrieval/alignment_gap` (and
-`retrieval/loss` for one caption per image), and `compositional/<kind>` and `compositional/mean`
-(true caption against a hard negative per image; chance 0.5) when `eval.compositional` is set.
-With several processes every rank encodes its share of each set (Lightning Fabric sets up the
-process group) and counts are summed.
+`+eval/task@eval.tasks.<path>=<node>` adds a task from `configs/eval/task/` (zeroshot, retrieval,
+compositional, embedding_geometry) under that path, and `eval.tasks.<path>.<key>=...` sets its
+keys; a key no task accepts stops the run before any model is loaded, naming it.
+
+Prints the metrics as JSON on stdout and writes `metrics.json` into the run directory, each
+named by its task's path (`clip_train.eval.tasks`): with the default `eval=synthetic`,
+`zeroshot/<set>/top1|top5` and `zeroshot/<set>/per_class` ({class name: top-1}) for the drawn sets
+`shapes` and `colours`, `compositional/<kind>` and `compositional/mean` (true caption against a hard
+negative per image; chance 0.5), and always `retrieval/image_to_text_R@k`, `retrieval/text_to_image_R@k`
+(ties at their expected value), `retrieval/{image_to_text,text_to_image}_{mean,median}_rank`,
+`retrieval/alignment_gap` (and `retrieval/loss` for one caption per image). With several
+processes every rank evaluates its share of each set (Lightning Fabric sets up the process
+group) and counts are summed.
 """
 
 import json
@@ -23,42 +28,27 @@ import sys
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from clip_train.cli import prepare_overrides
+from clip_train.cli import quote_shard_ranges
+from clip_train.config import check_keys
 from clip_train.paths import CONFIG_DIR
 
 
 def run(cfg: DictConfig) -> dict:
-    """Evaluate `cfg.checkpoint` on every configured set; returns the metrics (also written to metrics.json)."""
-    from clip_train.data.shards import expand_shards
-    from clip_train.data.synthetic import SyntheticShards
-    from clip_train.eval.compositional import CompositionalSet, compositional_metrics
-    from clip_train.eval.runner import retrieval_on_shards, zeroshot_metrics
-    from clip_train.eval.zeroshot import ZeroShotSet
+    """Run every task of `cfg.eval.tasks` on `cfg.checkpoint`; returns the metrics (also written to metrics.json)."""
+    from clip_train.eval.tasks import named_tasks, run_tasks
     from clip_train.inference import load
 
-    sets = {name: ZeroShotSet.from_config(name, spec) for name, spec in OmegaConf.to_container(cfg.eval.zeroshot).items()}
-    compositional = CompositionalSet.from_config(cfg.eval.compositional) if cfg.eval.get("compositional") else None
-    retrieval = cfg.eval.retrieval
-    shards = retrieval.shards or SyntheticShards().write(cfg.paths.cache_dir)[1]
-    urls = expand_shards(shards, "eval.retrieval.shards")
+    check_keys(cfg)
+    # groups of tasks as dicts: OmegaConf would take a dataclass task for a config
+    tasks = named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
     fabric = L.Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision)
     fabric.launch()
     model = load(cfg.checkpoint, device=fabric.device)
-    share = {"rank": fabric.global_rank, "world": fabric.world_size, "batch_size": cfg.batch_size,
-             "num_workers": cfg.num_workers, "progress": fabric.is_global_zero}  # fmt: skip
-    metrics = {}
     with fabric.autocast():
-        for name, spec in sets.items():
-            result = zeroshot_metrics(model, name, spec, cfg.paths.cache_dir, **share)
-            metrics |= {f"zeroshot/{name}/{key}": value for key, value in result.items()}
-        result = retrieval_on_shards(model, urls, retrieval.multi_caption, **share)
-        metrics |= {f"retrieval/{key}": value for key, value in result.items()}
-        if compositional is not None:
-            ranks = {key: share[key] for key in ("rank", "world", "batch_size", "progress")}
-            result = compositional_metrics(model, compositional, **ranks)
-            metrics |= {f"compositional/{key}": value for key, value in result.items()}
+        metrics = run_tasks(tasks, model, fabric.global_rank, fabric.world_size)
     if fabric.is_global_zero:
         with open(os.path.join(cfg.paths.output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
@@ -72,7 +62,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = prepare_overrides(sys.argv[1:])
+    sys.argv[1:] = quote_shard_ranges(sys.argv[1:])
     _hydra_main()
 
 

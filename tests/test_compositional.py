@@ -4,6 +4,7 @@ brute-force loop counts them (a bag-of-words model sits exactly at chance on the
 import random
 import re
 import zlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from gloo import on_gloo_ranks
 
 from clip_train.data.caption_negatives import COLOUR_WORDS, KINDS, hard_negatives, perturb
 from clip_train.data.scenes import describe_scene, draw_scene, make_pair
-from clip_train.eval.compositional import CompositionalSet, compositional_metrics
+from clip_train.eval.compositional import CompositionalTask
 from clip_train.eval.scene_negatives import scene_negatives
 
 FIRST, SCENES = 8192, 40
@@ -123,20 +124,20 @@ def brute_force_accuracies(model, spec) -> dict[str, float]:
 
 
 def test_accuracies_equal_a_brute_force_count_and_bags_of_words_sit_at_chance():
-    spec = CompositionalSet(first_scene=FIRST, scenes=SCENES, image_size=16)
-    got = compositional_metrics(BagOfWordsModel(), spec, batch_size=7)
+    spec = CompositionalTask(first_scene=FIRST, scenes=SCENES, image_size=16)
+    got = replace(spec, batch_size=7).run(BagOfWordsModel(), 0, 1)
     assert got == pytest.approx(brute_force_accuracies(BagOfWordsModel(), spec))
     for kind in ("swap_attributes", "relation", "word_order"):  # same words, same bag: a tie on every image
         assert got[kind] == 0.5
 
 
 def _rank_metrics(rank: int, world: int, spec) -> dict:
-    return compositional_metrics(BagOfWordsModel(), spec, rank=rank, world=world, batch_size=5)
+    return replace(spec, batch_size=5).run(BagOfWordsModel(), rank, world)
 
 
 def test_two_ranks_count_like_one_process(tmp_path):
-    spec = CompositionalSet(first_scene=FIRST, scenes=SCENES - 1, image_size=16)  # 39 scenes: 20 + 19
-    expected = compositional_metrics(BagOfWordsModel(), spec)
+    spec = CompositionalTask(first_scene=FIRST, scenes=SCENES - 1, image_size=16)  # 39 scenes: 20 + 19
+    expected = spec.run(BagOfWordsModel(), 0, 1)
     for got in on_gloo_ranks(_rank_metrics, 2, tmp_path, spec):
         assert got == pytest.approx(expected)
 
@@ -147,8 +148,8 @@ def test_shards_use_the_caption_rules(tmp_path):
     from clip_train.data.shard_writer import write_shards
 
     write_shards(str(tmp_path), "val", colour_samples(12), samples_per_shard=6)
-    spec = CompositionalSet.from_config({"shards": str(tmp_path / "val-{00000..00001}.tar"), "kinds": ["colour", "shape"]})
-    got = compositional_metrics(BagOfWordsModel(), spec)
+    spec = CompositionalTask(shards=str(tmp_path / "val-{00000..00001}.tar"), kinds=["colour", "shape"])
+    got = spec.run(BagOfWordsModel(), 0, 1)
     assert set(got) == {"colour", "shape", "mean"}  # "a red square": one colour, one shape, no relation
     with pytest.raises(ValueError, match="no kind 'size'"):
-        CompositionalSet.from_config({"kinds": ["size"]})
+        CompositionalTask(kinds=["size"])

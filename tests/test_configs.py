@@ -133,22 +133,51 @@ def test_lightning_gradient_accumulation_is_refused(compose_config):
         check_config(compose_config("trainer.accumulate_grad_batches=4"))
 
 
+EVAL_TASKS = {"none": set(), "synthetic": {"zeroshot/shapes", "zeroshot/colours", "compositional"}}
+
+
 @pytest.mark.parametrize("option", options("eval"))
 def test_eval_sets_build_the_evaluation_callback(compose_config, option):
     cfg = compose_config(f"eval={option}")
     check_config(cfg)
     callback = instantiate(cfg.callbacks.evaluation)
-    assert set(callback.sets) == set(cfg.eval.zeroshot)
+    assert set(callback.tasks) == EVAL_TASKS[option]
+
+
+def _evaluate_tasks(compose_config, *overrides: str) -> dict:
+    """{metric prefix: task} of the evaluate config with these overrides, key-checked as `clip_train.evaluate` does."""
+    from clip_train.config import check_keys
+    from clip_train.eval.tasks import named_tasks
+
+    cfg = compose_config("checkpoint=run.ckpt", *overrides, config_name="evaluate")
+    check_keys(cfg)
+    return named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
 
 
 def test_evaluate_config_takes_new_zero_shot_sets_by_name(compose_config, tmp_path):
-    from clip_train.cli import open_zeroshot_sets
-    from clip_train.eval.zeroshot import ZeroShotSet
-
-    overrides = open_zeroshot_sets(
-        ["checkpoint=run.ckpt", f"eval.zeroshot.mine.root={tmp_path}", "eval.zeroshot.shapes.templates=generic"]
+    tasks = _evaluate_tasks(
+        compose_config,
+        "+eval/task@eval.tasks.zeroshot.mine=zeroshot",
+        f"eval.tasks.zeroshot.mine.root={tmp_path}",
+        "eval.tasks.zeroshot.shapes.templates=generic",
     )
-    assert overrides[1:] == [f"++eval.zeroshot.mine.root={tmp_path}", "++eval.zeroshot.shapes.templates=generic"]
-    cfg = compose_config(*overrides, config_name="evaluate")
-    assert ZeroShotSet.from_config("mine", cfg.eval.zeroshot.mine) == ZeroShotSet(root=str(tmp_path))
-    assert cfg.eval.zeroshot.shapes.templates == "generic" and cfg.eval.retrieval.multi_caption is False
+    assert set(tasks) == EVAL_TASKS["synthetic"] | {"zeroshot/mine", "retrieval"}
+    assert (tasks["zeroshot/mine"].root, tasks["zeroshot/mine"].synthetic) == (str(tmp_path), None)
+    assert tasks["zeroshot/shapes"].templates == "generic" and tasks["retrieval"].multi_caption is False
+    assert set(_evaluate_tasks(compose_config, "eval=none", "~eval.tasks.retrieval")) == set()
+
+
+def test_a_bad_task_key_is_named_before_any_work(compose_config, tmp_path):
+    from hydra.errors import InstantiationException
+
+    mine = "+eval/task@eval.tasks.zeroshot.mine=zeroshot"
+    with pytest.raises(ValueError, match=r"Unknown config key 'eval.tasks.zeroshot.mine.rot'.*Did you mean 'root'"):
+        _evaluate_tasks(compose_config, mine, f"+eval.tasks.zeroshot.mine.rot={tmp_path}")
+    with pytest.raises(InstantiationException, match=r"needs a root[\s\S]*full_key: eval.tasks.zeroshot.mine"):
+        _evaluate_tasks(compose_config, mine)
+    with pytest.raises(ValueError, match=r"eval.tasks.zeroshot.mine.root = .* is not an evaluation task"):
+        _evaluate_tasks(compose_config, f"+eval.tasks.zeroshot.mine.root={tmp_path}")  # no task node
+    with pytest.raises(ConfigCompositionException, match="eval.tasks.zeroshot.mine.root"):
+        _evaluate_tasks(compose_config, f"eval.tasks.zeroshot.mine.root={tmp_path}")  # a new task needs its node
+    with pytest.raises(ValueError, match=r"Unknown config key 'eval.tasks.compositional.kind'"):
+        check_config(compose_config("+eval.tasks.compositional.kind=[colour]"))  # training checks them alike

@@ -3,23 +3,21 @@ and zero-shot with a rank that gets no image."""
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from gloo import on_gloo_ranks
+from models import tiny_clip_model
 from PIL import Image
 from samples import COLORS
 
 from clip_train.data.shard_writer import Sample, write_shards
-from clip_train.data.tokenizer import train_caption_tokenizer
-from clip_train.data.transforms import CLIP_MEAN, CLIP_STD
-from clip_train.eval.runner import retrieval_on_shards, zeroshot_metrics
+from clip_train.eval.retrieval_task import RetrievalTask
 from clip_train.eval.synthetic_sets import write_class_folders
-from clip_train.eval.zeroshot import ZeroShotSet, image_folder
-from clip_train.inference import ClipModel
-from clip_train.model import CausalTextTower, DualEncoder, ImageTower
-from clip_train.recipe import Recipe
+from clip_train.eval.zeroshot import image_folder
+from clip_train.eval.zeroshot_task import ZeroShotTask
 
 WORLD = 2
 
@@ -59,24 +57,24 @@ def test_zero_shot_on_an_image_folder_with_known_features(tmp_path):
     # the second "green" image is yellow (230, 230, 30): its nearest class is yellow, so green scores 1/2
     root = _folder(tmp_path / "set", {"blue": ["blue", "blue"], "green": ["green", "yellow"], "yellow": ["yellow"]})
     (tmp_path / "templates.txt").write_text("a {} square\na photo of {}\n")
-    spec = ZeroShotSet(root=root, templates=str(tmp_path / "templates.txt"))
-    result = zeroshot_metrics(ColourModel(), "colours", spec, str(tmp_path))
+    spec = ZeroShotTask(root=root, templates=str(tmp_path / "templates.txt"))
+    result = spec.run(ColourModel(), 0, 1)
     assert result["top1"] == pytest.approx(4 / 5)
     assert result["top5"] == 1.0  # 3 classes: every label is in the top 3
     assert result["per_class"] == {"blue": 1.0, "green": 0.5, "yellow": 1.0}
-    first_only = zeroshot_metrics(ColourModel(), "colours", spec, str(tmp_path), images_per_class=1)
+    first_only = replace(spec, images_per_class=1).run(ColourModel(), 0, 1)
     assert first_only["top1"] == 1.0 and first_only["per_class"]["green"] == 1.0
 
 
-def _zeroshot_share(rank: int, world: int, spec: ZeroShotSet, cache_dir: str) -> dict:
-    return zeroshot_metrics(ColourModel(), "colours", spec, cache_dir, rank=rank, world=world)
+def _zeroshot_share(rank: int, world: int, spec: ZeroShotTask) -> dict:
+    return spec.run(ColourModel(), rank, world)
 
 
 def test_a_rank_without_images_joins_and_gets_the_same_accuracy(tmp_path):
     # 2 images over 3 ranks: rank 2 encodes nothing. The yellow image in "green" misses, so top-1 is 1/2
-    spec = ZeroShotSet(root=_folder(tmp_path / "set", {"green": ["yellow"], "yellow": ["yellow"]}), templates="default")
-    assert zeroshot_metrics(ColourModel(), "colours", spec, str(tmp_path))["top1"] == 0.5
-    for got in on_gloo_ranks(_zeroshot_share, 3, tmp_path, spec, str(tmp_path)):
+    spec = ZeroShotTask(root=_folder(tmp_path / "set", {"green": ["yellow"], "yellow": ["yellow"]}), templates="default")
+    assert spec.run(ColourModel(), 0, 1)["top1"] == 0.5
+    for got in on_gloo_ranks(_zeroshot_share, 3, tmp_path, spec):
         assert got == {"top1": 0.5, "top5": 1.0, "per_class": {"green": 0.0, "yellow": 1.0}}
 
 
@@ -84,14 +82,12 @@ def test_corrupt_images_and_bad_layouts_name_the_culprit(tmp_path):
     root = _folder(tmp_path / "set", {"blue": ["blue"], "red": ["red"]})
     (tmp_path / "set" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match="cannot read the image .*broken.png"):
-        zeroshot_metrics(ColourModel(), "bad", ZeroShotSet(root=root), str(tmp_path))
+        ZeroShotTask(root=root).run(ColourModel(), 0, 1)
     os.makedirs(tmp_path / "set" / "green")
     with pytest.raises(ValueError, match="class folder .*green.* holds no image"):
         image_folder(root)
-    with pytest.raises(ValueError, match="eval.zeroshot.mine needs a root"):
-        ZeroShotSet.from_config("mine", {"classnames": "x.txt"})
-    with pytest.raises(ValueError, match="Unknown config key 'eval.zeroshot.mine.rot'"):
-        ZeroShotSet.from_config("mine", {"rot": root})
+    with pytest.raises(ValueError, match="needs a root"):  # named by its config path: test_configs
+        ZeroShotTask(classnames="x.txt")
 
 
 def test_drawn_sets_are_deterministic_and_carry_their_prompts(tmp_path):
@@ -101,24 +97,10 @@ def test_drawn_sets_are_deterministic_and_carry_their_prompts(tmp_path):
     assert names == sorted(["red", "green", "blue", "yellow", "purple", "orange", "pink", "brown"])
     assert len(paths) == 16 and labels == [c for c in range(8) for _ in range(2)]
     assert all(open(p, "rb").read() == open(p.replace(root, again), "rb").read() for p in paths)
-    templates = ZeroShotSet(root=root).resolved_templates(root)
+    templates = ZeroShotTask(root=root).resolved_templates(root)
     assert "a {} circle" in templates and len(templates) == 5
     with pytest.raises(ValueError, match="no synthetic zero-shot set 'animals'"):
         write_class_folders("animals", str(tmp_path))
-
-
-def _tiny_model() -> ClipModel:
-    """A random-init test_vit + 2-layer text tower, the same on every process (seeded), with a BPE tokenizer."""
-    tokenizer = train_caption_tokenizer([f"a {c} square" for c in COLORS] * 4, vocab_size=300)
-    torch.manual_seed(0)
-    model = DualEncoder(
-        ImageTower("test_vit", embed_dim=16, image_size=32),
-        CausalTextTower(16, vocab_size=len(tokenizer), width=32, layers=2, heads=2, context_length=12),
-        embed_dim=16,
-        image_size=32,
-        context_length=12,
-    )
-    return ClipModel(model, tokenizer, Recipe(model={}, image_mean=CLIP_MEAN, image_std=CLIP_STD))
 
 
 def _marked(colour: str, index: int) -> Image.Image:
@@ -128,7 +110,7 @@ def _marked(colour: str, index: int) -> Image.Image:
     return image
 
 
-def _eval_sets(tmp_path) -> tuple[ZeroShotSet, list[str]]:
+def _eval_sets(tmp_path) -> tuple[ZeroShotTask, list[str]]:
     """9 zero-shot images in 3 classes (5 + 4 per rank), and 3 shards of 4, 3 and 2 images with 1-3 captions each."""
     colours = list(COLORS)
     root = _folder(tmp_path / "zs", {c: [colours[(i + j) % 4] for j in range(3)] for i, c in enumerate(colours[:3])})
@@ -142,26 +124,25 @@ def _eval_sets(tmp_path) -> tuple[ZeroShotSet, list[str]]:
             samples.append(Sample(f"{shard}{i:03d}", _marked(colour, 3 * shard + i), "\n".join(captions), {}))
         write_shards(str(tmp_path / "shards"), f"s{shard}", samples, samples_per_shard=10)
         urls.append(str(tmp_path / "shards" / f"s{shard}-00000.tar"))
-    return ZeroShotSet(root=root, templates="generic"), urls
+    return ZeroShotTask(root=root, templates="generic"), urls
 
 
-def _evaluate(model, spec: ZeroShotSet, urls: list[str], rank: int, world: int) -> dict:
+def _evaluate(model, spec: ZeroShotTask, urls: list[str], rank: int, world: int) -> dict:
     # one image per batch: features do not depend on batch partners, so near-ties of the random model break alike
-    share = {"rank": rank, "world": world, "batch_size": 1}
     return {
-        "zeroshot": zeroshot_metrics(model, "zs", spec, spec.root, **share),
-        "retrieval": retrieval_on_shards(model, urls, multi_caption=True, **share),
-        "pairs": retrieval_on_shards(model, urls, multi_caption=False, **share),
+        "zeroshot": replace(spec, batch_size=1).run(model, rank, world),
+        "retrieval": RetrievalTask(urls, multi_caption=True, batch_size=1).run(model, rank, world),
+        "pairs": RetrievalTask(urls, multi_caption=False, batch_size=1).run(model, rank, world),
     }
 
 
-def _evaluate_share(rank: int, world: int, spec: ZeroShotSet, urls: list[str]) -> dict:
-    return _evaluate(_tiny_model(), spec, urls, rank, world)
+def _evaluate_share(rank: int, world: int, spec: ZeroShotTask, urls: list[str]) -> dict:
+    return _evaluate(tiny_clip_model(), spec, urls, rank, world)
 
 
 def test_two_processes_evaluate_like_one(tmp_path):
     spec, urls = _eval_sets(tmp_path)
-    expected = _evaluate(_tiny_model(), spec, urls, 0, 1)
+    expected = _evaluate(tiny_clip_model(), spec, urls, 0, 1)
     assert expected["retrieval"]["text_to_image_R@10"] == 1.0  # 9 images: every caption's image is in its top 10
     assert "loss" not in expected["retrieval"] and "loss" in expected["pairs"]
     assert {"image_to_text_median_rank", "text_to_image_mean_rank"} <= set(expected["retrieval"])  # compared below

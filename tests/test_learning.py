@@ -56,7 +56,8 @@ def _evaluate_from_the_command_line(run_dir, synthetic) -> dict:
     """`python -m clip_train.evaluate` on the run's last checkpoint and its own validation shards."""
     _, val_shards = instantiate(synthetic).write(os.environ["CLIP_TRAIN_CACHE"])  # written by the run already
     command = [sys.executable, "-m", "clip_train.evaluate", f"checkpoint={run_dir}/checkpoints/last.ckpt",
-               f"eval.retrieval.shards={val_shards}", f"hydra.run.dir={run_dir}/evaluate", "num_workers=0"]  # fmt: skip
+               f"eval.tasks.retrieval.shards={val_shards}", f"hydra.run.dir={run_dir}/evaluate",
+               "eval.num_workers=0"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout[result.stdout.index("{") :])

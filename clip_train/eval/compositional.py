@@ -21,10 +21,9 @@ Each rank scores every world-th scene (or shard) and the counts are summed over 
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from clip_train.data.caption_negatives import KINDS, perturb
@@ -34,14 +33,15 @@ from clip_train.inference import ClipModel
 
 
 @dataclass(frozen=True)
-class CompositionalSet:
-    """`eval.compositional`: where the images come from and which kinds to score.
+class CompositionalTask:
+    """The compositional task (`eval.tasks.compositional`): where the images come from and which kinds to score.
 
-    shards: image-text shards whose captions are perturbed by rule; null: the embedded scenes
-        `first_scene ... first_scene + scenes - 1` of `scenes_seed` (`configs/eval/synthetic.yaml`
+    shards: image-text shards whose captions are perturbed by rule; None: the embedded scenes
+        `first_scene ... first_scene + scenes - 1` of `scenes_seed` (`configs/eval/task/compositional.yaml`
         points them at the run's `data.synthetic` validation split, by default the 512 scenes after
         the 8192 training ones).
     kinds: the perturbation kinds scored (`clip_train.data.caption_negatives.KINDS`).
+    batch_size: images (and their captions) encoded at once; progress: a progress bar on rank 0.
     """
 
     shards: str | Sequence[str] | None = None
@@ -50,23 +50,37 @@ class CompositionalSet:
     scenes: int = 512
     image_size: int = 64
     kinds: Sequence[str] = KINDS
+    batch_size: int = 128
+    progress: bool = False
 
-    @classmethod
-    def from_config(cls, spec) -> "CompositionalSet":
-        if isinstance(spec, DictConfig):
-            spec = OmegaConf.to_container(spec, resolve=True)
-        accepted = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - accepted)
-        if unknown:
-            raise ValueError(f"Unknown config key 'eval.compositional.{unknown[0]}'. Accepted: {', '.join(sorted(accepted))}")
-        spec = dict(spec)
-        bad = sorted(set(spec.get("kinds", KINDS)) - set(KINDS))
+    def __post_init__(self):
+        bad = sorted(set(self.kinds) - set(KINDS))
         if bad:
-            raise ValueError(f"eval.compositional.kinds: no kind {bad[0]!r}; there are {', '.join(KINDS)}")
-        return cls(**spec | {"kinds": tuple(spec.get("kinds", KINDS))})
+            raise ValueError(f"compositional kinds: no kind {bad[0]!r}; there are {', '.join(KINDS)}")
+        object.__setattr__(self, "kinds", tuple(self.kinds))  # a list from the config: hashable and picklable
+
+    @torch.no_grad()
+    def run(self, model: ClipModel, rank: int, world: int) -> dict[str, float]:
+        """{kind: accuracy (chance 0.5)} over all ranks for every kind with at least one image, and `mean`,
+        their unweighted mean. Every rank must call this."""
+        samples = _shard_samples(self, rank, world) if self.shards else _scene_samples(self, rank, world)
+        counts = torch.zeros(2, len(self.kinds), dtype=torch.float64, device=model.device)
+        chunk = []
+        for sample in tqdm(samples, desc="compositional", unit="image", disable=not (self.progress and rank == 0)):
+            chunk.append(sample)
+            if len(chunk) == self.batch_size:
+                _count(model, chunk, self.kinds, counts)
+                chunk = []
+        if chunk:
+            _count(model, chunk, self.kinds, counts)
+        wins, comparisons = all_reduce_sum(counts)
+        accuracies = {kind: float(wins[k] / comparisons[k]) for k, kind in enumerate(self.kinds) if comparisons[k] > 0}
+        if accuracies:
+            accuracies["mean"] = sum(accuracies.values()) / len(accuracies)
+        return accuracies
 
 
-def _scene_samples(spec: CompositionalSet, rank: int, world: int) -> Iterator[tuple]:
+def _scene_samples(spec: CompositionalTask, rank: int, world: int) -> Iterator[tuple]:
     """(PIL image, caption, {kind: negative}) of this rank's scenes, with exact negatives."""
     from clip_train.eval.scene_negatives import scene_negatives
 
@@ -76,12 +90,12 @@ def _scene_samples(spec: CompositionalSet, rank: int, world: int) -> Iterator[tu
         yield image, caption, negatives
 
 
-def _shard_samples(spec: CompositionalSet, rank: int, world: int) -> Iterator[tuple]:
+def _shard_samples(spec: CompositionalTask, rank: int, world: int) -> Iterator[tuple]:
     """(preprocessed image, caption, {kind: negative}) of this rank's shards, with negatives by rule."""
     from clip_train.data.shards import expand_shards
-    from clip_train.eval.runner import CaptionedImages
+    from clip_train.eval.readers import CaptionedImages
 
-    urls = expand_shards(spec.shards, "eval.compositional.shards")[rank::world]
+    urls = expand_shards(spec.shards, "compositional shards")[rank::world]
     for pixels, (caption,) in CaptionedImages(urls, lambda image: image, multi_caption=False):
         rng = random.Random(f"compositional/{caption}")  # the same negatives whichever rank reads it
         negatives = {kind: perturb(caption, kind, rng) for kind in KINDS}
@@ -102,26 +116,3 @@ def _count(model: ClipModel, chunk: list[tuple], kinds: Sequence[str], counts: t
         wins = (true_scores[rows] > negative_scores).double() + 0.5 * (true_scores[rows] == negative_scores).double()
         counts[0, k] += wins.sum()
         counts[1, k] += len(rows)
-
-
-@torch.no_grad()
-def compositional_metrics(
-    model: ClipModel, spec: CompositionalSet, rank: int = 0, world: int = 1, batch_size: int = 128, progress: bool = False
-) -> dict[str, float]:
-    """{kind: accuracy (chance 0.5)} over all ranks for every kind with at least one image, and `mean`,
-    their unweighted mean. Every rank must call this."""
-    samples = _shard_samples(spec, rank, world) if spec.shards else _scene_samples(spec, rank, world)
-    counts = torch.zeros(2, len(spec.kinds), dtype=torch.float64, device=model.device)
-    chunk = []
-    for sample in tqdm(samples, desc="compositional", unit="image", disable=not progress):
-        chunk.append(sample)
-        if len(chunk) == batch_size:
-            _count(model, chunk, spec.kinds, counts)
-            chunk = []
-    if chunk:
-        _count(model, chunk, spec.kinds, counts)
-    wins, comparisons = all_reduce_sum(counts)
-    accuracies = {kind: float(wins[k] / comparisons[k]) for k, kind in enumerate(spec.kinds) if comparisons[k] > 0}
-    if accuracies:
-        accuracies["mean"] = sum(accuracies.values()) / len(accuracies)
-    return accuracies

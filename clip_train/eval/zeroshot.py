@@ -12,7 +12,6 @@ Accuracy is computed from each rank's share of the images and summed over ranks.
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 
 import torch
 
@@ -87,44 +86,6 @@ def image_folder(
         paths += [os.path.join(folder_path, name) for name in images]
         labels += [label] * len(images)
     return paths, labels, names
-
-
-@dataclass(frozen=True)
-class ZeroShotSet:
-    """One configured zero-shot set (`eval.zeroshot.<name>`).
-
-    root: the ImageFolder; when null, `synthetic` names a drawn set (`shapes`, `colours`)
-        written on first use into the cache.
-    classnames: a file of names (one per line, folder order) or a JSON {folder: name}.
-    templates: `default`, `generic`, a file of templates, or null for the root's own
-        `templates.txt` (else `default`).
-    """
-
-    root: str | None = None
-    synthetic: str | None = None
-    classnames: str | None = None
-    templates: str | None = None
-
-    @classmethod
-    def from_config(cls, name: str, spec) -> "ZeroShotSet":
-        accepted = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - accepted)
-        if unknown:
-            raise ValueError(f"Unknown config key 'eval.zeroshot.{name}.{unknown[0]}'. Accepted: {', '.join(sorted(accepted))}")
-        if spec.get("root") is None and spec.get("synthetic") is None:
-            raise ValueError(f"eval.zeroshot.{name} needs a root (an ImageFolder) or a synthetic set name")
-        return cls(**spec)
-
-    def locate(self, cache_dir: str) -> str:
-        if self.root is not None:
-            return self.root
-        from clip_train.eval.synthetic_sets import write_class_folders
-
-        return write_class_folders(self.synthetic, cache_dir)
-
-    def resolved_templates(self, root: str) -> tuple[str, ...]:
-        own = os.path.join(root, "templates.txt")
-        return resolve_templates(self.templates or (own if os.path.isfile(own) else "default"))
 
 
 @torch.no_grad()

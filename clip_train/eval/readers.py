@@ -1,14 +1,14 @@
-"""Zero-shot and retrieval evaluation of a `ClipModel` on this rank's share of a set.
+"""A rank's share of an evaluation set, read from disk: ImageFolder images and captioned shards.
 
-Used by `python -m clip_train.evaluate` and by the in-training `EvaluationCallback`. Every
-rank reads and encodes its own slice of the images (zero-shot: every world-th image; retrieval:
-every world-th shard) and the metric functions sum counts over ranks, so all ranks must call
-these together and all get the same result.
+The evaluation tasks (`clip_train.eval.tasks`) read their sets through these: images of a
+zero-shot set by path, image-caption pairs from tar shards (this rank's shards, split again
+between the DataLoader's workers), and the image and caption embeddings of such shards.
 """
 
 import io
 import itertools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -18,11 +18,10 @@ from tqdm import tqdm
 from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.pipeline import decode_pair
 from clip_train.data.shard_reader import shard_samples
+from clip_train.data.shards import expand_shards
+from clip_train.data.synthetic import SyntheticShards
 from clip_train.distributed import all_reduce_sum
-from clip_train.eval.retrieval import retrieval_metrics
-from clip_train.eval.zeroshot import ZeroShotSet, accuracy, image_folder
 from clip_train.inference import ClipModel
-from clip_train.text_classifier import class_weights
 
 
 class ImageFiles(Dataset):
@@ -70,77 +69,59 @@ class CaptionedImages(IterableDataset):
             yield self.preprocess(image), captions
 
 
-def _loader(dataset, batch_size: int, num_workers: int, collate_fn=None) -> DataLoader:
+def loader(dataset, batch_size: int, num_workers: int, collate_fn=None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn)
-
-
-@torch.no_grad()
-def zeroshot_metrics(
-    model: ClipModel,
-    name: str,
-    spec: ZeroShotSet,
-    cache_dir: str,
-    rank: int = 0,
-    world: int = 1,
-    batch_size: int = 128,
-    num_workers: int = 0,
-    progress: bool = False,
-    images_per_class: int | None = None,
-) -> dict:
-    """{top1, top5, per_class} of `model` on the set, over all ranks (this rank encodes images rank::world).
-
-    images_per_class: only the first N images of each class (a cheaper estimate); None for all.
-    """
-    root = spec.locate(cache_dir)
-    paths, labels, names = image_folder(root, spec.classnames, images_per_class)
-    weights = class_weights(model.encode_text, names, spec.resolved_templates(root))
-    share = slice(rank, None, world)
-    batches = _loader(ImageFiles(paths[share], model.preprocess), batch_size, num_workers)
-    features = [
-        model.model.encode_image(pixels.to(model.device)).float()
-        for pixels in tqdm(batches, desc=f"zero-shot {name}", disable=not progress)
-    ]
-    features = torch.cat(features) if features else weights.new_zeros(0, weights.shape[1])
-    labels = torch.tensor(labels[share], dtype=torch.long, device=model.device)  # long even when this share is empty
-    return accuracy(features, labels, weights, names)
 
 
 def _collate_captioned(batch: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, list[list[str]]]:
     return torch.stack([pixels for pixels, _ in batch]), [captions for _, captions in batch]
 
 
+class ShardEmbeddings(NamedTuple):
+    """This rank's share of a set of shards, embedded: N images with M >= N captions.
+
+    images: (N, D) and texts: (M, D), float32 and unit-norm; owners: (M,) long, the image of each caption.
+    """
+
+    images: torch.Tensor
+    texts: torch.Tensor
+    owners: torch.Tensor
+
+
 @torch.no_grad()
-def retrieval_on_shards(
+def embed_shards(
     model: ClipModel,
     urls: Sequence[str],
-    multi_caption: bool = False,
-    rank: int = 0,
-    world: int = 1,
-    batch_size: int = 128,
-    num_workers: int = 0,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Recall@1/5/10 both ways and the alignment gap (and InfoNCE `loss` for pairs), over all ranks.
-
-    This rank reads the shards rank::world. With `multi_caption` every line of a sample's
-    caption is one caption of its image, and an image query hits if any of them is retrieved.
-    """
+    multi_caption: bool,
+    rank: int,
+    world: int,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> ShardEmbeddings:
+    """Embeddings of the shards rank::world of `urls`. Every rank must call this: a set in which no rank
+    read a sample raises ValueError on all of them."""
     share = list(urls)[rank::world]
     readers = max(1, min(num_workers, len(share)))
     dataset = CaptionedImages(share, model.preprocess, multi_caption)
-    batches = _loader(dataset, batch_size, readers if num_workers else 0, _collate_captioned)
+    batches = loader(dataset, batch_size, readers if num_workers else 0, _collate_captioned)
     image_features, text_features, owners = [], [], []
     seen = 0
-    for pixels, captions in tqdm(batches, desc="retrieval", unit="batch", disable=not progress):
+    for pixels, captions in tqdm(batches, desc="shards", unit="batch", disable=not (progress and rank == 0)):
         image_features.append(model.model.encode_image(pixels.to(model.device)).float())
-        flat = list(itertools.chain.from_iterable(captions))
-        text_features.append(model.encode_text(flat))
+        text_features.append(model.encode_text(list(itertools.chain.from_iterable(captions))))
         owners += [seen + i for i, group in enumerate(captions) for _ in group]
         seen += len(captions)
-    empty = torch.zeros(0, model.model.embed_dim, device=model.device)
-    images = torch.cat(image_features) if image_features else empty
-    texts = torch.cat(text_features) if text_features else empty
-    text_to_image = torch.tensor(owners, dtype=torch.long, device=model.device) if multi_caption else None
     if not all_reduce_sum(torch.tensor(seen, device=model.device)):
-        raise ValueError(f"no readable image-caption sample in the retrieval shards {list(urls)[:3]}")
-    return retrieval_metrics(images, texts, model.model.logit_scale.detach(), text_to_image=text_to_image)
+        raise ValueError(f"no readable image-caption sample in the shards {list(urls)[:3]}")
+    empty = torch.zeros(0, model.model.embed_dim, device=model.device)
+    return ShardEmbeddings(
+        torch.cat(image_features) if image_features else empty,
+        torch.cat(text_features) if text_features else empty,
+        torch.tensor(owners, dtype=torch.long, device=model.device),
+    )
+
+
+def embedded_validation_urls(cache_dir: str) -> list[str]:
+    """The shards of the embedded synthetic validation split (`SyntheticShards()`), written on first use."""
+    return expand_shards(SyntheticShards().write(cache_dir)[1], "the embedded validation split")
