@@ -91,7 +91,7 @@ class StallCheckpointWrite(L.Callback):
 
 
 class NonFiniteLossAt(L.Callback):
-    """Makes the loss NaN on the given training batches (counted from 0 over the run), and records the
+    """Makes the objective's loss NaN on the given training batches (counted from 0 over the run), and records the
     parameters, optimizer step counts and learning rate around each of them to `record` (torch.save)."""
 
     def __init__(self, batches: list[int], record: str):
@@ -102,7 +102,7 @@ class NonFiniteLossAt(L.Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         def poison(module, args, output):
-            return output * float("nan") if self._seen in self.batches else output
+            return {**output, "loss": output["loss"] * float("nan")} if self._seen in self.batches else output
 
         pl_module.loss.register_forward_hook(poison)
 
