@@ -111,6 +111,7 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_accumulation_under_two_processes_equals_one_full_batch(tmp_path):
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     full = gradients(make_model(), make_batch(), 1)

@@ -75,6 +75,7 @@ def _rank_loss_and_gradients(rank: int, world: int) -> tuple:
     return loss.detach(), local_image.grad / world, local_text.grad / world  # DDP's average over ranks
 
 
+@pytest.mark.slow
 def test_two_processes_equal_the_full_batch(tmp_path):
     """2 gloo ranks of 4 pairs against one process with all 8: the mean of the ranks' losses (as logged), and
     each rank's share of the gradient (divided by the world size, as DDP's average divides the parameter gradients)."""

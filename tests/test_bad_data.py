@@ -119,6 +119,7 @@ def test_a_broken_dataset_stops_the_loader_with_the_rate_message(tmp_path):
         list(datamodule.val_dataloader())
 
 
+@pytest.mark.slow
 def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_training(compose_config, colour_shards, tmp_path):
     from omegaconf import OmegaConf
 

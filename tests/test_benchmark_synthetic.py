@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from hydra.utils import instantiate
 
@@ -26,6 +27,7 @@ def test_fixed_device_batch_is_made_once_as_uint8_and_normalised_on_the_device(c
     torch.testing.assert_close(image, (first["image"].float() / 255 - mean) / std)
 
 
+@pytest.mark.slow
 def test_synthetic_data_benchmark_runs_the_step_and_reports_mfu(tmp_path):
     out = tmp_path / "benchmark.json"
     command = [sys.executable, SCRIPT, "--synthetic-data", "--steps", "6", "--out", str(out),

@@ -62,6 +62,7 @@ def validate_share(rank: int, world: int, per_rank: list[list[list[int]]]) -> di
     return validate(rank, world, per_rank[rank])
 
 
+@pytest.mark.slow
 def test_two_processes_caption_and_score_the_images_one_process_does(tmp_path):
     tokenizer = WordTokenizer()
     scored = range(SAMPLES)  # one process captions the first 5 images of its batches

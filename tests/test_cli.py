@@ -71,6 +71,7 @@ def test_misspelt_key_fails_before_any_work(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_names_a_misspelt_task_key_before_loading_the_model(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "clip_train.evaluate", f"checkpoint={tmp_path}/none.ckpt", f"hydra.run.dir={tmp_path}/run",
@@ -81,6 +82,7 @@ def test_evaluate_names_a_misspelt_task_key_before_loading_the_model(tmp_path):
     assert "FileNotFoundError" not in done.stderr  # the missing checkpoint was never opened
 
 
+@pytest.mark.slow
 def test_missing_shard_fails_naming_the_path(tmp_path):
     missing = tmp_path / "nowhere-{00000..00002}.tar"
     done = clip_train(f"data.train_shards={missing}", "model=test", f"hydra.run.dir={tmp_path}/run")

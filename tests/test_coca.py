@@ -103,6 +103,7 @@ def coca_checkpoint(tmp_path_factory):
     return str(folder / "run" / "checkpoints" / "last.ckpt"), metrics, folder
 
 
+@pytest.mark.slow
 def test_trained_coca_logs_caption_scores_and_round_trips_export_and_cli(coca_checkpoint, tmp_path):
     checkpoint, metrics, folder = coca_checkpoint
     assert {"val/bleu4", "val/cider", "train/caption_loss", "train/contrastive_loss", "train/logit_bias"} <= set(metrics)

@@ -135,6 +135,7 @@ def _rank_metrics(rank: int, world: int, spec) -> dict:
     return replace(spec, batch_size=5).run(BagOfWordsModel(), rank, world)
 
 
+@pytest.mark.slow
 def test_two_ranks_count_like_one_process(tmp_path):
     spec = CompositionalTask(first_scene=FIRST, scenes=SCENES - 1, image_size=16)  # 39 scenes: 20 + 19
     expected = spec.run(BagOfWordsModel(), 0, 1)

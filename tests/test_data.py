@@ -158,6 +158,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     assert sum(int(b["bad_samples"].sum()) for b in batches) == 3
 
 
+@pytest.mark.slow
 def test_training_run_reports_bad_samples_of_every_rank_in_metrics(compose_config, colour_shards, tmp_path):
     from clip_train.train import run
 

@@ -4,6 +4,7 @@ import math
 import os
 from collections import Counter
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -55,6 +56,7 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_equal_the_full_batch(tmp_path):
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     loss, grads, image_features, text_features = loss_and_grads(*make_problem())
@@ -88,6 +90,7 @@ def _data_rank_main(rank: int, init_file: str, pattern: str, out_dir: str) -> No
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_data_reads_every_key_in_equal_step_counts(tmp_path):
     from samples import colour_samples
 

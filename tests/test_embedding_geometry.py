@@ -71,6 +71,7 @@ def _rank_metrics(rank: int, world: int, pattern: str) -> dict:
     return EmbeddingGeometryTask(shards=pattern, batch_size=2).run(tiny_clip_model(), rank, world)
 
 
+@pytest.mark.slow
 def test_two_ranks_sum_their_shares_like_one_process(tmp_path):
     images, captions, pattern = _pairs(tmp_path)  # rank 0 reads 4 pairs, rank 1 reads 3
     expected = _direct(images, captions)

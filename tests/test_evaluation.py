@@ -70,6 +70,7 @@ def _zeroshot_share(rank: int, world: int, spec: ZeroShotTask) -> dict:
     return spec.run(ColourModel(), rank, world)
 
 
+@pytest.mark.slow
 def test_a_rank_without_images_joins_and_gets_the_same_accuracy(tmp_path):
     # 2 images over 3 ranks: rank 2 encodes nothing. The yellow image in "green" misses, so top-1 is 1/2
     spec = ZeroShotTask(root=_folder(tmp_path / "set", {"green": ["yellow"], "yellow": ["yellow"]}), templates="default")
@@ -140,6 +141,7 @@ def _evaluate_share(rank: int, world: int, spec: ZeroShotTask, urls: list[str]) 
     return _evaluate(tiny_clip_model(), spec, urls, rank, world)
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_like_one(tmp_path):
     spec, urls = _eval_sets(tmp_path)
     expected = _evaluate(tiny_clip_model(), spec, urls, 0, 1)

@@ -124,6 +124,7 @@ def _rank_gradients(rank: int, world: int, objective: str, micro_batches: int) -
     return loss / world, grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["infonce", "siglip"])
 def test_two_processes_equal_the_full_batch(tmp_path, objective):
     """2 gloo ranks × 2 micro-batches of 2 pairs (each with its negatives) against one process with all 8."""

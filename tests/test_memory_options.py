@@ -2,6 +2,7 @@
 
 from contextlib import nullcontext
 
+import pytest
 import torch
 from models import small_encoder
 from test_accumulation import gradients, make_batch
@@ -90,6 +91,7 @@ def test_frozen_weights_do_not_move_during_training():
     assert not torch.equal(after["text_tower.projection.weight"], before["text_tower.projection.weight"])
 
 
+@pytest.mark.slow
 def test_compiled_towers_match_eager_and_train():
     """Graph capture and AOT autograd of both towers, as `compile=true` does; the aot_eager backend
     skips inductor's code generation, which takes minutes on 2 CPU cores."""

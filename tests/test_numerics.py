@@ -31,6 +31,7 @@ def _verdicts_rank_main(rank: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_every_rank_skips_when_any_rank_sees_a_non_finite_loss_or_gradient_and_gets_the_mean_loss_and_norm(tmp_path):
     mp.spawn(_verdicts_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
@@ -63,6 +64,7 @@ def test_a_nan_loss_skips_its_step_without_any_update_and_the_run_finishes(compo
     assert around[4]["after"]["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_consecutive_nan_steps_stop_the_run_naming_the_last_good_checkpoint(compose_config, tmp_path):
     cfg = compose_config(
         *FAST, "trainer.max_steps=10", "optim.max_consecutive_bad_steps=3", "callbacks.model_checkpoint.every_n_train_steps=2",

@@ -94,6 +94,7 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
 
 
+@pytest.mark.slow
 def test_ranks_draw_different_patch_dropout_masks_in_the_same_step(ranks):
     first, second = (r["uninterrupted"]["patch_dropout"] for r in ranks)
     assert sorted(first) == sorted(second) == list(range(1, STEPS + 1))

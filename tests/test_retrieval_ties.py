@@ -111,6 +111,7 @@ def _uneven_share(rank: int, world: int) -> dict:
     return retrieval_metrics(images[share[0]], texts[share[1]], torch.tensor(0.0), ks=KS, text_to_image=torch.tensor(share[2]))
 
 
+@pytest.mark.slow
 def test_two_processes_with_ties_and_several_captions_score_like_one(tmp_path):
     images, texts = planted_ties(1, 3, 6)
     owners = [0, 0, 1, 1, 1, 2]

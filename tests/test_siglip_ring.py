@@ -59,6 +59,7 @@ def _rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 3])
 def test_ring_under_several_processes_equals_the_full_batch(tmp_path, world):
     """With 3 ranks the text blocks travel two hops, so a gradient sent back the wrong way would show."""

@@ -57,6 +57,7 @@ def fit(tmp_path, callbacks, clip=1e-3):
         return module, list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_grad_norm_is_the_total_norm_before_clipping(tmp_path):
     norms = PreClipNorms()
     _, rows = fit(tmp_path, [norms], clip=1e-3)  # the norms are far above 1e-3: every step clips
@@ -65,6 +66,7 @@ def test_grad_norm_is_the_total_norm_before_clipping(tmp_path):
     assert logged == pytest.approx(norms.norms, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_mfu_is_flops_times_samples_per_second_over_the_peak(tmp_path):
     monitor = ThroughputMonitor(window=2)
     module, rows = fit(tmp_path, [monitor])
@@ -91,6 +93,7 @@ def test_flops_are_counted_on_a_copy_and_match_a_count_on_the_real_model():
     assert counted == pytest.approx(counter.get_total_flops() / 2, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_a_training_step_logs_no_python_numbers(tmp_path, monkeypatch):
     numbers = []
     to_tensor = L.LightningModule._LightningModule__to_tensor

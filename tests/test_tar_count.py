@@ -107,6 +107,7 @@ def test_counts_are_cached_until_a_shard_changes(tmp_path, caplog):
     assert "2 of them from the cache" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_plain_tars(compose_config, tmp_path):
     from clip_train.train import run
 
