@@ -4,7 +4,7 @@ import io
 import os
 import tarfile
 
-from samples import colour_samples
+from helpers import colour_samples
 
 from clip_train.data.shard_writer import encode_image
 

@@ -10,7 +10,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from samples import colour_samples  # noqa: E402
+from helpers import colour_samples  # noqa: E402
 
 from clip_train.data.shard_writer import write_shards  # noqa: E402
 from clip_train.paths import CONFIG_DIR  # noqa: E402

@@ -1,7 +1,7 @@
 """Tiny dual encoders and towers that tests build directly (without configs)."""
 
 import torch
-from samples import COLORS
+from helpers import COLORS
 from torch import nn
 
 from clip_train.data.tokenizer import train_caption_tokenizer

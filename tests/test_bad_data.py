@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from bad_shards import _good, _tar_bytes, write_bad_shards
-from samples import colour_samples
+from helpers import colour_samples
 from test_data import keys, make_datamodule
 
 from clip_train.data.bad_data import BAD_KINDS, BadDataError, BadDataPolicy, BadSampleCounter

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from samples import colour_samples
+from helpers import colour_samples
 from test_accumulation import make_batch
 
 import clip_train

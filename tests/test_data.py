@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 import torch
-from samples import colour_samples
+from helpers import colour_samples
 
 from clip_train.data import ShardDataModule
 from clip_train.data.shard_writer import write_shards

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from models import tiny_clip_model
 from PIL import Image
 from readme_code import readme_section
-from samples import COLORS
+from helpers import COLORS
 
 from clip_train.config import check_keys
 from clip_train.data.shard_writer import Sample, write_shards

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 from readme_code import python_code, run_in_finished_run
-from samples import COLORS, colour_samples
+from helpers import COLORS, colour_samples
 
 import clip_train
 from clip_train.eval.zeroshot import accuracy, image_folder, resolve_templates

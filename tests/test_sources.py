@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from samples import colour_samples
+from helpers import colour_samples
 from test_data import keys, make_datamodule
 
 from clip_train.data.pipeline import PairStream

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import webdataset as wds
 from bad_shards import _good, _tar_bytes, write_bad_shards
-from samples import colour_samples
+from helpers import colour_samples
 from test_data import keys, make_datamodule
 
 from clip_train.data.bad_data import BadSampleCounter
