@@ -10,25 +10,15 @@ import sys
 
 import pytest
 import torch
-from helpers import colour_samples
-from test_accumulation import make_batch
+from helpers import colour_samples, make_batch, small_coca
 
 import clip_train
 from clip_train.eval.captioning import caption_metrics
 from clip_train.export import export
-from clip_train.model import CausalTextTower, CoCa, ImageTower
+from clip_train.model import CoCa, ImageTower
 from clip_train.train import run
 
 BOS, EOS = 1, 2
-
-
-def small_coca(vocab_size: int = 50) -> CoCa:
-    torch.manual_seed(0)
-    return CoCa(
-        ImageTower("test_vit", embed_dim=16, image_size=32),
-        CausalTextTower(16, vocab_size=vocab_size, width=32, layers=2, heads=2, context_length=12),
-        embed_dim=16, image_size=32, context_length=12, decoder_layers=1, decoder_heads=2,
-    )  # fmt: skip
 
 
 def test_caption_loss_equals_per_caption_reference_and_ignores_padding():

@@ -6,8 +6,7 @@ import os
 from collections import Counter
 
 import pytest
-from helpers import colour_samples
-from test_data import keys, make_datamodule, rank_loader, write_mixed_shards
+from helpers import colour_samples, keys, make_datamodule, rank_loader, write_mixed_shards
 
 from clip_train.data.shard_writer import write_shards
 

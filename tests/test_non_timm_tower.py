@@ -5,8 +5,7 @@ import os
 
 import pytest
 import torch
-from models import PatchMeanImageTower
-from test_towers import check_tower
+from helpers import PatchMeanImageTower, check_tower
 
 import clip_train
 from clip_train.data.tokenizer import train_caption_tokenizer

@@ -6,8 +6,7 @@ import random
 
 import pytest
 import torch
-from helpers import colour_samples
-from test_data import keys, make_datamodule
+from helpers import colour_samples, keys, make_datamodule
 
 from clip_train.data.pipeline import PairStream
 from clip_train.data.shard_writer import write_shards
