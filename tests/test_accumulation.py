@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import gradients, make_batch, small_encoder
 
-from clip_train.accumulation import _RandomState, split_batch
+from clip_train.accumulation import RandomState, split_batch
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower
 from clip_train.objectives import infonce_loss
 
@@ -35,7 +35,7 @@ def test_naive_accumulation_is_not_the_full_batch_gradient():
 def test_random_state_replays_patch_dropout():
     model = make_model(patch_drop_rate=0.5).train()
     images = make_batch()["image"]
-    state = _RandomState()
+    state = RandomState()
     first = model.encode_image(images)
     second = model.encode_image(images)
     state.restore()
