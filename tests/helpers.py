@@ -41,7 +41,8 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "
 
 
 def colour_samples(count: int, start: int = 0, size: int = 32) -> list[Sample]:
-    """Plain-colour squares captioned with their colour; keys are the sample indices."""
+    """`count` plain-colour RGB squares of size × size px, captioned "a <colour> square"; keys are the sample
+    indices (9 digits, from `start`), metadata {"i": index}."""
     names = list(COLORS)
     rng = random.Random(start)
     samples = []
@@ -122,6 +123,7 @@ def write_bad_shards(folder: str) -> tuple[list[str], dict[str, int], list[int]]
 
 
 def _append_raw(tar_path: str, members: dict[str, bytes]) -> None:
+    """Appends {name: payload} members to the tar at `tar_path` as they are (no sample checks)."""
     with tarfile.open(tar_path, "a") as tar:
         for name, payload in members.items():
             info = tarfile.TarInfo(name)
@@ -130,7 +132,11 @@ def _append_raw(tar_path: str, members: dict[str, bytes]) -> None:
 
 
 def write_mixed_shards(tmp_path) -> list[str]:
-    """Two shards holding the 12 colour samples plus 3 bad ones in the first."""
+    """Two shards holding the 12 colour samples plus 3 bad ones in the first; returns their two paths.
+
+    mixed-00000.tar: samples 0-5, an undecodable image (100), a caption without an image (101), a truncated PNG (102)
+    clean-00000.tar: samples 6-11
+    """
     good = colour_samples(12)
     path = str(tmp_path / "mixed-00000.tar")
     write_shards(str(tmp_path), "mixed", good[:6], samples_per_shard=100)
@@ -234,6 +240,7 @@ def trainable(module: nn.Module) -> set[str]:
 
 
 def _norm_parameters(tower: nn.Module) -> set[str]:
+    """Names of the parameters of the normalisation layers (`NORM_TYPES`) of `tower`."""
     return {
         f"{prefix}.{name}" if prefix else name
         for prefix, module in tower.named_modules()
@@ -243,6 +250,7 @@ def _norm_parameters(tower: nn.Module) -> set[str]:
 
 
 def _outputs_and_gradients(tower: nn.Module, inputs: tuple) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The tower's (B, D) output on `inputs` and {name: gradient} of its squared sum, with seeded dropout."""
     tower.zero_grad(set_to_none=True)
     torch.manual_seed(0)  # the same dropout masks in both runs
     output = tower(*inputs)
