@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from helpers import colour_samples, good_members, keys, make_datamodule, tar_bytes, write_bad_shards
+from helpers import colour_samples, good_members, keys, make_datamodule, small_encoder, tar_bytes, write_bad_shards
 
 from clip_train.data.bad_data import BAD_KINDS, BadDataError, BadDataPolicy, BadSampleCounter
 from clip_train.data.pipeline import decode_pair
@@ -138,8 +138,6 @@ def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_tra
 
 
 def test_checkpoint_counters_keep_the_kinds():
-    from models import small_encoder
-
     from clip_train.module import ClipModule
     from clip_train.objectives import InfoNCE
 

@@ -7,7 +7,7 @@ from collections import Counter
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import PROBLEM_BATCH, make_problem
+from helpers import PROBLEM_BATCH, colour_samples, make_problem
 
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.objectives import infonce_loss
@@ -79,8 +79,6 @@ def _data_rank_main(rank: int, init_file: str, pattern: str, out_dir: str) -> No
 
 
 def test_two_process_data_reads_every_key_in_equal_step_counts(tmp_path):
-    from samples import colour_samples
-
     from clip_train.data.shard_writer import write_shards
 
     write_shards(str(tmp_path), "train", colour_samples(70), samples_per_shard=9)  # 8 uneven shards: 9 × 7 + 7
