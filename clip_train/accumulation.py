@@ -45,7 +45,7 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
             for i in range(parts)]  # fmt: skip
 
 
-class _RandomState:
+class RandomState:
     """The CPU and accelerator random states, to replay one forward's randomness."""
 
     def __init__(self) -> None:
@@ -109,7 +109,7 @@ def contrastive_backward(
     states, cached = [], []
     with torch.no_grad(), _buffers_restored(model):
         for chunk in chunks:
-            states.append(_RandomState())
+            states.append(RandomState())
             cached.append(model.training_forward(chunk))
     for j, chunk in enumerate(chunks):
         last = j == micro_batches - 1

@@ -6,7 +6,7 @@ has stepped but whose schedule and data position have not), and its SIGTERM hand
 from inside the handler under DDP. Here a signal only sets a flag; after the current step, all
 ranks learn whether any of them was signalled (one scalar all-reduce) and, together, save
 `<run dir>/checkpoints/last.ckpt` (which `ckpt_path=last` resumes) and stop. When Lightning owns
-SLURM requeue (`clip_train.train._requeue_plugins`), SIGUSR1 goes through Lightning's requeue
+SLURM requeue (`clip_train.train.requeue_plugins`), SIGUSR1 goes through Lightning's requeue
 handler at that boundary instead: it writes `hpc_ckpt_N.ckpt` (also found by `ckpt_path=last`)
 and runs `scontrol requeue`.
 """

@@ -31,7 +31,7 @@ from clip_train.recipe import Recipe
 log = logging.getLogger(__name__)
 
 
-def _resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
+def resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """`last`: the newest checkpoint of this run directory, the periodic `checkpoints/last.ckpt` or the
     `hpc_ckpt_N.ckpt` Lightning saves when SLURM signals a requeue; None (a fresh start) if there is none."""
     if ckpt_path != "last":
@@ -42,7 +42,7 @@ def _resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return max(candidates, key=os.path.getmtime, default=None)
 
 
-def _requeue_plugins() -> list:
+def requeue_plugins() -> list:
     """Exactly one component owns SLURM requeue. Under submitit (hydra/launcher=slurm) it is submitit,
     so Lightning's own SIGUSR1 auto-requeue is turned off; elsewhere (sbatch + srun) Lightning owns it."""
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
@@ -118,11 +118,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers,
         strategy=_strategy(cfg.trainer.strategy),
-        plugins=[AtomicCheckpointIO(), *_requeue_plugins()],
+        plugins=[AtomicCheckpointIO(), *requeue_plugins()],
     )
     output_dir = cfg.paths.output_dir
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg.ckpt_path, output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.ckpt_path, output_dir))
     except Preempted as preempted:  # the checkpoint is written; exit as a signalled process would
         raise SystemExit(128 + preempted.signum) from preempted
     metrics = _final_metrics(trainer, module, datamodule)

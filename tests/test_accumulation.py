@@ -4,43 +4,21 @@ objective's k micro-batches against its full batch: tests/test_objectives.py).""
 
 import copy
 import os
-from contextlib import nullcontext
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from models import small_encoder
+from helpers import gradients, make_batch, small_encoder
 
-from clip_train.accumulation import _RandomState, contrastive_backward, split_batch
+from clip_train.accumulation import RandomState, split_batch
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower
-from clip_train.objectives import InfoNCE, infonce_loss
-
-BATCH = 8
-
-
-def make_batch(size: int = BATCH, seed: int = 0) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.ones(size, 12, dtype=torch.long)
-    for row in range(size):
-        mask[row, 4 + row % 8 :] = 0
-    return {
-        "image": torch.randn(size, 3, 32, 32, generator=generator, dtype=torch.float64),
-        "input_ids": torch.randint(1, 50, (size, 12), generator=generator),
-        "attention_mask": mask,
-        "bad_samples": torch.tensor(0),
-    }
+from clip_train.objectives import infonce_loss
 
 
 def make_model(**image_options):
     torch.manual_seed(0)
     return small_encoder(**image_options).double()
-
-
-def gradients(model, batch, micro_batches: int) -> dict[str, torch.Tensor]:
-    model.zero_grad(set_to_none=True)
-    contrastive_backward(model, InfoNCE(), batch, micro_batches, backward=lambda loss: loss.backward(), no_sync=nullcontext)
-    return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
 def test_naive_accumulation_is_not_the_full_batch_gradient():
@@ -57,7 +35,7 @@ def test_naive_accumulation_is_not_the_full_batch_gradient():
 def test_random_state_replays_patch_dropout():
     model = make_model(patch_drop_rate=0.5).train()
     images = make_batch()["image"]
-    state = _RandomState()
+    state = RandomState()
     first = model.encode_image(images)
     second = model.encode_image(images)
     state.restore()

@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 from gloo import on_gloo_ranks
+from helpers import naive_align_uniform
 from readme_code import readme_section
 
 from clip_train.model.outputs import TrainingOutputs
@@ -23,19 +24,6 @@ def test_readme_shows_the_real_file_and_config():
     for language, path in (("python", "clip_train/objectives/align_uniform.py"), ("yaml", "configs/loss/align_uniform.yaml")):
         with open(os.path.join(ROOT, path)) as f:
             assert re.findall(rf"```{language}\n(.*?)```", section, flags=re.S) == [f.read()], path
-
-
-def naive_align_uniform(image, text, alpha=2.0, t=2.0, weight=1.0) -> dict:
-    """Loops: alignment over the pairs, uniformity over every ordered pair i ≠ j of each modality."""
-    n = image.shape[0]
-    alignment = sum(torch.dist(image[i], text[i]) ** alpha for i in range(n)) / n
-
-    def uniformity(u):
-        close = [torch.exp(-t * torch.dist(u[i], u[j]) ** 2) for i in range(n) for j in range(n) if i != j]
-        return torch.log(sum(close) / len(close))
-
-    spread = (uniformity(image) + uniformity(text)) / 2
-    return {"loss": alignment + weight * spread, "alignment": alignment, "uniformity": spread}
 
 
 def unit(rows: int, seed: int) -> torch.Tensor:

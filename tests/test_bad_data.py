@@ -7,9 +7,7 @@ import os
 
 import pytest
 import torch
-from bad_shards import _good, _tar_bytes, write_bad_shards
-from samples import colour_samples
-from test_data import keys, make_datamodule
+from helpers import colour_samples, good_members, keys, make_datamodule, small_encoder, tar_bytes, write_bad_shards
 
 from clip_train.data.bad_data import BAD_KINDS, BadDataError, BadDataPolicy, BadSampleCounter
 from clip_train.data.pipeline import decode_pair
@@ -42,7 +40,7 @@ ONE_BAD_SAMPLE = {
 @pytest.mark.parametrize("kind", sorted(ONE_BAD_SAMPLE))
 def test_each_sample_kind_is_skipped_and_counted_as_itself(tmp_path, kind):
     path = tmp_path / "shard.tar"
-    path.write_bytes(_tar_bytes(_good(0) + ONE_BAD_SAMPLE[kind] + _good(1)))
+    path.write_bytes(tar_bytes(good_members(0) + ONE_BAD_SAMPLE[kind] + good_members(1)))
     counter = BadSampleCounter()
     assert read([str(path)], counter) == [0, 1]
     assert counts(counter) == {kind: 1} and counter.decoded == 2
@@ -58,7 +56,7 @@ def test_every_shard_kind_and_the_samples_before_a_cut(tmp_path):
 
 
 def test_unopenable_shards_are_skipped_local_and_pipe(tmp_path):
-    (tmp_path / "ok.tar").write_bytes(_tar_bytes(_good(3)))
+    (tmp_path / "ok.tar").write_bytes(tar_bytes(good_members(3)))
     counter = BadSampleCounter()
     urls = [str(tmp_path / "deleted.tar"), f"pipe:cat {tmp_path}/deleted.tar", str(tmp_path / "ok.tar")]
     assert read(urls, counter) == [3]
@@ -141,8 +139,6 @@ def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_tra
 
 
 def test_checkpoint_counters_keep_the_kinds():
-    from models import small_encoder
-
     from clip_train.module import ClipModule
     from clip_train.objectives import InfoNCE
 

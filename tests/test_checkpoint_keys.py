@@ -2,7 +2,6 @@
 both load, in the Python API and as a resumed run, whichever version is installed."""
 
 import torch
-from test_inference import trained_checkpoint  # noqa: F401  (a module-scoped fixture: a 3-step run's last.ckpt)
 
 import clip_train
 from clip_train.model.checkpoint_keys import match_model_keys
@@ -32,13 +31,13 @@ def other_layout(path: str, out: str) -> str:
     return relayout(path, out, to_transformers_4=not installed_has_level)
 
 
-def test_a_checkpoint_of_the_other_transformers_layout_loads_with_the_same_weights(trained_checkpoint, tmp_path):  # noqa: F811
+def test_a_checkpoint_of_the_other_transformers_layout_loads_with_the_same_weights(trained_checkpoint, tmp_path):
     other = other_layout(trained_checkpoint, str(tmp_path / "other.ckpt"))
     captions = ["a red square", "a blue square"]
     assert torch.equal(clip_train.load(other).encode_text(captions), clip_train.load(trained_checkpoint).encode_text(captions))
 
 
-def test_a_run_resumes_from_a_checkpoint_of_the_other_layout(trained_checkpoint, tmp_path, compose_config, colour_shards):  # noqa: F811
+def test_a_run_resumes_from_a_checkpoint_of_the_other_layout(trained_checkpoint, tmp_path, compose_config, colour_shards):
     other = other_layout(trained_checkpoint, str(tmp_path / "other.ckpt"))
     metrics = run(
         compose_config(

@@ -8,7 +8,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from clip_train.paths import CONFIG_DIR
-from clip_train.train import _requeue_plugins, _resume_path
+from clip_train.train import requeue_plugins, resume_path
 
 
 def test_slurm_launcher_matches_tasks_to_devices_and_nodes():
@@ -26,21 +26,21 @@ def test_slurm_launcher_matches_tasks_to_devices_and_nodes():
 
 def test_exactly_one_owner_of_requeue(monkeypatch):
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
-    assert _requeue_plugins() == []  # sbatch + srun: Lightning's SLURMEnvironment requeues
+    assert requeue_plugins() == []  # sbatch + srun: Lightning's SLURMEnvironment requeues
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    (plugin,) = _requeue_plugins()
+    (plugin,) = requeue_plugins()
     assert isinstance(plugin, SLURMEnvironment) and not plugin.auto_requeue
 
 
 def test_resume_takes_the_newest_checkpoint_of_the_run(tmp_path):
-    assert _resume_path("last", str(tmp_path)) is None  # fresh run
-    assert _resume_path("/some/where.ckpt", str(tmp_path)) == "/some/where.ckpt"
+    assert resume_path("last", str(tmp_path)) is None  # fresh run
+    assert resume_path("/some/where.ckpt", str(tmp_path)) == "/some/where.ckpt"
     (tmp_path / "checkpoints").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(b"")
-    assert _resume_path("last", str(tmp_path)) == str(last)
+    assert resume_path("last", str(tmp_path)) == str(last)
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
     hpc.write_bytes(b"")
     later = time.time() + 5
     os.utime(hpc, (later, later))  # saved when SLURM signalled, after the last periodic checkpoint
-    assert _resume_path("last", str(tmp_path)) == str(hpc)
+    assert resume_path("last", str(tmp_path)) == str(hpc)

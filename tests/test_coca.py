@@ -10,25 +10,15 @@ import sys
 
 import pytest
 import torch
-from samples import colour_samples
-from test_accumulation import make_batch
+from helpers import colour_samples, make_batch, small_coca
 
 import clip_train
 from clip_train.eval.captioning import caption_metrics
 from clip_train.export import export
-from clip_train.model import CausalTextTower, CoCa, ImageTower
+from clip_train.model import CoCa, ImageTower
 from clip_train.train import run
 
 BOS, EOS = 1, 2
-
-
-def small_coca(vocab_size: int = 50) -> CoCa:
-    torch.manual_seed(0)
-    return CoCa(
-        ImageTower("test_vit", embed_dim=16, image_size=32),
-        CausalTextTower(16, vocab_size=vocab_size, width=32, layers=2, heads=2, context_length=12),
-        embed_dim=16, image_size=32, context_length=12, decoder_layers=1, decoder_heads=2,
-    )  # fmt: skip
 
 
 def test_caption_loss_equals_per_caption_reference_and_ignores_padding():
@@ -37,8 +27,8 @@ def test_caption_loss_equals_per_caption_reference_and_ignores_padding():
     for row in range(4):
         length = int(batch["attention_mask"][row].sum())
         ids = batch["input_ids"][row : row + 1, :length]  # the caption alone, no padding at all
-        _, memory = model._image(batch["image"][row : row + 1])
-        log_probs = model._logits(model._text_states(ids), memory).log_softmax(dim=-1)[0]
+        _, memory = model.encode_image_and_memory(batch["image"][row : row + 1])
+        log_probs = model.next_token_logits(model.text_states(ids), memory).log_softmax(dim=-1)[0]
         reference = -sum(log_probs[t, ids[0, t + 1]] for t in range(length - 1)) / (length - 1)
         torch.testing.assert_close(nll[row], reference)
     padded = dict(batch, input_ids=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 7))
@@ -56,14 +46,14 @@ def test_greedy_and_beam_search_against_brute_force():
     greedy = model.generate(images, BOS, EOS, max_length=max_length)
     padded = torch.tensor([[BOS, *s] + [EOS] * (max_length - 1 - len(s)) for s in every])  # causal: padding after is inert
     for i in range(3):
-        _, memory = model._image(images[i : i + 1])
-        log_probs = model._logits(model._text_states(padded), memory.expand(len(every), -1, -1)).log_softmax(dim=-1)
+        _, memory = model.encode_image_and_memory(images[i : i + 1])
+        log_probs = model.next_token_logits(model.text_states(padded), memory.expand(len(every), -1, -1)).log_softmax(dim=-1)
         means = [sum(float(log_probs[k, t, s[t]]) for t in range(len(s))) / len(s) for k, s in enumerate(every)]
         best = every[max(range(len(every)), key=means.__getitem__)]
         assert beam[i] == [t for t in best if t != EOS]
         prefix = []  # greedy: the arg-max token, step by step
         while len(prefix) < max_length - 1 and EOS not in prefix:
-            logits = model._logits(model._text_states(torch.tensor([[BOS, *prefix]])), memory)[0, -1]
+            logits = model.next_token_logits(model.text_states(torch.tensor([[BOS, *prefix]])), memory)[0, -1]
             prefix.append(int(logits.argmax()))
         assert greedy[i] == [t for t in prefix if t != EOS]
     with pytest.raises(ValueError, match="max_length=1"):

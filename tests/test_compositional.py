@@ -144,7 +144,7 @@ def test_two_ranks_count_like_one_process(tmp_path):
 
 
 def test_shards_use_the_caption_rules(tmp_path):
-    from samples import colour_samples
+    from helpers import colour_samples
 
     from clip_train.data.shard_writer import write_shards
 

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from helpers import options
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -12,11 +13,6 @@ from clip_train.config import check_config
 from clip_train.paths import CONFIG_DIR
 
 SMALL_SYNTHETIC = ["data.synthetic.num_train=64", "data.synthetic.num_val=32", "data.synthetic.samples_per_shard=32"]
-
-
-def options(group: str) -> list[str]:
-    folder = os.path.join(CONFIG_DIR, group)
-    return sorted(name.removesuffix(".yaml") for name in os.listdir(folder) if name.endswith(".yaml"))
 
 
 def test_groups_exist():

@@ -1,33 +1,13 @@
 """The shard data module against shards written here: counts, keys, shapes, bad data and errors."""
 
-import io
 import os
-import tarfile
 
 import pytest
 import torch
-from samples import colour_samples
+from helpers import colour_samples, keys, make_datamodule, rank_loader, write_mixed_shards
 
-from clip_train.data import ShardDataModule
 from clip_train.data.shard_writer import write_shards
 from clip_train.data.shards import count_samples, expand_shards
-
-
-def make_datamodule(train_shards, val_shards=None, **overrides) -> ShardDataModule:
-    settings = dict(
-        batch_size=4,
-        num_workers=0,
-        image_size=24,
-        context_length=8,
-        cache_dir=os.environ["CLIP_TRAIN_CACHE"],
-        shuffle_buffer=8,
-        tokenizer_vocab_size=300,
-    )
-    return ShardDataModule(train_shards, val_shards, **(settings | overrides))
-
-
-def keys(batches) -> list[int]:
-    return [int(key) for batch in batches for key in batch["key"]]
 
 
 def test_expand_shards_braces_lists_and_missing(colour_shards, tmp_path):
@@ -73,13 +53,6 @@ def test_validation_reads_every_pair_exactly_once(colour_shards):
     assert [b["image"].shape[0] for b in batches] == [6] * 6 + [4]
 
 
-def rank_loader(datamodule: ShardDataModule, rank: int, world: int, training: bool):
-    """The loader rank `rank` of `world` would get (the trainer normally sets these in `setup`)."""
-    datamodule.rank, datamodule.world = rank, world
-    datamodule.setup("fit")
-    return datamodule.train_dataloader() if training else datamodule.val_dataloader()
-
-
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_ranks_read_disjoint_samples_and_equal_batch_counts(tmp_path, num_workers):
     # uneven shards: 7 shards of 10, 10, ..., and a last one of 3 samples
@@ -122,31 +95,6 @@ def test_too_few_shards_of_unknown_size_for_ranks_and_workers_fails_fast(colour_
     datamodule.rank, datamodule.world = 0, 2
     with pytest.raises(ValueError, match="4 training shards of unknown size cannot feed 2 ranks × 3 workers"):
         datamodule.setup("fit")
-
-
-def _append_raw(tar_path: str, members: dict[str, bytes]) -> None:
-    with tarfile.open(tar_path, "a") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-
-
-def write_mixed_shards(tmp_path) -> list[str]:
-    """Two shards holding the 12 colour samples plus 3 bad ones in the first."""
-    good = colour_samples(12)
-    path = str(tmp_path / "mixed-00000.tar")
-    write_shards(str(tmp_path), "mixed", good[:6], samples_per_shard=100)
-    _append_raw(path, {
-        "000000100.jpg": b"not an image at all",   # undecodable image
-        "000000100.txt": b"a broken picture",
-        "000000101.txt": b"a caption without an image",  # incomplete
-    })  # fmt: skip
-    bad_image = io.BytesIO()
-    good[0].image.save(bad_image, format="PNG")
-    _append_raw(path, {"000000102.png": bad_image.getvalue()[:40], "000000102.txt": b"truncated png"})
-    write_shards(str(tmp_path), "clean", good[6:], samples_per_shard=100)
-    return [path, str(tmp_path / "clean-00000.tar")]
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):

@@ -8,22 +8,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import PROBLEM_BATCH, colour_samples, make_problem
 
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.objectives import infonce_loss
 
 WORLD = 2
-BATCH = 6  # global; 3 per rank
-
-
-def make_problem():
-    """Linear 'towers' on fixed inputs: enough to check every gradient path through the loss."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(BATCH, 5, generator=generator, dtype=torch.float64)
-    texts = torch.randn(BATCH, 7, generator=generator, dtype=torch.float64)
-    image_weight = torch.randn(5, 4, generator=generator, dtype=torch.float64)
-    text_weight = torch.randn(7, 4, generator=generator, dtype=torch.float64)
-    return images, texts, image_weight, text_weight
 
 
 def loss_and_grads(images, texts, image_weight, text_weight):
@@ -40,14 +30,14 @@ def loss_and_grads(images, texts, image_weight, text_weight):
 def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     images, texts, image_weight, text_weight = make_problem()
-    local = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    local = slice(rank * PROBLEM_BATCH // WORLD, (rank + 1) * PROBLEM_BATCH // WORLD)
     loss, grads, image_features, text_features = loss_and_grads(images[local], texts[local], image_weight, text_weight)
     for grad in grads:  # what DDP does: average the gradients over ranks
         dist.all_reduce(grad)
         grad /= WORLD
     dist.all_reduce(loss)
     # uneven validation shares: rank 0 holds 4 pairs, rank 1 holds 2
-    uneven = slice(0, 4) if rank == 0 else slice(4, BATCH)
+    uneven = slice(0, 4) if rank == 0 else slice(4, PROBLEM_BATCH)
     with torch.no_grad():
         full_image = torch.nn.functional.normalize(images @ image_weight, dim=-1)
         full_text = torch.nn.functional.normalize(texts @ text_weight, dim=-1)
@@ -92,8 +82,6 @@ def _data_rank_main(rank: int, init_file: str, pattern: str, out_dir: str) -> No
 
 @pytest.mark.slow
 def test_two_process_data_reads_every_key_in_equal_step_counts(tmp_path):
-    from samples import colour_samples
-
     from clip_train.data.shard_writer import write_shards
 
     write_shards(str(tmp_path), "train", colour_samples(70), samples_per_shard=9)  # 8 uneven shards: 9 × 7 + 7

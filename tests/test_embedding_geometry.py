@@ -8,11 +8,10 @@ import shlex
 import pytest
 import torch
 from gloo import on_gloo_ranks
+from helpers import COLORS, tiny_clip_model
 from hydra.utils import instantiate
-from models import tiny_clip_model
 from PIL import Image
 from readme_code import readme_section
-from samples import COLORS
 
 from clip_train.config import check_keys
 from clip_train.data.shard_writer import Sample, write_shards

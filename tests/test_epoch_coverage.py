@@ -6,9 +6,9 @@ import os
 from collections import Counter
 
 import pytest
-from samples import colour_samples
-from test_data import keys, make_datamodule, rank_loader, write_mixed_shards
+from helpers import colour_samples, keys, make_datamodule, rank_loader, write_mixed_shards
 
+from clip_train.data.position import position_state
 from clip_train.data.shard_writer import write_shards
 
 
@@ -62,7 +62,7 @@ def test_a_resumed_epoch_continues_the_uneven_worker_split_exactly(tmp_path, con
     datamodule = make_datamodule(five_shards_of_eight(tmp_path), batch_size=8, num_workers=2, image_size=8)
     datamodule.setup("fit")
     uninterrupted = [list(batch["key"]) for batch in datamodule.train_dataloader()]
-    datamodule._resume_point.set(0, consumed)
+    datamodule.load_state_dict(position_state(0, consumed, datamodule.layout))
     resumed = [list(batch["key"]) for batch in datamodule.train_dataloader()]
     assert len(uninterrupted) == 5 and resumed == uninterrupted[consumed:]
 

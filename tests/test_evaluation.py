@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from gloo import on_gloo_ranks
-from models import tiny_clip_model
+from helpers import COLORS, tiny_clip_model
 from PIL import Image
-from samples import COLORS
 
 from clip_train.data.shard_writer import Sample, write_shards
 from clip_train.eval.retrieval_task import RetrievalTask

@@ -11,9 +11,8 @@ import math
 
 import lightning as L
 import torch
+from helpers import make_batch, small_encoder
 from lightning.pytorch.plugins.precision import MixedPrecision
-from models import small_encoder
-from test_accumulation import make_batch
 
 from clip_train.module import ClipModule
 from clip_train.objectives import InfoNCE

@@ -6,8 +6,8 @@ from Loshchilov & Hutter's update rule, not torch's implementation.
 """
 
 import torch
+from helpers import small_encoder
 from hydra.utils import instantiate
-from models import small_encoder
 
 from clip_train.optim import parameter_groups
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import COLORS, colour_samples
 from hf_clip_models import save_small_clip
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from readme_code import python_code, readme_section
-from samples import COLORS, colour_samples
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoImageProcessor,

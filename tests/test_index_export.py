@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from models import small_encoder
+from helpers import small_encoder
 from PIL import Image
 from readme_code import python_code, run_in_finished_run
-from test_inference import trained_checkpoint  # noqa: F401  (the fixture: a few steps of model=test)
 
 from clip_train.data.tokenizer import train_caption_tokenizer
 from clip_train.index import ImageTextIndex
@@ -60,7 +59,7 @@ def test_faiss_on_the_exported_embeddings_ranks_as_the_index(index, tmp_path):
     np.testing.assert_allclose(scores[0], [cosine for _, cosine in expected], atol=1e-6)
 
 
-def test_readme_faiss_example_runs_as_written(trained_checkpoint, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_readme_faiss_example_runs_as_written(trained_checkpoint, tmp_path, monkeypatch, capsys):
     """The README's "Using a trained model" code, then its FAISS example, in a folder holding a finished run."""
     pytest.importorskip("faiss", reason="the README's FAISS example needs faiss: pip install faiss-cpu")
     code = python_code("## Using a trained model", "### FAISS and clip-retrieval")

@@ -4,34 +4,14 @@ import json
 
 import pytest
 import torch
+from helpers import COLORS, colour_samples
 from PIL import Image
 from readme_code import python_code, run_in_finished_run
-from samples import COLORS, colour_samples
 
 import clip_train
 from clip_train.eval.zeroshot import accuracy, image_folder, resolve_templates
 from clip_train.export import export
 from clip_train.text_classifier import class_weights
-from clip_train.train import run
-
-
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
-    """A few steps of the test preset on colour squares: enough to have a real checkpoint."""
-    from hydra import compose, initialize_config_dir
-
-    from clip_train.data.shard_writer import write_shards
-    from clip_train.paths import CONFIG_DIR
-
-    folder = tmp_path_factory.mktemp("trained")
-    write_shards(str(folder / "shards"), "train", colour_samples(40), samples_per_shard=10)
-    overrides = [
-        f"paths.output_dir={folder}/run", "data=webdataset", f"data.train_shards='{folder}/shards/train-{{00000..00003}}.tar'",
-        "data.batch_size=8", "data.num_workers=0", "model=test", "trainer.max_steps=3", "logger=csv",
-    ]  # fmt: skip
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        run(compose("train", overrides=overrides))
-    return str(folder / "run" / "checkpoints" / "last.ckpt")
 
 
 def test_checkpoint_and_export_give_identical_embeddings(trained_checkpoint, tmp_path):

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
+from helpers import colour_samples
 from PIL import Image
-from samples import colour_samples
 
 from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.shard_reader import shard_samples

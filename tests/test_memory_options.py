@@ -4,8 +4,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from models import small_encoder
-from test_accumulation import gradients, make_batch
+from helpers import gradients, make_batch, small_encoder, trainable
 
 from clip_train.accumulation import contrastive_backward
 from clip_train.model import CausalTextTower, ImageTower
@@ -50,10 +49,6 @@ def test_patch_dropout_drops_patches_in_training_only_and_keeps_the_class_token(
     tower.eval(), reference.eval()
     torch.testing.assert_close(tower(images), reference(images))
     assert token_counts[-1] == 1 + 16
-
-
-def trainable(module) -> set[str]:
-    return {name for name, p in module.named_parameters() if p.requires_grad}
 
 
 def test_locked_image_tower_trains_only_its_last_group_and_projection():

@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-from models import small_encoder
-from test_coca import small_coca
+from helpers import small_coca, small_encoder
 from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower

@@ -5,8 +5,7 @@ import os
 
 import pytest
 import torch
-from models import PatchMeanImageTower
-from test_towers import check_tower
+from helpers import PatchMeanImageTower, check_tower
 
 import clip_train
 from clip_train.data.tokenizer import train_caption_tokenizer
@@ -45,7 +44,7 @@ def model() -> ClipModel:
     tokenizer = train_caption_tokenizer(["a red square", "a blue circle"] * 4, vocab_size=300)
     config = {
         "_target_": "clip_train.model.DualEncoder", "embed_dim": 16, "image_size": 32, "context_length": 12,
-        "image_tower": {"_target_": "models.PatchMeanImageTower", "embed_dim": 16},
+        "image_tower": {"_target_": "helpers.PatchMeanImageTower", "embed_dim": 16},
         "text_tower": {**TEXT_TOWER, "vocab_size": len(tokenizer)},
     }  # fmt: skip
     from hydra.utils import instantiate

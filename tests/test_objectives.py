@@ -7,11 +7,17 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from models import small_encoder
-from test_accumulation import make_batch
-from test_align_uniform import naive_align_uniform
-from test_coca import small_coca
-from test_hard_negatives import K, batch_with_negatives, make_model, naive_negclip, naive_siglip
+from helpers import (
+    K,
+    batch_with_negatives,
+    float64_encoder,
+    make_batch,
+    naive_align_uniform,
+    naive_negclip,
+    naive_siglip_with_negatives,
+    small_coca,
+    small_encoder,
+)
 
 from clip_train.accumulation import contrastive_backward
 from clip_train.objectives import Caption, InfoNCE, SigLip, WeightedSum, check_objective
@@ -35,7 +41,9 @@ def negclip_reference(o) -> torch.Tensor:
 
 
 def siglip_reference(o) -> torch.Tensor:
-    return naive_siglip(o.image_features, o.text_features, *negatives_of(o), o.scalars["logit_scale"], o.scalars["logit_bias"])
+    return naive_siglip_with_negatives(
+        o.image_features, o.text_features, *negatives_of(o), o.scalars["logit_scale"], o.scalars["logit_bias"]
+    )
 
 
 def coca_reference(o) -> torch.Tensor:
@@ -47,7 +55,7 @@ def align_uniform_reference(o) -> torch.Tensor:
 
 
 def frozen_temperature_encoder():
-    model = make_model("infonce")
+    model = float64_encoder("infonce")
     model.logit_scale.requires_grad_(False)  # as ClipModule freezes it for an objective without a temperature
     return model
 
@@ -61,10 +69,10 @@ class Case:
 
 
 CASES = {
-    "infonce": Case(lambda: make_model("infonce"), InfoNCE, make_batch, negclip_reference),
-    "siglip": Case(lambda: make_model("siglip"), SigLip, make_batch, siglip_reference),
-    "infonce_negatives": Case(lambda: make_model("infonce"), lambda: InfoNCE(K), batch_with_negatives, negclip_reference),
-    "siglip_negatives": Case(lambda: make_model("siglip"), lambda: SigLip(K), batch_with_negatives, siglip_reference),
+    "infonce": Case(lambda: float64_encoder("infonce"), InfoNCE, make_batch, negclip_reference),
+    "siglip": Case(lambda: float64_encoder("siglip"), SigLip, make_batch, siglip_reference),
+    "infonce_negatives": Case(lambda: float64_encoder("infonce"), lambda: InfoNCE(K), batch_with_negatives, negclip_reference),
+    "siglip_negatives": Case(lambda: float64_encoder("siglip"), lambda: SigLip(K), batch_with_negatives, siglip_reference),
     "coca": Case(lambda: small_coca().double(), coca_objective, make_batch, coca_reference),
     "align_uniform": Case(frozen_temperature_encoder, AlignUniform, make_batch, align_uniform_reference),
 }

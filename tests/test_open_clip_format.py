@@ -7,11 +7,11 @@ import os
 
 import pytest
 import torch
+from helpers import colour_samples
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
-from samples import colour_samples
 
 open_clip = pytest.importorskip(
     "open_clip", reason="OpenCLIP interop is checked against open_clip: pip install open-clip-torch"

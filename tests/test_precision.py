@@ -4,8 +4,7 @@ import csv
 
 import pytest
 import torch
-from models import small_encoder
-from test_accumulation import make_batch
+from helpers import make_batch, small_encoder
 
 from clip_train.objectives import infonce_loss
 from clip_train.train import run

@@ -14,10 +14,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import make_batch, small_encoder
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
-from models import small_encoder
-from test_accumulation import make_batch
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BAD_KINDS

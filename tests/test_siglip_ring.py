@@ -1,7 +1,7 @@
 """SigLIP's ring exchange under 2 and 3 gloo processes against one process with the full batch.
 
-Kept apart from tests/test_siglip.py so the spawned workers import only torch, the loss and the
-shared float64 problem of tests/test_distributed.py.
+Kept apart from tests/test_siglip.py so the spawned workers do not import that test file; every process
+builds the shared float64 problem of `helpers.make_problem`.
 """
 
 import math
@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_distributed import BATCH, make_problem
+from helpers import PROBLEM_BATCH, make_problem
 
-from clip_train.distributed import _exchange, rank_and_world
+from clip_train.distributed import pass_to_next_rank
 from clip_train.objectives import siglip, siglip_loss
 
 
@@ -33,8 +33,7 @@ class _KeepGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor):
-        rank, world = rank_and_world()
-        return _exchange(tensor, (rank + 1) % world, (rank - 1) % world)
+        return pass_to_next_rank(tensor)  # the real hop; inside forward, autograd does not record it
 
     @staticmethod
     def backward(ctx, grad):
@@ -44,7 +43,7 @@ class _KeepGradient(torch.autograd.Function):
 def _rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     images, texts, image_weight, text_weight = make_problem()
-    local = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+    local = slice(rank * PROBLEM_BATCH // world, (rank + 1) * PROBLEM_BATCH // world)
     results = {}
     for variant in ("ring", "mutant"):
         if variant == "mutant":

@@ -6,8 +6,7 @@ import random
 
 import pytest
 import torch
-from samples import colour_samples
-from test_data import keys, make_datamodule
+from helpers import colour_samples, keys, make_datamodule
 
 from clip_train.data.pipeline import PairStream
 from clip_train.data.shard_writer import write_shards
@@ -75,7 +74,7 @@ def test_sources_epoch_size_defaults_to_their_sizes(tmp_path):
     a, b = write_two_sources(tmp_path)
     datamodule = make_datamodule(None, sources=sources(a, b), resampled=True)
     assert datamodule.samples_per_epoch == 120 and len(datamodule.train_urls) == 15
-    names = [url.rsplit("/", 1)[-1] for url in datamodule._tokenizer_urls()]  # captions of every source reach the vocabulary
+    names = [url.rsplit("/", 1)[-1] for url in datamodule.tokenizer_urls()]  # captions of every source reach the vocabulary
     assert names[:4] == ["a-00000.tar", "b-00000.tar", "a-00001.tar", "b-00001.tar"] and sorted(names) == sorted(
         url.rsplit("/", 1)[-1] for url in datamodule.train_urls
     )

@@ -9,9 +9,8 @@ import math
 import lightning as L
 import pytest
 import torch
+from helpers import make_batch, small_encoder
 from lightning.pytorch.loggers import CSVLogger
-from models import small_encoder
-from test_accumulation import make_batch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 

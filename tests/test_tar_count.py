@@ -10,9 +10,7 @@ from collections import Counter
 
 import pytest
 import webdataset as wds
-from bad_shards import _good, _tar_bytes, write_bad_shards
-from samples import colour_samples
-from test_data import keys, make_datamodule
+from helpers import colour_samples, good_members, keys, make_datamodule, tar_bytes, write_bad_shards
 
 from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.shard_reader import shard_samples
@@ -75,7 +73,7 @@ def test_header_count_equals_a_full_read_for_shardwriter_bad_and_gzipped_shards(
     paths = sorted(str(p) for p in (tmp_path / "wds").glob("*.tar"))
     bad, _, _ = write_bad_shards(str(tmp_path / "bad"))  # truncated, empty, zero-byte and foreign bytes too
     gzipped = tmp_path / "zipped.tar.gz"
-    gzipped.write_bytes(gzip.compress(_tar_bytes([m for i in range(5) for m in _good(i)])))
+    gzipped.write_bytes(gzip.compress(tar_bytes([m for i in range(5) for m in good_members(i)])))
     for path in [*paths, *bad, str(gzipped)]:
         assert count_tar_samples(path) == read_count(path), path
     assert [count_tar_samples(p) for p in paths] == [8, 8, 5] and pattern.endswith("{00000..00002}.tar")
@@ -100,7 +98,7 @@ def test_counts_are_cached_until_a_shard_changes(tmp_path, caplog):
         assert make_datamodule(pattern).samples_per_epoch == 24
     assert "3 of them from the cache" in caplog.text
     last = tmp_path / "wds" / "shard-00002.tar"
-    last.write_bytes(_tar_bytes([m for i in range(3) for m in _good(i)]))
+    last.write_bytes(tar_bytes([m for i in range(3) for m in good_members(i)]))
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert make_datamodule(pattern).samples_per_epoch == 19

@@ -6,18 +6,13 @@ blocks 32 wide) and checked member by member: shapes of `forward` and `forward_t
 `no_weight_decay` names, what `lock` freezes, and that gradient checkpointing changes nothing.
 """
 
-import copy
-
 import pytest
 import torch
+from helpers import check_tower, options, small_encoder
 from hydra.utils import instantiate
-from models import small_encoder
-from test_configs import options
 from transformers import BertConfig, BertModel
 
 from clip_train.model import DualEncoder
-from clip_train.model.locking import NORM_TYPES
-from clip_train.model.tower import Tower, missing_members
 
 SMALL_IMAGE = ["+model.image_tower.depth=2", "+model.image_tower.num_heads=2", "+model.image_tower.width=32"]
 SMALL_TEXT = {"causal": ["model.text_tower.width=32", "model.text_tower.layers=2", "model.text_tower.heads=2"]}
@@ -30,65 +25,6 @@ def bert_folder(tmp_path_factory):
     config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     BertModel(config).save_pretrained(folder)
     return str(folder)
-
-
-def trainable(tower: torch.nn.Module) -> set[str]:
-    return {name for name, p in tower.named_parameters() if p.requires_grad}
-
-
-def norm_parameters(tower: torch.nn.Module) -> set[str]:
-    return {
-        f"{prefix}.{name}" if prefix else name
-        for prefix, module in tower.named_modules()
-        if isinstance(module, NORM_TYPES)
-        for name, _ in module.named_parameters(recurse=False)
-    }
-
-
-def outputs_and_gradients(tower: torch.nn.Module, inputs: tuple) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    tower.zero_grad(set_to_none=True)
-    torch.manual_seed(0)  # the same dropout masks in both runs
-    output = tower(*inputs)
-    output.square().sum().backward()
-    return output.detach(), {name: p.grad.clone() for name, p in tower.named_parameters() if p.grad is not None}
-
-
-def check_tower(tower: torch.nn.Module, inputs: tuple, embed_dim: int) -> None:
-    assert missing_members(tower) == [] and isinstance(tower, Tower)
-    batch = inputs[0].shape[0]
-    tower.eval()
-    with torch.no_grad():
-        features = tower(*inputs)
-        same_features, tokens = tower.forward_tokens(*inputs)
-    assert features.shape == (batch, embed_dim) == (batch, tower.embed_dim)
-    torch.testing.assert_close(same_features, features)
-    assert tokens.ndim == 3 and tokens.shape[0] == batch and tokens.shape[2] == tower.token_width
-
-    names = dict(tower.named_parameters())
-    assert tower.no_weight_decay() <= set(names), tower.no_weight_decay() - set(names)
-
-    tower.train()
-    expected_output, expected_gradients = outputs_and_gradients(tower, inputs)
-    tower.set_grad_checkpointing(True)
-    output, gradients = outputs_and_gradients(tower, inputs)
-    torch.testing.assert_close(output, expected_output)
-    assert gradients.keys() == expected_gradients.keys()
-    for name in gradients:
-        torch.testing.assert_close(gradients[name], expected_gradients[name], msg=name)
-
-    locked, one_unlocked, norms_free = (copy.deepcopy(tower) for _ in range(3))
-    locked.lock(0)
-    one_unlocked.lock(1)
-    norms_free.lock(0, freeze_norm=False)
-    assert trainable(locked), "lock must leave the projection into the shared space training"
-    assert trainable(locked) < trainable(one_unlocked) <= set(names)
-    norms = norm_parameters(tower)
-    assert not norms & trainable(locked)  # freeze_norm=True, the default, freezes them
-    assert trainable(norms_free) == trainable(locked) | norms
-    frozen = set(names) - trainable(locked)
-    locked.zero_grad(set_to_none=True)
-    locked(*inputs).square().sum().backward()
-    assert all(p.grad is None for name, p in locked.named_parameters() if name in frozen)
 
 
 def text_inputs(context_length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,8 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers import make_datamodule
 from PIL import Image
-from test_data import make_datamodule
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 

@@ -145,7 +145,7 @@ class ShardDataModule(L.LightningDataModule):
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.context_length = context_length
         self.tokenizer_source = tokenizer or learnt_tokenizer_folder(
-            self._tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
+            self.tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.train_image_transform, self.eval_image_transform = train_crop(image_size, crop_scale), eval_crop(image_size)
@@ -169,7 +169,7 @@ class ShardDataModule(L.LightningDataModule):
             return sum(sizes) if all(size is not None for size in sizes) else None
         return self._sized_samples
 
-    def _tokenizer_urls(self) -> list[str]:
+    def tokenizer_urls(self) -> list[str]:
         """Training shards in the order the tokenizer reads captions: with several sources, one shard of each in turn,
         so a vocabulary learnt from the first captions covers every source."""
         if not self.sources:

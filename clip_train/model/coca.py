@@ -60,15 +60,16 @@ class CoCa(DualEncoder):
         self.decoder = nn.TransformerDecoder(layer, decoder_layers, norm=nn.LayerNorm(width))
         self.lm_head = nn.Linear(width, self.vocab_size)
 
-    def _image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_image_and_memory(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> (unit-norm features (B, D), decoder memory (B, N, W))."""
         features, tokens = self.image_tower.forward_tokens(images)
         return F.normalize(features, dim=-1), self.image_to_decoder(tokens)
 
-    def _text_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def text_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, L, W) causal text states (the text transformer's last hidden states)."""
         return self.text_tower.transformer(input_ids=input_ids).last_hidden_state
 
-    def _logits(self, text_states: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def next_token_logits(self, text_states: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """(B, L, W) causal text states, (B, N, W) memory -> (B, L, vocab) next-token logits."""
         length = text_states.shape[1]
         causal = nn.Transformer.generate_square_subsequent_mask(length, device=text_states.device, dtype=text_states.dtype)
@@ -76,11 +77,11 @@ class CoCa(DualEncoder):
 
     def training_forward(self, batch: dict[str, torch.Tensor]) -> TrainingOutputs:
         """The dual encoder's outputs plus `caption_nll` (B,): one pass of each tower serves both."""
-        image_features, memory = self._image(batch["image"])
+        image_features, memory = self.encode_image_and_memory(batch["image"])
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        states = self._text_states(input_ids)
+        states = self.text_states(input_ids)
         text_features = F.normalize(self.text_tower.projection(last_token(states, attention_mask)), dim=-1)
-        logits = self._logits(states[:, :-1], memory)
+        logits = self.next_token_logits(states[:, :-1], memory)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 logits: CE in float32
         targets, mask = input_ids[:, 1:], attention_mask[:, 1:].to(logits.dtype)
         token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L-1)
@@ -105,7 +106,7 @@ class CoCa(DualEncoder):
             raise ValueError(f"max_length={max_length}: a caption needs room for the start token and one more")
         if beams < 1:
             raise ValueError(f"beams={beams} must be at least 1")
-        _, memory = self._image(images)
+        _, memory = self.encode_image_and_memory(images)
         batch = images.shape[0]
         memory = memory.repeat_interleave(beams, dim=0)
         ids = torch.full((batch * beams, 1), bos_id, dtype=torch.long, device=images.device)
@@ -114,7 +115,7 @@ class CoCa(DualEncoder):
         lengths = torch.zeros(batch * beams, device=images.device)
         finished = torch.zeros(batch * beams, dtype=torch.bool, device=images.device)
         for _ in range(max_length - 1):
-            log_probs = self._logits(self._text_states(ids), memory)[:, -1].float().log_softmax(dim=-1)
+            log_probs = self.next_token_logits(self.text_states(ids), memory)[:, -1].float().log_softmax(dim=-1)
             log_probs[finished] = float("-inf")
             log_probs[finished, eos_id] = 0.0  # a finished hypothesis only repeats its end token, at no cost
             candidates = (scores.view(-1, 1) + log_probs).view(batch, beams * self.vocab_size)
