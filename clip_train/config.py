@@ -11,7 +11,7 @@ import inspect
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from clip_train.training_length import check_training_length
+from clip_train.training.training_length import check_training_length
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 

@@ -18,15 +18,15 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from clip_train.checkpointing import AtomicCheckpointIO
 from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
-from clip_train.module import ClipModule
-from clip_train.preemption import Preempted
 from clip_train.recipe import Recipe
+from clip_train.training.checkpointing import AtomicCheckpointIO
+from clip_train.training.module import ClipModule
+from clip_train.training.preemption import Preempted
 
 log = logging.getLogger(__name__)
 

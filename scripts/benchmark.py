@@ -6,13 +6,13 @@
     python scripts/benchmark.py --flops-only model=vit_b16         # FLOPs per sample, and the H100 target
 
 It trains `--steps` steps through `python -m clip_train <overrides>` (validation and checkpoints
-off, every step timed by the throughput callback, `clip_train.callbacks.ThroughputMonitor`) and
+off, every step timed by the throughput callback, `clip_train.training.callbacks.ThroughputMonitor`) and
 reports, over the steps after the first 20%: samples/s, step time, the share of step time spent
-waiting for data, and MFU: the model's training FLOPs per sample (`clip_train.flops`) times
-samples/s, over the device's peak (`clip_train.peak_flops`: the vendor's dense bf16 figure on a
+waiting for data, and MFU: the model's training FLOPs per sample (`clip_train.training.flops`) times
+samples/s, over the device's peak (`clip_train.training.peak_flops`: the vendor's dense bf16 figure on a
 GPU, the measured fp32 matmul rate on a CPU), as the run itself logs it (`train/mfu`).
 
---synthetic-data takes the loader out (`clip_train.fixed_device_batch`): one random uint8 batch
+--synthetic-data takes the loader out (`clip_train.data.fixed_device_batch`): one random uint8 batch
 and random token ids, made on the device once and fed at every step, so the numbers are the
 training step's alone; the difference from a run with the loader is what the data costs.
 """
@@ -28,7 +28,7 @@ import tempfile
 
 WARMUP_FRACTION = 0.2
 H100_BF16_DENSE_PEAK = 989e12  # FLOP/s, NVIDIA's datasheet (SXM): the target's reference
-FIXED_DEVICE_BATCH = "data._target_=clip_train.fixed_device_batch.FixedDeviceBatches"
+FIXED_DEVICE_BATCH = "data._target_=clip_train.data.fixed_device_batch.FixedDeviceBatches"
 STEP_METRICS = ("train/samples_per_sec", "train/data_wait", "train/mfu")
 
 
@@ -74,12 +74,12 @@ def steady_state(rates: dict[int, float], measured: list[int]) -> float:
 
 
 def model_flops_per_sample(overrides: list[str]) -> float:
-    """Training FLOPs per sample of the model the overrides configure (`clip_train.flops`)."""
+    """Training FLOPs per sample of the model the overrides configure (`clip_train.training.flops`)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from clip_train.flops import training_flops_per_sample
     from clip_train.paths import CONFIG_DIR
+    from clip_train.training.flops import training_flops_per_sample
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[o for o in overrides if o.startswith("model")])

@@ -136,11 +136,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=100, help="steps per trainer (the first 20%% are warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs; the median pair is reported")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--openclip-python", default="/work/bench-venv/bin/python",
-                        help="the Python of the separate venv that has open-clip-torch (see the docstring)")
+    parser.add_argument(
+        "--openclip-python",
+        default="/work/bench-venv/bin/python",
+        help="the Python of the separate venv that has open-clip-torch (see the docstring)",
+    )
     parser.add_argument("--out", default="benchmark_vs_openclip.json", help="where to write the results as JSON")
-    parser.add_argument("--workdir", default=tempfile.gettempdir(),
-                        help="a fresh run folder is made in here for both trainers' outputs and logs")
+    parser.add_argument(
+        "--workdir",
+        default=tempfile.gettempdir(),
+        help="a fresh run folder is made in here for both trainers' outputs and logs",
+    )
     args = parser.parse_args()
     if args.steps < 5:
         parser.error("--steps must be at least 5 to leave steps after the warm-up")
@@ -211,27 +217,49 @@ def run_openclip(
     launcher, config_dir = write_openclip_launcher(run_dir, model_config)
     passes = math.ceil(steps * batch_size / shard_samples)
     command = [
-        python, launcher, config_dir,
-        "--model", OPENCLIP_MODEL,
-        "--train-data", "::".join([shards] * passes),
-        "--dataset-type", "webdataset",
-        "--train-num-samples", str(steps * batch_size),
-        "--batch-size", str(batch_size),
-        "--workers", "1",
-        "--precision", "fp32",
-        "--device", "cpu",
-        "--lr", "5e-4",
-        "--wd", "0.2",
-        "--beta1", "0.9",
-        "--beta2", "0.98",
-        "--eps", "1e-6",
-        "--warmup", "50",
-        "--grad-clip-norm", "1.0",
-        "--epochs", "1",
-        "--log-every-n-steps", "1",
-        "--report-to", "none",
-        "--logs", os.path.join(run_dir, "openclip"),
-        "--name", "run",
+        python,
+        launcher,
+        config_dir,
+        "--model",
+        OPENCLIP_MODEL,
+        "--train-data",
+        "::".join([shards] * passes),
+        "--dataset-type",
+        "webdataset",
+        "--train-num-samples",
+        str(steps * batch_size),
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        "1",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--lr",
+        "5e-4",
+        "--wd",
+        "0.2",
+        "--beta1",
+        "0.9",
+        "--beta2",
+        "0.98",
+        "--eps",
+        "1e-6",
+        "--warmup",
+        "50",
+        "--grad-clip-norm",
+        "1.0",
+        "--epochs",
+        "1",
+        "--log-every-n-steps",
+        "1",
+        "--report-to",
+        "none",
+        "--logs",
+        os.path.join(run_dir, "openclip"),
+        "--name",
+        "run",
     ]
     log_path = os.path.join(run_dir, "openclip.log")
     run_logged(command, log_path)
@@ -313,6 +341,7 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(f"\nwritten to {args.out}; logs in {result['run_dirs']}")
+
 
 if __name__ == "__main__":
     main()

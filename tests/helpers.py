@@ -26,7 +26,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from clip_train.accumulation import contrastive_backward
 from clip_train.data import ShardDataModule
 from clip_train.data.shard_writer import Sample, encode_image, write_shards
 from clip_train.data.tokenizer import train_caption_tokenizer
@@ -38,6 +37,7 @@ from clip_train.model.tower import Tower, missing_members
 from clip_train.objectives import InfoNCE
 from clip_train.paths import CONFIG_DIR
 from clip_train.recipe import Recipe
+from clip_train.training.accumulation import contrastive_backward
 
 # ---------------------------------------------------------------------------------------------- samples and shards
 

@@ -11,9 +11,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import gradients, make_batch, small_encoder
 
-from clip_train.accumulation import RandomState, split_batch
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower
 from clip_train.objectives import infonce_loss
+from clip_train.training.accumulation import RandomState, split_batch
 
 
 def make_model(**image_options):

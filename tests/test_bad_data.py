@@ -139,8 +139,8 @@ def test_run_over_every_kind_completes_and_validation_counts_them_apart_from_tra
 
 
 def test_checkpoint_counters_keep_the_kinds():
-    from clip_train.module import ClipModule
     from clip_train.objectives import InfoNCE
+    from clip_train.training.module import ClipModule
 
     def module() -> ClipModule:
         return ClipModule(small_encoder(), InfoNCE(), optimizer=None, scheduler=None)

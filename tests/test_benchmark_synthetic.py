@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-FIXED_DEVICE_BATCH = "clip_train.fixed_device_batch.FixedDeviceBatches"
+FIXED_DEVICE_BATCH = "clip_train.data.fixed_device_batch.FixedDeviceBatches"
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark.py")
 
 

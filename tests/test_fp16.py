@@ -14,9 +14,9 @@ import torch
 from helpers import make_batch, small_encoder
 from lightning.pytorch.plugins.precision import MixedPrecision
 
-from clip_train.module import ClipModule
 from clip_train.objectives import InfoNCE
-from clip_train.optim import cosine_with_warmup
+from clip_train.training.module import ClipModule
+from clip_train.training.optim import cosine_with_warmup
 
 
 class GradientNorms(L.Callback):

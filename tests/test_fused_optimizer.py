@@ -9,7 +9,7 @@ import torch
 from helpers import small_encoder
 from hydra.utils import instantiate
 
-from clip_train.optim import parameter_groups
+from clip_train.training.optim import parameter_groups
 
 
 def reference_adamw(params, grads_per_step, lr, betas, eps, weight_decays):

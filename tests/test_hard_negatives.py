@@ -16,9 +16,9 @@ from helpers import (
     negative_valid,
 )
 
-from clip_train.accumulation import contrastive_backward
 from clip_train.model.outputs import TrainingOutputs
 from clip_train.objectives import InfoNCE, SigLip, infonce_loss, siglip_loss
+from clip_train.training.accumulation import contrastive_backward
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:

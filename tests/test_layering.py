@@ -12,16 +12,17 @@ import clip_train
 
 LAYERS = [
     # foundations: no model, no data
-    {"paths", "distributed", "numerics", "rng_state", "preemption", "checkpointing", "training_length", "config", "optim"},
+    {"paths", "distributed"},
     {"data"},
-    {"model", "flops", "peak_flops", "recipe"},
-    {"objectives", "loss", "siglip", "hard_negatives"},
+    {"model", "recipe"},
+    {"objectives"},
     # using a trained model, without Lightning
     {"inference", "text_classifier"},
     # measuring and moving models: built on inference
     {"eval", "interop"},
-    # training: validation reports eval's retrieval metrics, a run may start from interop's weights
-    {"accumulation", "module", "train", "callbacks", "fixed_device_batch"},
+    # training (and the config check, which knows the run's length rules): validation reports eval's retrieval
+    # metrics, a run may start from interop's weights
+    {"training", "train", "config"},
     # entry points and the public API
     {"__init__", "__main__", "cli", "evaluate", "export", "caption", "index"},
 ]

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import gradients, make_batch, small_encoder, trainable
 
-from clip_train.accumulation import contrastive_backward
 from clip_train.model import CausalTextTower, ImageTower
 from clip_train.objectives import InfoNCE, infonce_loss
-from clip_train.optim import parameter_groups
+from clip_train.training.accumulation import contrastive_backward
+from clip_train.training.optim import parameter_groups
 
 
 def test_gradient_checkpointing_leaves_gradients_unchanged():

@@ -9,7 +9,7 @@ from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
 from clip_train.model.text_tower import last_token
-from clip_train.optim import cosine_with_warmup, parameter_groups
+from clip_train.training.optim import cosine_with_warmup, parameter_groups
 
 
 def test_encoders_give_unit_vectors_of_embed_dim():

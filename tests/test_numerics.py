@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from clip_train.numerics import NonFiniteTraining, step_verdict
 from clip_train.train import run
+from clip_train.training.numerics import NonFiniteTraining, step_verdict
 
 FAST = ("debug=fast", "logger=[]", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false")
 

@@ -19,9 +19,9 @@ from helpers import (
     small_encoder,
 )
 
-from clip_train.accumulation import contrastive_backward
 from clip_train.objectives import Caption, InfoNCE, SigLip, WeightedSum, check_objective
 from clip_train.objectives.align_uniform import AlignUniform
+from clip_train.training.accumulation import contrastive_backward
 
 
 def coca_objective() -> WeightedSum:

@@ -20,10 +20,10 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BAD_KINDS
-from clip_train.module import ClipModule
 from clip_train.objectives import InfoNCE
-from clip_train.optim import cosine_with_warmup
-from clip_train.rng_state import rank_rng_states, rng_states
+from clip_train.training.module import ClipModule
+from clip_train.training.optim import cosine_with_warmup
+from clip_train.training.rng_state import rank_rng_states, rng_states
 
 WORLD, STEPS, SAVED_AT = 2, 4, 2
 

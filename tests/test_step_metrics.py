@@ -14,11 +14,11 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from clip_train.callbacks import ThroughputMonitor
-from clip_train.flops import training_flops_per_sample
-from clip_train.module import ClipModule
 from clip_train.objectives import InfoNCE, infonce_loss
-from clip_train.optim import cosine_with_warmup
+from clip_train.training.callbacks import ThroughputMonitor
+from clip_train.training.flops import training_flops_per_sample
+from clip_train.training.module import ClipModule
+from clip_train.training.optim import cosine_with_warmup
 
 STEPS = 4
 

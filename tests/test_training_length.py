@@ -10,7 +10,7 @@ import math
 import pytest
 
 from clip_train.train import run
-from clip_train.training_length import total_optimizer_steps
+from clip_train.training.training_length import total_optimizer_steps
 
 WARMUP = 3
 # colour_shards: 40 samples; batch 8 on one rank with no workers -> 5 batches (optimizer steps) per epoch

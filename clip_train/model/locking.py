@@ -1,7 +1,7 @@
 """LiT-style locking: freeze a tower's trunk except its last few blocks.
 
 Frozen parameters get `requires_grad=False`, so the optimizer never sees them (see
-`clip_train.optim.parameter_groups`) and no gradient memory is spent on them. The projection
+`clip_train.training.optim.parameter_groups`) and no gradient memory is spent on them. The projection
 into the shared space always stays trainable. With `freeze_norm=False` the normalisation
 layers of the frozen part keep learning their gains and biases, which lets a locked tower
 adapt its feature scale cheaply.

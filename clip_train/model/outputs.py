@@ -1,7 +1,7 @@
 """What a model's training forward hands to the objective: named per-sample outputs and named scalars.
 
 Every tensor field is per sample, its first dimension the batch, so the outputs of micro-batches
-join into those of their batch by concatenating each field (`clip_train.accumulation`) and any
+join into those of their batch by concatenating each field (`clip_train.training.accumulation`) and any
 objective that is a function of them stays exact under accumulation. A field the model or the
 batch does not give is None. A new kind of output is one more optional field here, filled by the
 model that has it and read by the objectives that need it (`clip_train.objectives`).

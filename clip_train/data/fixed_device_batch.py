@@ -1,7 +1,7 @@
 """Training data without a loader, for measuring the step alone: one random batch made on the device, fed at every step.
 
 `scripts/benchmark.py --synthetic-data` trains with this data module in place of the loader
-(`data._target_=clip_train.fixed_device_batch.FixedDeviceBatches`), so its samples/s is the
+(`data._target_=clip_train.data.fixed_device_batch.FixedDeviceBatches`), so its samples/s is the
 speed of the training step: no decoding, no worker processes, no host-to-device copy. The batch
 is what the loader's batches are: (B, 3, H, W) uint8 images, (B, L) token ids with a full
 attention mask, and no bad samples; it is made once, on the device, at the first transfer, and

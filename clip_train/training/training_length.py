@@ -12,7 +12,7 @@ module knows its epoch exactly (`batches_per_epoch`: the same on every rank), so
 
 One training batch is one optimizer step (`optim.accumulate` splits a batch, it does not add
 batches); `trainer.limit_train_batches` shortens an epoch as Lightning applies it. A step skipped
-for a non-finite loss (`clip_train.numerics`) does not advance the schedule, so a run with
+for a non-finite loss (`clip_train.training.numerics`) does not advance the schedule, so a run with
 skipped steps ends just short of the schedule's end; the shortfall is `train/skipped_steps`.
 """
 

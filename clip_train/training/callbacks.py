@@ -7,8 +7,8 @@ from collections import deque
 import lightning as L
 import torch
 
-from clip_train.flops import training_flops_per_sample
-from clip_train.peak_flops import device_peak_flops
+from clip_train.training.flops import training_flops_per_sample
+from clip_train.training.peak_flops import device_peak_flops
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,8 @@ class ThroughputMonitor(L.Callback):
 
     A step's time runs from one batch's end to the next batch's end; the part before the next
     batch arrives (`on_train_batch_start`) is time spent waiting for data, reported as a share.
-    MFU is the model's training FLOPs per sample (`clip_train.flops`, counted once when fitting
-    starts) times samples/s, over the peak of all devices (`clip_train.peak_flops`: the vendor's
+    MFU is the model's training FLOPs per sample (`clip_train.training.flops`, counted once when fitting
+    starts) times samples/s, over the peak of all devices (`clip_train.training.peak_flops`: the vendor's
     dense bf16 figure per GPU, the measured fp32 matmul rate on a CPU); not logged when the
     device's peak is unknown. Values are logged as CPU tensors: a Python number would be copied
     to the device, which on CUDA waits for the queued work. Timing never waits for the device

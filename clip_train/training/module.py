@@ -1,7 +1,7 @@
 """The LightningModule: one contrastive step, optimizer groups, schedule and validation metrics.
 
 Optimization is manual: one training step is one optimizer step over the whole per-device
-batch, split into `accumulate` micro-batches with exact gradients (`clip_train.accumulation`),
+batch, split into `accumulate` micro-batches with exact gradients (`clip_train.training.accumulation`),
 then gradient clipping, the optimizer and schedule steps, and the temperature clamp.
 
 Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
@@ -9,7 +9,8 @@ over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at m
 the model leaves it unbounded), `train/logit_bias` (SigLIP), every other named term of the
 objective as `train/<name>` (CoCa's `train/contrastive_loss` and `train/caption_loss`), `lr`,
 `train/grad_norm` (the total gradient norm before clipping, unscaled under fp16), `train/samples_seen`,
-`train/skipped_steps` (steps skipped for a non-finite loss or gradient, `clip_train.numerics`), and `data/bad_samples` with
+`train/skipped_steps` (steps skipped for a non-finite loss or gradient, `clip_train.training.numerics`),
+and `data/bad_samples` with
 `data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
 `clip_train.data.bad_data`); training data only, while each validation pass reports its own as
 `val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks).
@@ -20,10 +21,10 @@ the training loss (for SigLIP too), so it compares runs by ranking quality, not 
 training objective.
 
 Under `precision=16-mixed` the step clips the true (unscaled) gradient and lets the loss scaler
-back off on overflow (`_clip_gradients`, `clip_train.numerics`); Lightning's own manual-optimization
+back off on overflow (`_clip_gradients`, `clip_train.training.numerics`); Lightning's own manual-optimization
 recipe clips the scaled gradient (Lightning issue #18089).
 
-The step waits for the device once, for the verdict on skipping it (`clip_train.numerics`),
+The step waits for the device once, for the verdict on skipping it (`clip_train.training.numerics`),
 which also brings the rank-averaged loss to the host; the gradient norm is summed once, for that
 verdict, and reused by clipping and the log. Lightning turns a logged Python number into a
 tensor on the module's device, a host-to-device copy that on CUDA waits for the queued work, and
@@ -39,18 +40,18 @@ from contextlib import nullcontext
 import lightning as L
 import torch
 
-from clip_train.accumulation import contrastive_backward
 from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_keys
-from clip_train.numerics import BadStepGuard, step_verdict
 from clip_train.objectives import Objective, check_objective
-from clip_train.optim import parameter_groups
 from clip_train.recipe import Recipe
-from clip_train.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
-from clip_train.training_length import total_optimizer_steps
+from clip_train.training.accumulation import contrastive_backward
+from clip_train.training.numerics import BadStepGuard, step_verdict
+from clip_train.training.optim import parameter_groups
+from clip_train.training.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
+from clip_train.training.training_length import total_optimizer_steps
 
 
 class ClipModule(L.LightningModule):
@@ -61,12 +62,12 @@ class ClipModule(L.LightningModule):
         it would otherwise be a parameter without gradient, which DDP refuses.
 
     optimizer: a partial (Hydra `_partial_: true`) taking `params`; its `weight_decay`
-        applies to the decayed group only (see `clip_train.optim`).
+        applies to the decayed group only (see `clip_train.training.optim`).
     scheduler: a partial taking `(optimizer, total_steps=...)`, stepped every optimizer step.
     accumulate: micro-batches per optimizer step (the batch is split; negatives are kept).
     gradient_clip_norm: clip the global gradient L2 norm to this; None for no clipping.
     max_consecutive_bad_steps: a step whose loss or gradients are not finite (on any rank) is
-        skipped; this many in a row stop the run (`clip_train.numerics`); None: never stop.
+        skipped; this many in a row stop the run (`clip_train.training.numerics`); None: never stop.
     recipe: what is needed to rebuild the model from a checkpoint (model config, tokenizer,
         image preprocessing); stored in the checkpoint's hyper-parameters as plain data
         (`clip_train.recipe`), and kept as `self.recipe`.
@@ -206,7 +207,8 @@ class ClipModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _total_optimizer_steps(self) -> int:
-        """The schedule's length from the trainer's limits and the data module's epoch (`clip_train.training_length`)."""
+        """The schedule's length from the trainer's limits and the data module's epoch
+        (`clip_train.training.training_length`)."""
         trainer = self.trainer
         batches_per_epoch = getattr(getattr(trainer, "datamodule", None), "batches_per_epoch", None)
         return total_optimizer_steps(trainer.max_steps, trainer.max_epochs, batches_per_epoch, trainer.limit_train_batches)
@@ -230,7 +232,7 @@ class ClipModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Each rank its own dropout masks: re-seeded with seed + rank, now that the rank is known and the
-        model (built from the shared seed) is the same on every rank (`clip_train.rng_state`)."""
+        model (built from the shared seed) is the same on every rank (`clip_train.training.rng_state`)."""
         seed_rank(self.global_rank)
 
     def on_train_start(self) -> None:
