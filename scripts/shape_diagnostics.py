@@ -3,6 +3,7 @@
     python scripts/shape_diagnostics.py supervised [--steps 200]        # the tiny preset's image tower, trained
                                                                         # as a 5-way shape classifier
     python scripts/shape_diagnostics.py probe CHECKPOINT [CHECKPOINT ...] # linear probe on trained image embeddings
+    python scripts/shape_diagnostics.py words CHECKPOINT [CHECKPOINT ...] # how far one word moves a caption's features
 
 Both score the drawn zero-shot `shapes` set (single objects of a random colour, size, place and
 background; chance 0.2), as `zeroshot/shapes/top1` does, with 100 images per shape.
@@ -15,6 +16,10 @@ tower and the pixels are not what keeps a contrastive run from learning them.
 `probe` fits a linear classifier (L-BFGS, 5-fold cross-validation) on a checkpoint's L2-normalised
 image embeddings: what a zero-shot classifier could at best read from them. Near 0.2, the image
 side holds no shape; well above while `zeroshot/shapes/top1` stays low, the text side is missing it.
+
+`words` prints the cosine between the text features of a caption and of the same caption with its
+shape, its colour or its place changed, for the checkpoint and for its architecture at random
+init: a one-word change that barely moves the features gives the image tower nothing to learn from.
 """
 
 import argparse
@@ -23,6 +28,7 @@ import tempfile
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 import clip_train
@@ -120,9 +126,32 @@ def probe(checkpoint: str, cache_dir: str) -> float:
     return float(np.mean(accuracies))
 
 
+CAPTION_AND_ONE_WORD_CHANGES = {
+    "caption": "a small red circle on the left",
+    "shape": "a small red square on the left",
+    "colour": "a small blue circle on the left",
+    "place": "a small red circle on the right",
+}
+
+
+def one_word_cosines(checkpoint: str) -> dict[str, dict[str, float]]:
+    """{"trained" | "random init": {changed word kind: cosine with the caption's text features}}."""
+    model = clip_train.load(checkpoint)
+    captions = list(CAPTION_AND_ONE_WORD_CHANGES.values())
+    cosines = {}
+    for state in ("trained", "random init"):
+        if state == "random init":
+            torch.manual_seed(0)
+            model.model.load_state_dict(instantiate(model.recipe.model).state_dict())
+        features = model.encode_text(captions)
+        kinds = list(CAPTION_AND_ONE_WORD_CHANGES)[1:]
+        cosines[state] = {kind: round(float(features[0] @ features[i + 1]), 3) for i, kind in enumerate(kinds)}
+    return cosines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("supervised", "probe"))
+    parser.add_argument("what", choices=("supervised", "probe", "words"))
     parser.add_argument("checkpoints", nargs="*")
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
@@ -130,7 +159,12 @@ def main() -> None:
         if args.what == "supervised":
             print(f"supervised shape accuracy after {args.steps} steps: {supervised(args.steps, cache_dir):.3f} (chance 0.2)")
         for checkpoint in args.checkpoints:
-            print(f"{checkpoint}: linear probe shape accuracy {probe(checkpoint, cache_dir):.3f} (chance 0.2)")
+            if args.what == "probe":
+                print(f"{checkpoint}: linear probe shape accuracy {probe(checkpoint, cache_dir):.3f} (chance 0.2)")
+            else:
+                print(f"{checkpoint}: cosine with {CAPTION_AND_ONE_WORD_CHANGES['caption']!r} after one word changes:")
+                for state, cosines in one_word_cosines(checkpoint).items():
+                    print(f"  {state}: " + ", ".join(f"{kind} {value}" for kind, value in cosines.items()))
 
 
 if __name__ == "__main__":
