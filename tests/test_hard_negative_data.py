@@ -105,13 +105,24 @@ def test_neighbour_batches_keep_exactly_once_epochs(tmp_path, private_cache):
         datamodule(pattern, cache=private_cache, neighbour_share=1.5)
 
 
-@pytest.mark.parametrize("loss", ["infonce", "siglip"])
-def test_the_loss_setting_reaches_the_data_workers(compose_config, loss):
+@pytest.mark.parametrize(
+    ("loss", "setting"),
+    [
+        ("loss=infonce", "loss.text_hard_negatives"),
+        ("loss=siglip", "loss.text_hard_negatives"),
+        ("loss=coca", "loss.terms.contrastive_loss.text_hard_negatives"),  # a weighted sum's contrastive term
+        ("loss=coca_siglip", "loss.terms.contrastive_loss.text_hard_negatives"),
+    ],
+)
+def test_the_loss_setting_reaches_the_data_workers(compose_config, loss, setting):
     from hydra.utils import instantiate
 
     from clip_train.config import check_config
 
-    cfg = compose_config(f"loss={loss}", "loss.text_hard_negatives=2", "data.neighbour_share=0.25")
+    model = "model=coca_test" if "coca" in loss else "model=test"
+    cfg = compose_config(model, loss, f"{setting}=2", "data.neighbour_share=0.25")
     check_config(cfg)
-    assert cfg.data.text_hard_negatives == 2 and instantiate(cfg.loss).text_hard_negatives == 2
+    objective = instantiate(cfg.loss)
+    contrastive = objective.terms["contrastive_loss"] if "coca" in loss else objective
+    assert cfg.data.text_hard_negatives == 2 and contrastive.text_hard_negatives == 2
     assert compose_config().data.text_hard_negatives == 0  # the default trains plain CLIP
