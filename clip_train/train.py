@@ -110,6 +110,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         gradient_clip_norm=cfg.optim.gradient_clip_norm,
         recipe=recipe,
         max_consecutive_bad_steps=cfg.optim.max_consecutive_bad_steps,
+        temperature_lr_scale=cfg.optim.temperature_lr_scale,
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False

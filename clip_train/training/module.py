@@ -49,7 +49,7 @@ from clip_train.objectives import Objective, check_objective
 from clip_train.recipe import Recipe
 from clip_train.training.accumulation import contrastive_backward
 from clip_train.training.numerics import BadStepGuard, step_verdict
-from clip_train.training.optim import parameter_groups
+from clip_train.training.optim import parameter_groups, scale_learning_rates
 from clip_train.training.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
 from clip_train.training.training_length import total_optimizer_steps
 
@@ -71,6 +71,8 @@ class ClipModule(L.LightningModule):
     recipe: what is needed to rebuild the model from a checkpoint (model config, tokenizer,
         image preprocessing); stored in the checkpoint's hyper-parameters as plain data
         (`clip_train.recipe`), and kept as `self.recipe`.
+    temperature_lr_scale: the learning rate of `logit_scale` and `logit_bias` as a multiple of the optimizer's
+        (`clip_train.training.optim.parameter_groups`).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class ClipModule(L.LightningModule):
         gradient_clip_norm: float | None = 1.0,
         recipe: Recipe | None = None,
         max_consecutive_bad_steps: int | None = 5,
+        temperature_lr_scale: float = 1.0,
     ):
         super().__init__()
         check_objective(model, loss)
@@ -94,6 +97,7 @@ class ClipModule(L.LightningModule):
         self.model, self.loss = model, loss
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
         self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm
+        self.temperature_lr_scale = temperature_lr_scale
         self.automatic_optimization = False
         self.samples_seen = 0
         self.bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # per kind, on the batches' device: no host sync
@@ -202,7 +206,8 @@ class ClipModule(L.LightningModule):
             self.last_validated_step = self.global_step
 
     def configure_optimizers(self):
-        optimizer = self.make_optimizer(params=parameter_groups(self.model))
+        groups = parameter_groups(self.model, self.temperature_lr_scale)
+        optimizer = scale_learning_rates(self.make_optimizer(params=groups))
         scheduler = self.make_scheduler(optimizer, total_steps=self._total_optimizer_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
