@@ -36,6 +36,7 @@ import sys
 from benchmark_vs_openclip import OPENCLIP_MODEL, openclip_model_config, run_logged, write_openclip_launcher
 
 from clip_train.data.datamodule import learnt_tokenizer_folder
+from clip_train.data.glyph_world import VERSION as GLYPH_WORLD_VERSION
 from clip_train.data.glyph_world import write_glyph_world
 from clip_train.data.shards import expand_shards
 from clip_train.data.tokenizer import load_tokenizer
@@ -46,11 +47,14 @@ SHARED_OPENCLIP_FLAGS = [
     "--lr", "5e-4", "--wd", "0.2", "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6", "--warmup", "50",
     "--grad-clip-norm", "1.0", "--precision", "fp32", "--device", "cpu", "--workers", "1",
 ]  # fmt: skip
-OURS_MODEL = [
-    "model=tiny",
-    "model.image_tower.model_name=vit_tiny_patch16_224",  # the plain ViT-Ti/16 that OpenCLIP builds too
-    "model.image_tower.patch_size=16",
-]
+# our towers: `plain` is the ViT-Ti/16 that OpenCLIP trains here too (a comparison of trainers); `tiny` is our
+# `model=tiny` preset as shipped, whose image tower has a convolutional stem (a comparison of default recipes)
+OURS_MODELS = {
+    "plain": ["model=tiny", "model.image_tower.model_name=vit_tiny_patch16_224", "model.image_tower.patch_size=16"],
+    "tiny": ["model=tiny"],
+}
+# the same trunks, as the OpenCLIP launcher registers them
+OPENCLIP_TRUNKS = {"plain": "vit_tiny_patch16_64", "tiny": "vit_tiny_r_s16_p8_64"}
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -61,10 +65,11 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--losses", default="infonce,siglip")
     parser.add_argument("--trainers", default="ours,openclip")
+    parser.add_argument("--tower", default="plain", choices=sorted(OURS_MODELS), help="our image tower (OURS_MODELS)")
     parser.add_argument("--tag", default="default", help="names our run's variant (the overrides after --)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--data", default=os.path.join(os.environ.get("CLIP_TRAIN_CACHE", "/tmp"), "glyph-world-v1"))
+    parser.add_argument("--data", default=None, help="where the world is written (default: the clip_train cache)")
     parser.add_argument("--workdir", default="/tmp/benchmark_learning")
     parser.add_argument("--openclip-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--out", default="benchmark_learning_vs_openclip.json")
@@ -90,7 +95,7 @@ def sums(metrics: dict[str, float], name: str) -> dict[str, float]:
 
 def run_ours(args, extra: list[str], loss: str, seeds: list[int], train: str, val: str) -> dict[int, dict]:
     """One multirun over `seeds`; {seed: R@k sums} from each job's metrics.json (its summary.json alike)."""
-    sweep = os.path.join(args.workdir, f"ours-{args.tag}-{loss}")
+    sweep = os.path.join(args.workdir, f"ours-{args.tower}-{args.tag}-{loss}")
     results = {}
     for seed in seeds:
         done = os.path.join(sweep, f"seed{seed}.json")
@@ -101,7 +106,7 @@ def run_ours(args, extra: list[str], loss: str, seeds: list[int], train: str, va
     if todo:
         job_dir = os.path.join(sweep, "multirun-" + "-".join(map(str, todo)))
         command = [
-            sys.executable, "-m", "clip_train", "--multirun", f"seed={','.join(map(str, todo))}", *OURS_MODEL,
+            sys.executable, "-m", "clip_train", "--multirun", f"seed={','.join(map(str, todo))}", *OURS_MODELS[args.tower],
             f"loss={loss}", "data=webdataset", f"data.train_shards='{train}'", f"data.val_shards='{val}'",
             "data.num_workers=1", f"data.batch_size={args.batch_size}", f"trainer.max_steps={args.steps}",
             "trainer.num_sanity_val_steps=0", "eval=none", "ckpt_path=null", "logger=csv",
@@ -123,7 +128,7 @@ def run_openclip(args, loss: str, seeds: list[int], train: str, val: str, model_
     """OpenCLIP's trainer once per seed, one epoch of `steps` batches; {seed: R@k sums} from its results.jsonl."""
     results = {}
     for seed in seeds:
-        run_dir = os.path.join(args.workdir, f"openclip-{loss}", f"seed{seed}")
+        run_dir = os.path.join(args.workdir, f"openclip-{args.tower}-{loss}", f"seed{seed}")
         done = os.path.join(run_dir, "result.json")
         if os.path.exists(done):
             with open(done) as f:
@@ -199,25 +204,27 @@ def print_report(report: dict) -> None:
 def main() -> None:
     args, extra = parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    train, val, _ = glyph_world(args.data)
     cache = os.environ.get("CLIP_TRAIN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "clip_train"))
+    train, val, _ = glyph_world(args.data or os.path.join(cache, f"glyph-world-v{GLYPH_WORLD_VERSION}"))
     tokenizer = learnt_tokenizer_folder(expand_shards(train, "train"), cache, 16384, 200_000)
-    model_config = openclip_model_config(tokenizer, len(load_tokenizer(tokenizer)))
+    model_config = openclip_model_config(tokenizer, len(load_tokenizer(tokenizer)), OPENCLIP_TRUNKS[args.tower])
     results = {}
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f).get("runs", {})
     for loss in args.losses.split(","):
         if "ours" in args.trainers:
-            results[f"ours/{args.tag}/{loss}"] = run_ours(args, extra, loss, seeds, train, val)
+            results[f"ours/{args.tower}-{args.tag}/{loss}"] = run_ours(args, extra, loss, seeds, train, val)
         if "openclip" in args.trainers:
-            results[f"openclip/{loss}"] = run_openclip(args, loss, seeds, train, val, model_config)
+            results[f"openclip/{args.tower}/{loss}"] = run_openclip(args, loss, seeds, train, val, model_config)
     results = {key: {int(seed): value for seed, value in runs.items()} for key, runs in results.items()}
-    report = {
-        f"{key.split('/')[1]} {key.split('/')[2]}": compare(runs, results[f"openclip/{key.split('/')[2]}"])
-        for key, runs in results.items()
-        if key.startswith("ours/") and f"openclip/{key.split('/')[2]}" in results
-    }
+    report = {}  # ours against OpenCLIP on the same tower, and against OpenCLIP's plain ViT (the peer's usual tower)
+    for key, runs in results.items():
+        trainer, variant, loss = key.split("/")
+        for peer_tower in dict.fromkeys([variant.split("-")[0], "plain"]):
+            peer = results.get(f"openclip/{peer_tower}/{loss}")
+            if trainer == "ours" and peer:
+                report[f"ours {variant} vs OpenCLIP {peer_tower}, {loss}"] = compare(runs, peer)
     print_report(report)
     with open(args.out, "w") as f:
         json.dump({"steps": args.steps, "batch_size": args.batch_size, "runs": results, "report": report}, f, indent=2)

@@ -72,13 +72,14 @@ DIFFERENCES = [
 ]
 
 
-def openclip_model_config(tokenizer_folder: str, vocab_size: int) -> dict:
-    """OpenCLIP's description of our `tiny` towers, reading captions with our learnt tokenizer."""
+def openclip_model_config(tokenizer_folder: str, vocab_size: int, image_trunk: str = "vit_tiny_patch16_64") -> dict:
+    """OpenCLIP's description of our `tiny` towers, reading captions with our learnt tokenizer; `image_trunk` is one
+    of the 64 px timm trunks the launcher registers (the plain ViT-Ti/16, or the `tiny` preset's hybrid)."""
     return {
         "embed_dim": 256,
         "quick_gelu": True,  # transformers' CLIPTextModel, our text tower, uses QuickGELU
         "vision_cfg": {
-            "timm_model_name": "vit_tiny_patch16_64",
+            "timm_model_name": image_trunk,
             "timm_model_pretrained": False,
             "timm_pool": "token",
             "timm_proj": "linear",
@@ -120,6 +121,12 @@ open_clip_train.data.tar_file_expander = functools.partial(tar_file_expander, eo
 def vit_tiny_patch16_64(pretrained=False, **kwargs):
     """ViT-Ti/16 built for 64 px: OpenCLIP's timm towers do not pass image_size on to timm."""
     return timm.create_model("vit_tiny_patch16_224", pretrained=pretrained, img_size=64, **kwargs)
+
+
+@register_model
+def vit_tiny_r_s16_p8_64(pretrained=False, **kwargs):
+    """clip_train's `tiny` image trunk: the hybrid R-Ti/16 (conv stem) at 64 px, 4x4 patches of the stem's map."""
+    return timm.create_model("vit_tiny_r_s16_p8_224", pretrained=pretrained, img_size=64, patch_size=4, **kwargs)
 
 
 if __name__ == "__main__":
