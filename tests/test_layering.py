@@ -24,7 +24,7 @@ LAYERS = [
     # metrics, a run may start from interop's weights
     {"training", "train", "config"},
     # entry points and the public API
-    {"__init__", "__main__", "cli", "evaluate", "export", "caption", "index"},
+    {"__init__", "__main__", "cli", "evaluate", "export", "caption", "index", "multirun_summary"},
 ]
 PACKAGE = os.path.dirname(clip_train.__file__)
 

@@ -9,7 +9,7 @@ from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
 from clip_train.model.text_tower import last_token
-from clip_train.training.optim import cosine_with_warmup, parameter_groups
+from clip_train.training.optim import cosine_with_warmup, parameter_groups, scale_learning_rates
 
 
 def test_encoders_give_unit_vectors_of_embed_dim():
@@ -140,6 +140,25 @@ def test_frozen_parameters_are_left_out_of_the_optimizer():
     model.image_tower.requires_grad_(False)
     grouped = {id(p) for group in parameter_groups(model) for p in group["params"]}
     assert all(id(p) not in grouped for p in model.image_tower.parameters())
+
+
+def test_the_temperature_learns_at_its_own_scaled_rate_through_the_schedule():
+    model = small_encoder()
+    model.register_parameter("logit_bias", torch.nn.Parameter(torch.tensor(-10.0)))
+    groups = parameter_groups(model, temperature_lr_scale=20.0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in groups[2]["params"]} == {"logit_scale", "logit_bias"}
+    assert all(names[id(p)] not in ("logit_scale", "logit_bias") for group in groups[:2] for p in group["params"])
+    optimizer = scale_learning_rates(torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.2))
+    scheduler = cosine_with_warmup(optimizer, warmup_steps=2, total_steps=10)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-4, 5e-4, 1e-2])  # warm-up step 1 of 2
+    assert groups[2]["weight_decay"] == 0.0
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    rates = [g["lr"] for g in optimizer.param_groups]
+    assert rates[2] == pytest.approx(20 * rates[0]) and rates[0] < 1e-3
+    assert len(parameter_groups(model)) == 2  # scale 1: the two weight-decay groups only
 
 
 def test_cosine_schedule_with_linear_warmup():
