@@ -22,6 +22,7 @@ from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
+from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_scenes
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
 from clip_train.recipe import Recipe
 from clip_train.training.checkpointing import AtomicCheckpointIO
@@ -78,6 +79,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train as `cfg` says; returns the final metrics, also written to `<run dir>/metrics.json`."""
     pretrained = start_from_pretrained(cfg)  # model.init_from: the source's architecture and tokenizer
     check_config(cfg)
+    if not trains_on_embedded_scenes(cfg.data) and cfg.get("eval") and cfg.eval.get("tasks"):
+        dropped = drop_drawn_tasks(cfg.eval.tasks)
+        if dropped:
+            log.info("training on your shards: the drawn-scene evaluation tasks are off (%s)", ", ".join(dropped))
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)  # alike on every rank, so is the model; ClipModule.on_fit_start adds the rank
     datamodule = instantiate(cfg.data)

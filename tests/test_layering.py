@@ -12,7 +12,7 @@ import clip_train
 
 LAYERS = [
     # foundations: no model, no data
-    {"paths", "distributed"},
+    {"paths", "distributed", "shard_patterns"},
     {"data"},
     {"model", "recipe"},
     {"objectives"},
@@ -24,7 +24,7 @@ LAYERS = [
     # metrics, a run may start from interop's weights
     {"training", "train", "config"},
     # entry points and the public API
-    {"__init__", "__main__", "cli", "evaluate", "export", "caption", "index"},
+    {"__init__", "__main__", "cli", "compose_only", "evaluate", "export", "caption", "index"},
 ]
 PACKAGE = os.path.dirname(clip_train.__file__)
 
