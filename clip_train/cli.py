@@ -10,10 +10,10 @@ for Hydra, whose grammar reads `{` as a dict (`quote_shard_ranges`).
 import re
 from collections import defaultdict
 
+from clip_train.shard_patterns import brace_form
+
 # `{00000..00331}` is webdataset's shard range, but Hydra's grammar reads `{` as a dict.
 _BRACE_RANGE = re.compile(r"\{\d+\.\.\d+\}")
-# the last run of digits in a value: the part bash's brace expansion varied
-_LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 
 def quote_shard_ranges(overrides: list[str]) -> list[str]:
@@ -35,17 +35,6 @@ def override_key(argument: str) -> str | None:
     if argument.startswith("-") or "=" not in argument:
         return None
     return argument.partition("=")[0].lstrip("+~")
-
-
-def brace_form(values: list[str]) -> str:
-    """The brace pattern bash would have expanded into `values` (`/d/00000.tar`, `/d/00001.tar` ->
-    `/d/{00000..00001}.tar`), or `PATTERN` when they are not one numbered run."""
-    parts = [_LAST_NUMBER.match(value) for value in values]
-    if all(parts) and len({(p[1], p[3], len(p[2])) for p in parts}) == 1:
-        numbers = [p[2] for p in parts]
-        if [int(n) for n in numbers] == list(range(int(numbers[0]), int(numbers[0]) + len(numbers))):
-            return f"{parts[0][1]}{{{numbers[0]}..{numbers[-1]}}}{parts[0][3]}"
-    return "PATTERN"
 
 
 def repeated_keys_message(overrides: list[str]) -> str | None:

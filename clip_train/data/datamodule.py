@@ -32,7 +32,7 @@ from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
 from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
 from clip_train.data.reader_shares import coverage_problem
-from clip_train.data.shards import expand_shards, shard_sizes
+from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
@@ -132,6 +132,7 @@ class ShardDataModule(L.LightningDataModule):
             self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
             sizes_needed = not (resampled and samples_per_epoch)  # only a resampled stream of a set length needs none
             self.train_shard_sizes = shard_sizes(self.train_urls, cache_dir) if sizes_needed else None
+        refuse_empty_shards(self.train_urls, self.train_shard_sizes, "data.sources" if self.sources else "data.train_shards")
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
         if self.val_urls:
             log.info("validating on %d shard(s)", len(self.val_urls))
