@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from clip_train import compose_only
 from clip_train.cli import quote_shard_ranges, refuse_repeated_keys
+from clip_train.override_check import refuse_unknown_keys
 from clip_train.paths import CONFIG_DIR
 
 
@@ -20,6 +21,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     refuse_repeated_keys(sys.argv[1:])
     sys.argv[1:] = quote_shard_ranges(sys.argv[1:])
+    refuse_unknown_keys("train", sys.argv[1:])
     if compose_only.requested():
         compose_only.write_composed("train", sys.argv[1:])
         return

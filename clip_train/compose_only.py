@@ -24,12 +24,18 @@ def requested() -> bool:
     return bool(os.environ.get(ENV))
 
 
+def job_overrides(arguments: list[str]) -> list[list[str]]:
+    """The overrides of every job of a command line (flags such as `-m` and `--cfg job` dropped; each sweep `a,b`
+    split the way Hydra's basic sweeper splits it)."""
+    given = [a for a in arguments if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    overrides = OverridesParser.create().parse_overrides(given)
+    return [list(job) for job in BasicSweeper.split_arguments(overrides, None)[0]]  # one batch: every combination
+
+
 def write_composed(config_name: str, arguments: list[str]) -> None:
     """Append the unresolved config of each job of `arguments` (overrides, and flags such as `-m` that are dropped)
     to the file named by $CLIP_TRAIN_COMPOSE_ONLY, one JSON object per line."""
-    overrides = OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")])
-    jobs = BasicSweeper.split_arguments(overrides, None)[0]  # one batch: every combination of the sweeps
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"), open(os.environ[ENV], "a") as out:
-        for job in jobs:
-            cfg = compose(config_name, overrides=list(job))
+        for job in job_overrides(arguments):
+            cfg = compose(config_name, overrides=job)
             out.write(json.dumps(OmegaConf.to_container(cfg, resolve=False)) + "\n")

@@ -70,7 +70,8 @@ def test_two_process_ddp_run_with_accumulation_and_uneven_validation_shares(tmp_
 
 def test_misspelt_key_fails_before_any_work(tmp_path):
     done = clip_train("data.batch_sze=8", f"hydra.run.dir={tmp_path}/run")
-    assert done.returncode != 0 and "batch_sze" in done.stderr
+    assert done.returncode != 0 and "Unknown config key 'data.batch_sze'" in done.stderr
+    assert "Did you mean 'data.batch_size'?" in done.stderr and "use +data.batch_sze" not in done.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

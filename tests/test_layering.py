@@ -24,7 +24,7 @@ LAYERS = [
     # metrics, a run may start from interop's weights
     {"training", "train", "config"},
     # entry points and the public API
-    {"__init__", "__main__", "cli", "compose_only", "evaluate", "export", "caption", "index"},
+    {"__init__", "__main__", "cli", "compose_only", "override_check", "evaluate", "export", "caption", "index"},
 ]
 PACKAGE = os.path.dirname(clip_train.__file__)
 
