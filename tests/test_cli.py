@@ -126,3 +126,12 @@ def test_repeated_keys_message_names_the_key_the_count_and_the_quoted_pattern():
     message = repeated_keys_message(["data.val_shards=/v/7.tar", "data.val_shards=/v/8.tar", "data.val_shards=/v/9.tar"])
     assert message.startswith("data.val_shards was given 3 times") and "data.val_shards='/v/{7..9}.tar'" in message
     assert "trainer.devices='PATTERN'" in repeated_keys_message(["trainer.devices=2", "+trainer.devices=4"])
+
+
+@pytest.mark.slow
+def test_every_log_line_is_printed_once(tmp_path):
+    done = clip_train("debug=fast", "trainer.max_steps=1", "trainer.val_check_interval=1", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    for line in ("Seed set to 0", "`Trainer.fit` stopped: `max_steps=1` reached."):
+        assert printed.count(line) == 1, f"{line!r} printed {printed.count(line)} times"

@@ -14,7 +14,7 @@ LAYERS = [
     # foundations: no model, no data
     {"paths", "distributed", "shard_patterns"},
     {"data"},
-    {"model", "recipe"},
+    {"model", "recipe", "checkpoint_file"},
     {"objectives"},
     # using a trained model, without Lightning
     {"inference", "text_classifier"},
