@@ -41,11 +41,11 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def model_differences(trained: dict, asked: dict, limit: int = 6) -> list[str]:
-    """`model.KEY: checkpoint V1, this run V2` for each model setting that differs (the first `limit`)."""
+    """`model.KEY: checkpoint V1, this run V2` for each model setting both set and set differently (the first
+    `limit`). A key only one side has is left out: presets gain keys at their defaults over time."""
     old, new = _flat(trained), _flat(asked)
-    keys = sorted(set(old) | set(new), key=lambda k: (k != "_target_", not k.endswith("_target_"), k))
-    lines = [f"model.{k}: checkpoint {old.get(k, '(unset)')!r}, this run {new.get(k, '(unset)')!r}" for k in keys
-             if old.get(k, "(unset)") != new.get(k, "(unset)")]  # fmt: skip
+    keys = sorted(set(old) & set(new), key=lambda k: (k != "_target_", not k.endswith("_target_"), k))
+    lines = [f"model.{k}: checkpoint {old[k]!r}, this run {new[k]!r}" for k in keys if old[k] != new[k]]
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
