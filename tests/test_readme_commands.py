@@ -17,3 +17,15 @@ def test_readme_shell_block_runs_and_passes_every_shard_pattern_whole(line, bloc
     for key, pattern in shard_patterns(block).items():
         reached = [config_value(config, key) for config in configs]
         assert pattern in reached, f"README.md:{line}: {key}={pattern} reached the config as {reached}"
+
+
+@pytest.mark.slow
+def test_the_readme_own_shards_command_is_a_real_pre_training_run(tmp_path):
+    line, block = next((line, block) for line, block in bash_blocks() if "data.train_shards" in block)  # the first
+    done, configs = run_block(block, str(tmp_path), REPO)
+    assert done.returncode == 0, f"README.md:{line}: {done.stderr[-2000:]}"
+    (config,) = configs
+    trainer = config["trainer"]
+    assert (trainer["max_steps"], trainer["devices"], trainer["precision"]) == (43_750, 8, "bf16-mixed")
+    assert (config["data"]["batch_size"], config["data"]["num_workers"]) == (256, 8)
+    assert config["data"]["val_shards"] == "/data/cc3m_val/{00000..00003}.tar" and config["eval"]["tasks"] == {}
