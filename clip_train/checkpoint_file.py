@@ -12,6 +12,9 @@ import torch
 
 from clip_train.recipe import Recipe
 
+# settings a resumed run may change: they shape training (memory, freezing, initial values), not the weights
+TRAINING_OPTIONS = {"patch_dropout", "grad_checkpointing", "lock", "unlocked_groups", "unlocked_layers", "freeze_norm",
+                    "pretrained", "init_from", "init_logit_scale", "init_logit_bias", "max_logit_scale"}  # fmt: skip
 EXPECTED = "a checkpoint written by python -m clip_train (checkpoints/last.ckpt, step*.ckpt, hpc_ckpt_*.ckpt)"
 
 
@@ -42,9 +45,11 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def model_differences(trained: dict, asked: dict, limit: int = 6) -> list[str]:
     """`model.KEY: checkpoint V1, this run V2` for each model setting both set and set differently (the first
-    `limit`). A key only one side has is left out: presets gain keys at their defaults over time."""
+    `limit`). A key only one side has is left out (presets gain keys at their defaults over time), and so are
+    `TRAINING_OPTIONS`."""
     old, new = _flat(trained), _flat(asked)
-    keys = sorted(set(old) & set(new), key=lambda k: (k != "_target_", not k.endswith("_target_"), k))
+    shared = {key for key in set(old) & set(new) if key.rsplit(".", 1)[-1] not in TRAINING_OPTIONS}
+    keys = sorted(shared, key=lambda k: (k != "_target_", not k.endswith("_target_"), k))
     lines = [f"model.{k}: checkpoint {old[k]!r}, this run {new[k]!r}" for k in keys if old[k] != new[k]]
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 

@@ -46,3 +46,12 @@ def test_resuming_as_another_model_says_so_in_a_few_lines(trained_checkpoint, co
     assert "was trained as a different model than this run asks for" in message
     assert "model.image_tower.model_name: checkpoint 'test_vit', this run 'vit_tiny_r_s16_p8_224'" in message
     assert len(message.splitlines()) <= 9
+
+
+def test_a_resumed_run_may_change_training_options_but_not_the_architecture():
+    from clip_train.checkpoint_file import model_differences
+
+    trained = {"_target_": "DualEncoder", "embed_dim": 32, "image_tower": {"model_name": "test_vit", "lock": False}}
+    asked = {"_target_": "DualEncoder", "embed_dim": 64, "image_tower": {"model_name": "test_vit", "lock": True}, "new": 1}
+    assert model_differences(trained, asked) == ["model.embed_dim: checkpoint 32, this run 64"]
+    assert model_differences(trained, trained | {"image_tower": {"model_name": "test_vit", "patch_dropout": 0.5}}) == []
