@@ -5,7 +5,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from clip_train.cli import quote_shard_ranges
+from clip_train import compose_only
+from clip_train.cli import quote_shard_ranges, refuse_repeated_keys
+from clip_train.override_check import refuse_unknown_keys
 from clip_train.paths import CONFIG_DIR
 
 
@@ -17,7 +19,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    refuse_repeated_keys(sys.argv[1:])
     sys.argv[1:] = quote_shard_ranges(sys.argv[1:])
+    refuse_unknown_keys("train", sys.argv[1:])
+    if compose_only.requested():
+        compose_only.write_composed("train", sys.argv[1:])
+        return
     _hydra_main()
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from clip_train.cli import refuse_repeated_keys
 from clip_train.data.pipeline import IMAGE_EXTENSIONS
 from clip_train.inference import load
 
@@ -29,6 +30,7 @@ def image_paths(folder: str) -> list[str]:
 def main(argv: list[str]) -> None:
     if not all("=" in arg for arg in argv):
         sys.exit(USAGE)
+    refuse_repeated_keys(argv)
     options = dict(arg.split("=", 1) for arg in argv)
     unknown = set(options) - {"checkpoint", "images", "beams", "max_length", "device"}
     if unknown or not {"checkpoint", "images"} <= set(options):

@@ -1,14 +1,24 @@
-"""Command-line conveniences applied before Hydra parses the overrides."""
+"""Command-line checks and conveniences applied before Hydra parses the overrides.
+
+Bash expands an unquoted `data.train_shards=/d/{00000..00331}.tar` into 332 arguments, each
+`data.train_shards=/d/NNNNN.tar`, and Hydra keeps the last one: the run would train on one shard
+without a word. So a key given more than once is refused (`refuse_repeated_keys`), with the quoted
+form to type instead. A brace range that did reach us whole (quoted by the user) is quoted again
+for Hydra, whose grammar reads `{` as a dict (`quote_shard_ranges`).
+"""
 
 import re
+from collections import defaultdict
+
+from clip_train.shard_patterns import brace_form
 
 # `{00000..00331}` is webdataset's shard range, but Hydra's grammar reads `{` as a dict.
 _BRACE_RANGE = re.compile(r"\{\d+\.\.\d+\}")
 
 
 def quote_shard_ranges(overrides: list[str]) -> list[str]:
-    """Quote override values holding brace ranges, so `data.train_shards=/d/{000..009}.tar` works
-    as typed (the shell has already removed any quotes the user wrote)."""
+    """Quote override values holding brace ranges, so `data.train_shards='/d/{000..009}.tar'` reaches Hydra
+    whole (the shell has already removed the quotes the user wrote)."""
     quoted = []
     for override in overrides:
         key, sep, value = override.partition("=")
@@ -17,3 +27,38 @@ def quote_shard_ranges(overrides: list[str]) -> list[str]:
             override = f"{key}='{escaped}'"
         quoted.append(override)
     return quoted
+
+
+def override_key(argument: str) -> str | None:
+    """The config key an override sets (`+data.x=1` -> `data.x`, `hydra/launcher=slurm` -> `hydra/launcher`);
+    None for a flag such as `-m` or `--cfg`."""
+    if argument.startswith("-") or "=" not in argument:
+        return None
+    return argument.partition("=")[0].lstrip("+~")
+
+
+def repeated_keys_message(overrides: list[str]) -> str | None:
+    """Why these overrides cannot run when one key is given more than once, or None when none is."""
+    given = defaultdict(list)
+    for argument in overrides:
+        key = override_key(argument)
+        if key is not None:
+            given[key].append(argument.partition("=")[2])
+    repeated = {key: values for key, values in given.items() if len(values) > 1}
+    if not repeated:
+        return None
+    key, values = next(iter(repeated.items()))
+    shown = ", ".join(values[:3]) + (f", ... {values[-1]}" if len(values) > 3 else "")
+    return (
+        f"{key} was given {len(values)} times on the command line ({shown}); Hydra would keep only the last. "
+        f"An unquoted brace pattern is expanded by the shell into one argument per shard: quote it, "
+        f"{key}='{brace_form(values)}'"
+        + (f" (also repeated: {', '.join(sorted(set(repeated) - {key}))})" if len(repeated) > 1 else "")
+    )
+
+
+def refuse_repeated_keys(overrides: list[str]) -> None:
+    """Exit (status 1, before anything is built) with `repeated_keys_message` when a key is given more than once."""
+    message = repeated_keys_message(overrides)
+    if message is not None:
+        raise SystemExit(f"Error: {message}")

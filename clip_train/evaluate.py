@@ -31,9 +31,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from clip_train.cli import quote_shard_ranges
+from clip_train import compose_only
+from clip_train.cli import quote_shard_ranges, refuse_repeated_keys
 from clip_train.config import check_keys
+from clip_train.override_check import refuse_unknown_keys
 from clip_train.paths import CONFIG_DIR
+from clip_train.training.console_logging import print_each_line_once
 
 
 def run(cfg: DictConfig) -> dict:
@@ -42,6 +45,7 @@ def run(cfg: DictConfig) -> dict:
     from clip_train.inference import load
 
     check_keys(cfg)
+    print_each_line_once()
     # groups of tasks as dicts: OmegaConf would take a dataclass task for a config
     tasks = named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
     fabric = L.Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision)
@@ -62,7 +66,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    refuse_repeated_keys(sys.argv[1:])
     sys.argv[1:] = quote_shard_ranges(sys.argv[1:])
+    refuse_unknown_keys("evaluate", sys.argv[1:])
+    if compose_only.requested():
+        compose_only.write_composed("evaluate", sys.argv[1:])
+        return
     _hydra_main()
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from safetensors.torch import save_file
 
+from clip_train.cli import refuse_repeated_keys
 from clip_train.inference import WEIGHTS_FILE, ClipModel, load
 from clip_train.model import ImageTower
 
@@ -73,6 +74,7 @@ def writer(format: str) -> Callable[[ClipModel, str], None]:
 
 
 def main(argv: list[str]) -> None:
+    refuse_repeated_keys(argv)
     options = dict(arg.split("=", 1) for arg in argv)
     if not {"checkpoint", "out"} <= set(options) <= {"checkpoint", "out", "format"}:
         sys.exit(f"usage: python -m clip_train.export checkpoint=PATH out=DIR [format={'|'.join(FORMATS)}]")

@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
+from clip_train.checkpoint_file import read_checkpoint
 from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
@@ -115,10 +116,7 @@ def _build(recipe: Recipe, state_dict: dict[str, torch.Tensor], tokenizer: PreTr
 
 
 def _load_checkpoint(path: str) -> ClipModel:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint ({error.__class__.__name__}: {error})") from error
+    checkpoint = read_checkpoint(path, "clip_train.load")
     try:
         recipe = Recipe.from_checkpoint(checkpoint)
     except ValueError as error:

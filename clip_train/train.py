@@ -18,13 +18,16 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
+from clip_train.checkpoint_file import check_resumable
 from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
+from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_scenes
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
 from clip_train.recipe import Recipe
 from clip_train.training.checkpointing import AtomicCheckpointIO
+from clip_train.training.console_logging import print_each_line_once
 from clip_train.training.module import ClipModule
 from clip_train.training.preemption import Preempted
 
@@ -76,8 +79,13 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as `cfg` says; returns the final metrics, also written to `<run dir>/metrics.json`."""
+    print_each_line_once()
     pretrained = start_from_pretrained(cfg)  # model.init_from: the source's architecture and tokenizer
     check_config(cfg)
+    if not trains_on_embedded_scenes(cfg.data) and cfg.get("eval") and cfg.eval.get("tasks"):
+        dropped = drop_drawn_tasks(cfg.eval.tasks)
+        if dropped:
+            log.info("training on your shards: the drawn-scene evaluation tasks are off (%s)", ", ".join(dropped))
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)  # alike on every rank, so is the model; ClipModule.on_fit_start adds the rank
     datamodule = instantiate(cfg.data)
@@ -88,6 +96,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_tokenizer_fits(model_cfg.text_tower.vocab_size, datamodule.tokenizer)
     if "eos_token_id" in model_cfg.text_tower:
         model_cfg.text_tower.eos_token_id = datamodule.tokenizer.eos_token_id
+    resume = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
+    if resume is not None:
+        check_resumable(resume, OmegaConf.to_container(model_cfg))
     model = instantiate(model_cfg)
     if pretrained is not None:
         load_pretrained_weights(model, pretrained)
@@ -123,7 +134,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     output_dir = cfg.paths.output_dir
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.ckpt_path, output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except Preempted as preempted:  # the checkpoint is written; exit as a signalled process would
         raise SystemExit(128 + preempted.signum) from preempted
     metrics = _final_metrics(trainer, module, datamodule)

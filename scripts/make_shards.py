@@ -8,7 +8,7 @@
     python scripts/make_shards.py --jsonl pairs.jsonl --image-column image --caption-column caption --out /data/my_shards \\
         --shard-size 10000 --max-size 512 --workers 8
     # then
-    python -m clip_train data.train_shards=/data/my_shards/train-{00000..00009}.tar
+    python -m clip_train data.train_shards='/data/my_shards/train-{00000..00009}.tar'
 
 Every image is decoded in full before it is written (by `--workers` processes), so a truncated
 or foreign file is caught here, not in training. Image bytes are copied unchanged unless the
@@ -205,7 +205,8 @@ def main() -> None:
         print(f"skipped {len(skipped)} unreadable inputs{more}; all listed in {args.out}/skipped.tsv", file=sys.stderr)
     if not paths:
         sys.exit("no usable pairs found")
-    print(f"wrote {len(paths)} shards: {os.path.join(args.out, args.prefix)}-{{00000..{len(paths) - 1:05d}}}.tar")
+    pattern = f"{os.path.join(args.out, args.prefix)}-{{00000..{len(paths) - 1:05d}}}.tar"
+    print(f"wrote {len(paths)} shards: train with data.train_shards='{pattern}' (quoted, so bash keeps the braces)")
 
 
 if __name__ == "__main__":

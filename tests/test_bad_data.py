@@ -111,7 +111,8 @@ def test_bad_rate_above_threshold_raises_naming_rate_kinds_and_shards():
 
 def test_a_broken_dataset_stops_the_loader_with_the_rate_message(tmp_path):
     paths, _, _ = write_bad_shards(str(tmp_path))
-    datamodule = make_datamodule(paths, paths, samples_per_epoch=8, max_bad_sample_rate=0.2, bad_sample_rate_min_items=20)
+    trainable = [paths[0], paths[3], paths[4]]  # an empty or foreign training shard is refused at start-up
+    datamodule = make_datamodule(trainable, paths, samples_per_epoch=8, max_bad_sample_rate=0.2, bad_sample_rate_min_items=20)
     datamodule.setup("validate")
     with pytest.raises(BadDataError, match=r"of the 2\d items this data worker met were bad.*bad-00000.tar \(7\)"):
         list(datamodule.val_dataloader())

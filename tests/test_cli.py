@@ -7,6 +7,9 @@ import sys
 
 import pytest
 import torch
+from helpers import colour_samples
+
+from clip_train.data.shard_writer import write_shards
 
 REQUIRED_METRICS = {
     "val/loss",
@@ -67,7 +70,8 @@ def test_two_process_ddp_run_with_accumulation_and_uneven_validation_shares(tmp_
 
 def test_misspelt_key_fails_before_any_work(tmp_path):
     done = clip_train("data.batch_sze=8", f"hydra.run.dir={tmp_path}/run")
-    assert done.returncode != 0 and "batch_sze" in done.stderr
+    assert done.returncode != 0 and "Unknown config key 'data.batch_sze'" in done.stderr
+    assert "Did you mean 'data.batch_size'?" in done.stderr and "use +data.batch_sze" not in done.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -97,3 +101,37 @@ def test_brace_ranges_are_quoted_for_hydra():
         "trainer.devices=2",
     ]
     assert quote_shard_ranges(["data.val_shards='/d/{0..1}.tar'"]) == ["data.val_shards='/d/{0..1}.tar'"]
+
+
+def test_a_key_given_twice_is_refused_before_anything_is_built(tmp_path):
+    # what bash passes for an unquoted data.train_shards=DIR/{00000..00003}.tar: four overrides of one key
+    write_shards(str(tmp_path), "train", colour_samples(8), samples_per_shard=2)
+    expanded = [f"data.train_shards={tmp_path}/train-{i:05d}.tar" for i in range(4)]
+    done = clip_train(*expanded, "model=test", "trainer.max_steps=1", "data.num_workers=0", f"hydra.run.dir={tmp_path}/run")
+    assert done.returncode != 0
+    assert "data.train_shards was given 4 times" in done.stderr
+    assert f"data.train_shards='{tmp_path}/train-{{00000..00003}}.tar'" in done.stderr
+    assert not (tmp_path / "run").exists()
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "clip_train.evaluate", "checkpoint=a.ckpt", "checkpoint=b.ckpt"],
+        capture_output=True, text=True, env=os.environ, timeout=600,
+    )  # fmt: skip
+    assert evaluated.returncode != 0 and "checkpoint was given 2 times" in evaluated.stderr
+
+
+def test_repeated_keys_message_names_the_key_the_count_and_the_quoted_pattern():
+    from clip_train.cli import repeated_keys_message
+
+    assert repeated_keys_message(["-m", "loss=infonce,siglip", "+data.x=1", "trainer.devices=2"]) is None
+    message = repeated_keys_message(["data.val_shards=/v/7.tar", "data.val_shards=/v/8.tar", "data.val_shards=/v/9.tar"])
+    assert message.startswith("data.val_shards was given 3 times") and "data.val_shards='/v/{7..9}.tar'" in message
+    assert "trainer.devices='PATTERN'" in repeated_keys_message(["trainer.devices=2", "+trainer.devices=4"])
+
+
+@pytest.mark.slow
+def test_every_log_line_is_printed_once(tmp_path):
+    done = clip_train("debug=fast", "trainer.max_steps=1", "trainer.val_check_interval=1", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    for line in ("Seed set to 0", "`Trainer.fit` stopped: `max_steps=1` reached."):
+        assert printed.count(line) == 1, f"{line!r} printed {printed.count(line)} times"

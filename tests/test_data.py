@@ -132,7 +132,9 @@ def test_learnt_tokenizer_wraps_captions_and_is_cached(colour_shards):
 def test_training_on_shards_without_a_readable_sample_fails_instead_of_spinning(tmp_path):
     for index in range(2):
         (tmp_path / f"junk-{index:05d}.tar").write_bytes(b"this is not a tar archive" * 100)
-    datamodule = make_datamodule(str(tmp_path / "junk-{00000..00001}.tar"), samples_per_epoch=8)
+    with pytest.raises(ValueError, match="junk-00000.tar' is not a tar archive"):  # local: refused at start-up
+        make_datamodule(str(tmp_path / "junk-{00000..00001}.tar"), samples_per_epoch=8)
+    datamodule = make_datamodule(f"pipe:cat {tmp_path}/junk-{{00000..00001}}.tar", samples_per_epoch=8)  # unchecked
     datamodule.setup("fit")
     with pytest.raises(RuntimeError, match="no readable sample"):
         next(iter(datamodule.train_dataloader()))

@@ -48,7 +48,7 @@ def test_exported_image_tower_loads_in_timm(trained_checkpoint, tmp_path):
 def test_load_errors_are_clear(tmp_path, trained_checkpoint):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="junk.ckpt cannot be read: expected a checkpoint written by python -m clip_train"):
         clip_train.load(str(junk))
     with pytest.raises(ValueError, match="not an exported clip_train model"):
         clip_train.load(str(tmp_path))

@@ -12,9 +12,9 @@ import clip_train
 
 LAYERS = [
     # foundations: no model, no data
-    {"paths", "distributed"},
+    {"paths", "distributed", "shard_patterns"},
     {"data"},
-    {"model", "recipe"},
+    {"model", "recipe", "checkpoint_file"},
     {"objectives"},
     # using a trained model, without Lightning
     {"inference", "text_classifier"},
@@ -24,7 +24,18 @@ LAYERS = [
     # metrics, a run may start from interop's weights
     {"training", "train", "config"},
     # entry points and the public API
-    {"__init__", "__main__", "cli", "evaluate", "export", "caption", "index", "multirun_summary"},
+    {
+        "__init__",
+        "__main__",
+        "cli",
+        "compose_only",
+        "override_check",
+        "evaluate",
+        "export",
+        "caption",
+        "index",
+        "multirun_summary",
+    },
 ]
 PACKAGE = os.path.dirname(clip_train.__file__)
 

@@ -32,7 +32,7 @@ from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
 from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
 from clip_train.data.reader_shares import coverage_problem
-from clip_train.data.shards import expand_shards, shard_sizes
+from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
@@ -60,8 +60,10 @@ def learnt_tokenizer_folder(train_urls: Sequence[str], cache_dir: str, vocab_siz
 class ShardDataModule(L.LightningDataModule):
     """Image-text shards (img2dataset layout) for training and validation.
 
-    train_shards, val_shards: a shard pattern or list (see `clip_train.data.shards`). When
-        unset and `synthetic` is given, the embedded scene dataset fills them in.
+    train_shards, val_shards: a shard pattern or list (see `clip_train.data.shards`). When neither
+        train_shards nor sources is set and `synthetic` is given, the embedded scene dataset fills in
+        training and (unless val_shards is given) validation. Your own train_shards without val_shards
+        run without validation: the drawn set never stands in for your data.
     batch_size: per device. num_workers: DataLoader workers per device.
     samples_per_epoch: the global number of training samples in one epoch (with resampling, a
         "virtual epoch" of the endless stream); by default the size of the training shards from
@@ -113,9 +115,8 @@ class ShardDataModule(L.LightningDataModule):
         super().__init__()
         if train_shards is not None and sources:
             raise ValueError("data.train_shards and data.sources are both set: use one (sources for several weighted sets)")
-        if synthetic is not None and ((train_shards is None and not sources) or val_shards is None):
-            synthetic_train, synthetic_val = synthetic.write(cache_dir)
-            train_shards = train_shards or (None if sources else synthetic_train)
+        if synthetic is not None and train_shards is None and not sources:  # the embedded set, only when no data is given
+            train_shards, synthetic_val = synthetic.write(cache_dir)
             val_shards = val_shards or synthetic_val
         if train_shards is None and not sources:
             raise ValueError(
@@ -131,7 +132,12 @@ class ShardDataModule(L.LightningDataModule):
             self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
             sizes_needed = not (resampled and samples_per_epoch)  # only a resampled stream of a set length needs none
             self.train_shard_sizes = shard_sizes(self.train_urls, cache_dir) if sizes_needed else None
+        refuse_empty_shards(self.train_urls, self.train_shard_sizes, "data.sources" if self.sources else "data.train_shards")
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
+        if self.val_urls:
+            log.info("validating on %d shard(s)", len(self.val_urls))
+        else:
+            log.info("no validation: data.val_shards is not set (give held-out shards to validate)")
         self.data_samples = self._data_samples()
         if samples_per_epoch is None:
             if self.data_samples is None:

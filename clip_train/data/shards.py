@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import braceexpand
 
 from clip_train.data.counted_sizes import counted_sizes
+from clip_train.data.tar_count import looks_like_tar
+from clip_train.shard_patterns import brace_form
 
 REMOTE_PREFIXES = ("pipe:", "s3://", "http://", "https://", "gs://", "hf://")
 
@@ -36,11 +38,45 @@ def expand_shards(spec: str | Sequence[str], option: str) -> list[str]:
     direct_s3 = next((url for url in urls if url.startswith("s3://")), None)
     if direct_s3 is not None and "GOPEN_REWRITE" not in os.environ:  # webdataset opens s3:// only through a rewrite
         raise ValueError(f"{option}: webdataset cannot open {direct_s3!r} directly; use 'pipe:aws s3 cp {direct_s3} -'")
+    folder = next((url for url in urls if not is_remote(url) and os.path.isdir(url.removeprefix("file:"))), None)
+    if folder is not None:
+        raise IsADirectoryError(f"{option}: {folder!r} is a directory, not a shard. {_name_the_shards(folder, option)}")
     missing = [url for url in urls if not is_remote(url) and not os.path.isfile(url.removeprefix("file:"))]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{option}: shard {missing[0]!r} does not exist{more}")
     return urls
+
+
+def _name_the_shards(folder: str, option: str) -> str:
+    """How to name the shards of `folder` instead: its `*.tar` files as a wildcard and, when they are one numbered
+    run (00000.tar ... 00331.tar), as the brace form."""
+    folder = folder.rstrip("/")
+    tars = sorted(glob.glob(os.path.join(folder.removeprefix("file:"), "*.tar")))
+    if not tars:
+        return f"It holds no .tar files; name the shard files themselves, e.g. {option}='{folder}/{{00000..00009}}.tar'"
+    braces = brace_form(tars)
+    brace_hint = f" or {option}='{braces}'" if braces != "PATTERN" else ""
+    return f"Name its {len(tars)} .tar files: {option}='{folder}/*.tar'{brace_hint} (quoted, so the shell passes it whole)"
+
+
+def refuse_empty_shards(urls: Sequence[str], sizes: Sequence[int] | None, option: str) -> None:
+    """Raise ValueError naming the first local shard that is empty, is no tar (an HTML error page saved as
+    NNNNN.tar, a README a `*` pattern matched), or holds no samples by `sizes` (from `shard_sizes`; None: unknown).
+    Counted as 0 samples, such a file would pass silently and shrink the epoch."""
+    for index, url in enumerate(urls):
+        if is_remote(url):
+            continue
+        path = url.removeprefix("file:")
+        if os.path.getsize(path) == 0:
+            what = "is an empty file (0 bytes)"
+        elif not looks_like_tar(path):
+            what = "is not a tar archive"
+        elif sizes is not None and sizes[index] == 0:
+            what = "is a tar with no samples (no KEY.jpg + KEY.txt members)"
+        else:
+            continue
+        raise ValueError(f"{option}: shard {url!r} {what}; remove it from the shards, or fix the pattern")
 
 
 def _glob(pattern: str, option: str) -> list[str]:

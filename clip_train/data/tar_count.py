@@ -99,6 +99,19 @@ def _ends_in_zero_block(file) -> bool:
     return file.read(BLOCK).count(0) == BLOCK
 
 
+def looks_like_tar(path: str) -> bool:
+    """Whether the file at `path` starts as a tar does: with a compressed stream's magic, an end-of-archive zero
+    block (an empty tar), or a header whose checksum holds. One 512-byte read: cheap enough for every shard."""
+    with open(path, "rb") as file:
+        head = file.read(BLOCK)
+    if head.startswith(COMPRESSED_MAGIC) or (len(head) == BLOCK and head.count(0) == BLOCK):
+        return True
+    try:
+        return len(head) == BLOCK and _octal(head[148:156]) == _checksum(head)
+    except _NeedsTarfile:
+        return False
+
+
 def count_tar_samples(path: str) -> int:
     """Samples a full read of the local tar (plain or compressed) at `path` yields; 0 for an empty or foreign file."""
     with open(path, "rb") as file:
