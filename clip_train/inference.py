@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
-from clip_train.model.checkpoint_keys import match_model_keys
+from clip_train.model.checkpoint_keys import match_model_state
 from clip_train.recipe import RECIPE_FILE, Recipe
 from clip_train.text_classifier import DEFAULT_TEMPLATES, class_weights
 
@@ -108,7 +108,7 @@ def _build(recipe: Recipe, state_dict: dict[str, torch.Tensor], tokenizer: PreTr
             f"{source}: cannot build its model ({error.__class__.__name__}: {error}); the checkpoint names "
             "a timm or transformers model this installation does not have"
         ) from error
-    missing, unexpected = model.load_state_dict(match_model_keys(state_dict, model.state_dict()), strict=False)
+    missing, unexpected = model.load_state_dict(match_model_state(state_dict, model.state_dict()), strict=False)
     if missing or unexpected:
         raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return ClipModel(model, tokenizer, recipe)
