@@ -24,6 +24,7 @@ from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_id
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import match_model_state
+from clip_train.model.weight_sources import without_weight_sources
 from clip_train.recipe import RECIPE_FILE, Recipe
 from clip_train.text_classifier import DEFAULT_TEMPLATES, class_weights
 
@@ -102,11 +103,12 @@ class ClipModel:
 
 def _build(recipe: Recipe, state_dict: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, source: str):
     try:
-        model = instantiate(recipe.model)
+        model = instantiate(without_weight_sources(recipe.model))  # the weights come from the checkpoint
     except Exception as error:  # an unknown timm or transformers architecture, or a missing local path
         raise ValueError(
-            f"{source}: cannot build its model ({error.__class__.__name__}: {error}); the checkpoint names "
-            "a timm or transformers model this installation does not have"
+            f"{source}: cannot build its model ({error.__class__.__name__}: {error}); its recipe names a timm or "
+            "transformers architecture this installation does not have, or (written before issue 23) a transformers "
+            "folder whose config.json is gone"
         ) from error
     missing, unexpected = model.load_state_dict(match_model_state(state_dict, model.state_dict()), strict=False)
     if missing or unexpected:

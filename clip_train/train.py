@@ -23,6 +23,7 @@ from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
+from clip_train.model.weight_sources import architecture_config, without_weight_sources
 from clip_train.recipe import Recipe
 from clip_train.training.checkpointing import AtomicCheckpointIO
 from clip_train.training.module import ClipModule
@@ -61,6 +62,18 @@ def _strategy(strategy):
     return instantiate(strategy) if isinstance(strategy, DictConfig) else strategy
 
 
+def _resumed_architecture(model_cfg: DictConfig, checkpoint_path: str) -> DictConfig:
+    """`model_cfg` for a resumed run: the checkpoint holds every weight, so no tower reads a pretrained source
+    (a LiT trunk's file or a transformers folder may be gone); a transformers text tower takes the config the
+    checkpoint's recipe carries (`clip_train.model.weight_sources`)."""
+    architecture = without_weight_sources(OmegaConf.to_container(model_cfg))
+    recipe = Recipe.from_checkpoint(torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True))
+    saved = recipe.model.get("text_tower", {}) if recipe is not None else {}
+    if "transformers_config" in saved and architecture["text_tower"].get("_target_") == saved.get("_target_"):
+        architecture["text_tower"]["transformers_config"] = saved["transformers_config"]
+    return OmegaConf.create(architecture)
+
+
 def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[str, float]:
     """The last logged values, with validation re-run if the last one predates the final step."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -88,6 +101,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_tokenizer_fits(model_cfg.text_tower.vocab_size, datamodule.tokenizer)
     if "eos_token_id" in model_cfg.text_tower:
         model_cfg.text_tower.eos_token_id = datamodule.tokenizer.eos_token_id
+    resume = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
+    if resume is not None:
+        model_cfg = _resumed_architecture(model_cfg, resume)
     model = instantiate(model_cfg)
     if pretrained is not None:
         load_pretrained_weights(model, pretrained)
@@ -95,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.image_tower.compile()
         model.text_tower.compile()
     recipe = Recipe(
-        model=OmegaConf.to_container(model_cfg),
+        model=architecture_config(OmegaConf.to_container(model_cfg), model),  # rebuilds without weight sources
         image_mean=tuple(cfg.data.image_mean),
         image_std=tuple(cfg.data.image_std),
         tokenizer_source=datamodule.tokenizer_source,
@@ -122,7 +138,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     output_dir = cfg.paths.output_dir
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.ckpt_path, output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except Preempted as preempted:  # the checkpoint is written; exit as a signalled process would
         raise SystemExit(128 + preempted.signum) from preempted
     metrics = _final_metrics(trainer, module, datamodule)

@@ -8,7 +8,7 @@ but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training)
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel
+from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel, PretrainedConfig
 
 from clip_train.model.locking import lock_text_transformer
 
@@ -117,6 +117,14 @@ class CausalTextTower(TransformerTextTower):
         return self.projection(last_token(hidden, attention_mask)), hidden
 
 
+def _transformers_config(name_or_path: str, config: dict | None) -> PretrainedConfig:
+    """The config `config` spells out, or else the one `name_or_path` holds."""
+    if config is None:
+        return AutoConfig.from_pretrained(name_or_path)
+    config = dict(config)
+    return AutoConfig.for_model(config.pop("model_type"), **config)
+
+
 class PretrainedTextTower(TransformerTextTower):
     """Any transformers encoder by hub name or local folder, mean- or CLS-pooled.
 
@@ -126,6 +134,11 @@ class PretrainedTextTower(TransformerTextTower):
     in transformers 5 also swaps in hub kernels when the `kernels` package is installed, which a
     meta-device copy (the FLOPs count) cannot take. `pretrained=False` keeps the random weights.
     `vocab_size` is the tokenizer's; it must fit the model's embedding table.
+
+    transformers_config: the model's transformers config as a dict (`PretrainedConfig.to_dict()`); when
+        given, the architecture is built from it and `name_or_path` is never read (with `pretrained=False`).
+        A checkpoint's recipe carries it (`clip_train.model.weight_sources`), so the tower rebuilds
+        without its source.
 
     The tower pools over `last_hidden_state`, so a pooler head the model carries (BERT's, RoBERTa's)
     never gets a gradient; it is kept in the weights but never trainable, locked or not, since DDP
@@ -144,10 +157,11 @@ class PretrainedTextTower(TransformerTextTower):
         lock: bool = False,
         unlocked_layers: int = 0,
         freeze_norm: bool = True,
+        transformers_config: dict | None = None,
     ):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"model.text_tower.pooling must be 'mean' or 'cls', got {pooling!r}")
-        transformer = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+        transformer = AutoModel.from_config(_transformers_config(name_or_path, transformers_config))
         if pretrained:
             transformer.load_state_dict(AutoModel.from_pretrained(name_or_path).state_dict())
         super().__init__(transformer, embed_dim)
