@@ -11,6 +11,7 @@ Loading reads tensors and plain data only (`torch.load(weights_only=True)` or sa
 no pickled code from a checkpoint ever runs; a GPU checkpoint loads on a CPU-only machine.
 """
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
+from clip_train.data.eval_preprocess import eval_pixels
 from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
@@ -40,6 +42,10 @@ class ClipModel:
         self.tokenize = Tokenize(tokenizer, model.context_length)  # exactly as in training
         self.recipe = recipe
         self.preprocess = eval_transform(model.image_size, recipe.image_mean, recipe.image_std)
+        # encoded bytes -> pixels as validation in training makes them (the evaluation readers' path)
+        self.preprocess_encoded = functools.partial(
+            eval_pixels, image_size=model.image_size, mean=recipe.image_mean, std=recipe.image_std
+        )
 
     @property
     def device(self) -> torch.device:
