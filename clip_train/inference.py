@@ -11,6 +11,7 @@ Loading reads tensors and plain data only (`torch.load(weights_only=True)` or sa
 no pickled code from a checkpoint ever runs; a GPU checkpoint loads on a CPU-only machine.
 """
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -21,10 +22,12 @@ from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from clip_train.checkpoint_file import read_checkpoint
+from clip_train.data.eval_preprocess import eval_pixels
 from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
 from clip_train.model import DualEncoder
-from clip_train.model.checkpoint_keys import match_model_keys
+from clip_train.model.checkpoint_keys import match_model_state
+from clip_train.model.weight_sources import without_weight_sources
 from clip_train.recipe import RECIPE_FILE, Recipe
 from clip_train.text_classifier import DEFAULT_TEMPLATES, class_weights
 
@@ -40,6 +43,10 @@ class ClipModel:
         self.tokenize = Tokenize(tokenizer, model.context_length)  # exactly as in training
         self.recipe = recipe
         self.preprocess = eval_transform(model.image_size, recipe.image_mean, recipe.image_std)
+        # encoded bytes -> pixels as validation in training makes them (the evaluation readers' path)
+        self.preprocess_encoded = functools.partial(
+            eval_pixels, image_size=model.image_size, mean=recipe.image_mean, std=recipe.image_std
+        )
 
     @property
     def device(self) -> torch.device:
@@ -103,13 +110,14 @@ class ClipModel:
 
 def _build(recipe: Recipe, state_dict: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, source: str):
     try:
-        model = instantiate(recipe.model)
+        model = instantiate(without_weight_sources(recipe.model))  # the weights come from the checkpoint
     except Exception as error:  # an unknown timm or transformers architecture, or a missing local path
         raise ValueError(
-            f"{source}: cannot build its model ({error.__class__.__name__}: {error}); the checkpoint names "
-            "a timm or transformers model this installation does not have"
+            f"{source}: cannot build its model ({error.__class__.__name__}: {error}); its recipe names a timm or "
+            "transformers architecture this installation does not have, or (written before issue 23) a transformers "
+            "folder whose config.json is gone"
         ) from error
-    missing, unexpected = model.load_state_dict(match_model_keys(state_dict, model.state_dict()), strict=False)
+    missing, unexpected = model.load_state_dict(match_model_state(state_dict, model.state_dict()), strict=False)
     if missing or unexpected:
         raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return ClipModel(model, tokenizer, recipe)

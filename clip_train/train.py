@@ -18,13 +18,14 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from clip_train.checkpoint_file import check_resumable
+from clip_train.checkpoint_file import check_resumable, read_checkpoint
 from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_scenes
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
+from clip_train.model.weight_sources import architecture_config, without_weight_sources
 from clip_train.recipe import Recipe
 from clip_train.training.checkpointing import AtomicCheckpointIO
 from clip_train.training.console_logging import print_each_line_once
@@ -64,6 +65,18 @@ def _strategy(strategy):
     return instantiate(strategy) if isinstance(strategy, DictConfig) else strategy
 
 
+def _resumed_architecture(model_cfg: DictConfig, checkpoint_path: str) -> DictConfig:
+    """`model_cfg` for a resumed run: the checkpoint holds every weight, so no tower reads a pretrained source
+    (a LiT trunk's file or a transformers folder may be gone); a transformers text tower takes the config the
+    checkpoint's recipe carries (`clip_train.model.weight_sources`)."""
+    architecture = without_weight_sources(OmegaConf.to_container(model_cfg))
+    recipe = Recipe.from_checkpoint(read_checkpoint(checkpoint_path, "ckpt_path"))
+    saved = recipe.model.get("text_tower", {}) if recipe is not None else {}
+    if "transformers_config" in saved and architecture["text_tower"].get("_target_") == saved.get("_target_"):
+        architecture["text_tower"]["transformers_config"] = saved["transformers_config"]
+    return OmegaConf.create(architecture)
+
+
 def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[str, float]:
     """The last logged values, with validation re-run if the last one predates the final step."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -99,6 +112,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     resume = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
     if resume is not None:
         check_resumable(resume, OmegaConf.to_container(model_cfg))
+        model_cfg = _resumed_architecture(model_cfg, resume)
     model = instantiate(model_cfg)
     if pretrained is not None:
         load_pretrained_weights(model, pretrained)
@@ -106,7 +120,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.image_tower.compile()
         model.text_tower.compile()
     recipe = Recipe(
-        model=OmegaConf.to_container(model_cfg),
+        model=architecture_config(OmegaConf.to_container(model_cfg), model),  # rebuilds without weight sources
         image_mean=tuple(cfg.data.image_mean),
         image_std=tuple(cfg.data.image_std),
         tokenizer_source=datamodule.tokenizer_source,

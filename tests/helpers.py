@@ -175,7 +175,7 @@ def float64_encoder(objective: str) -> DualEncoder:
     torch.manual_seed(0)
     model = small_encoder().double()
     if objective == "siglip":
-        model.register_parameter("logit_bias", torch.nn.Parameter(torch.tensor(-2.0, dtype=torch.float64)))
+        model.register_parameter("logit_bias", torch.nn.Parameter(torch.full((1,), -2.0, dtype=torch.float64)))
     return model
 
 
@@ -404,9 +404,9 @@ def options(group: str) -> list[str]:
 def naive_negclip(image, text, negatives, valid, logit_scale):
     """Loop over pairs: image i against every caption and its own valid negatives; captions against images.
 
-    image, text (B, D) and negatives (B, K, D) unit rows, valid (B, K) bool, logit_scale () -> loss ().
+    image, text (B, D) and negatives (B, K, D) unit rows, valid (B, K) bool, logit_scale () or (1,) -> loss ().
     """
-    scale, n = logit_scale.exp(), image.shape[0]
+    scale, n = logit_scale.reshape(()).exp(), image.shape[0]
     total = 0.0
     for i in range(n):
         own = [scale * torch.dot(image[i], negatives[i, s]) for s in range(K) if valid[i, s]]
@@ -420,8 +420,9 @@ def naive_negclip(image, text, negatives, valid, logit_scale):
 def naive_siglip_with_negatives(image, text, negatives, valid, logit_scale, logit_bias):
     """Every pair -log σ(±z), and every valid negative of image i one more pair with label -1; over the images.
 
-    image, text (B, D) and negatives (B, K, D) unit rows, valid (B, K) bool, logit_scale and logit_bias () -> loss ().
+    image, text (B, D) and negatives (B, K, D) unit rows, valid (B, K) bool, logit_scale and logit_bias () or (1,) -> loss ().
     """
+    logit_scale, logit_bias = logit_scale.reshape(()), logit_bias.reshape(())
     total = 0.0
     for i in range(image.shape[0]):
         for j in range(text.shape[0]):

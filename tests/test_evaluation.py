@@ -1,6 +1,7 @@
 """Evaluation: zero-shot on an ImageFolder, multi-caption retrieval from shards, both under 2 gloo processes,
 and zero-shot with a rank that gets no image."""
 
+import io
 import math
 import os
 from dataclasses import replace
@@ -32,7 +33,8 @@ class ColourModel:
         self.embed_dim = 3
 
     @staticmethod
-    def preprocess(image: Image.Image) -> torch.Tensor:
+    def preprocess_encoded(data: bytes) -> torch.Tensor:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
         return torch.from_numpy(np.asarray(image.resize((4, 4)), dtype=np.float32)).permute(2, 0, 1)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

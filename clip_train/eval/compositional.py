@@ -93,10 +93,10 @@ def _scene_samples(spec: CompositionalTask, rank: int, world: int) -> Iterator[t
 def _shard_samples(spec: CompositionalTask, rank: int, world: int) -> Iterator[tuple]:
     """(preprocessed image, caption, {kind: negative}) of this rank's shards, with negatives by rule."""
     from clip_train.data.shards import expand_shards
-    from clip_train.eval.readers import CaptionedImages
+    from clip_train.eval.readers import CaptionedImages, pil_rgb
 
     urls = expand_shards(spec.shards, "compositional shards")[rank::world]
-    for pixels, (caption,) in CaptionedImages(urls, lambda image: image, multi_caption=False):
+    for pixels, (caption,) in CaptionedImages(urls, pil_rgb, multi_caption=False):
         rng = random.Random(f"compositional/{caption}")  # the same negatives whichever rank reads it
         negatives = {kind: perturb(caption, kind, rng) for kind in KINDS}
         yield pixels, caption, {kind: negative for kind, negative in negatives.items() if negative is not None}

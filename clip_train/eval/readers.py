@@ -25,35 +25,40 @@ from clip_train.inference import ClipModel
 
 
 class ImageFiles(Dataset):
-    """Preprocessed images from paths; an unreadable file stops evaluation with its path named."""
+    """Preprocessed images from paths; an unreadable file stops evaluation with its path named.
 
-    def __init__(self, paths: Sequence[str], preprocess):
-        self.paths, self.preprocess = list(paths), preprocess
+    preprocess_encoded: a file's bytes -> pixels (`ClipModel.preprocess_encoded`, validation's preprocessing).
+    """
+
+    def __init__(self, paths: Sequence[str], preprocess_encoded):
+        self.paths, self.preprocess_encoded = list(paths), preprocess_encoded
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         try:
-            with Image.open(self.paths[index]) as image:
-                return self.preprocess(image.convert("RGB"))
+            with open(self.paths[index], "rb") as f:
+                return self.preprocess_encoded(f.read())
         except Exception as error:  # PIL raises many types for truncated or foreign data
             raise ValueError(f"cannot read the image {self.paths[index]} ({error.__class__.__name__}: {error})") from error
 
 
 def pil_rgb(data: bytes) -> Image.Image:
-    """Image bytes -> RGB PIL image, the input of a `ClipModel`'s preprocess (its users' path, not the loader's)."""
+    """Image bytes -> RGB PIL image, for a task that hands images to `ClipModel.encode_image` (compositional)."""
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 class CaptionedImages(IterableDataset):
     """(preprocessed image, [captions]) from tar shards, this worker's share of `urls`.
 
+    preprocess_encoded: image bytes -> pixels (`ClipModel.preprocess_encoded`, validation's preprocessing); what
+        it raises counts the sample as bad, as the training loader counts it.
     multi_caption: the caption text holds one caption per line (COCO-style sets have about 5).
     """
 
-    def __init__(self, urls: Sequence[str], preprocess, multi_caption: bool):
-        self.urls, self.preprocess, self.multi_caption = list(urls), preprocess, multi_caption
+    def __init__(self, urls: Sequence[str], preprocess_encoded, multi_caption: bool):
+        self.urls, self.preprocess_encoded, self.multi_caption = list(urls), preprocess_encoded, multi_caption
 
     def __iter__(self):
         info = get_worker_info()
@@ -61,12 +66,12 @@ class CaptionedImages(IterableDataset):
         counter = BadSampleCounter()  # bad samples are skipped and counted; a broken set aborts (data.max_bad_sample_rate)
         urls = ({"url": url} for url in self.urls[worker::workers])
         for sample in shard_samples(urls, counter):
-            pair = decode_pair(sample, counter, pil_rgb)
+            pair = decode_pair(sample, counter, self.preprocess_encoded)
             if pair is None:
                 continue
             image, caption, _ = pair
             captions = [line.strip() for line in caption.splitlines() if line.strip()] if self.multi_caption else [caption]
-            yield self.preprocess(image), captions
+            yield image, captions
 
 
 def loader(dataset, batch_size: int, num_workers: int, collate_fn=None) -> DataLoader:
@@ -103,7 +108,7 @@ def embed_shards(
     read a sample raises ValueError on all of them."""
     share = list(urls)[rank::world]
     readers = max(1, min(num_workers, len(share)))
-    dataset = CaptionedImages(share, model.preprocess, multi_caption)
+    dataset = CaptionedImages(share, model.preprocess_encoded, multi_caption)
     batches = loader(dataset, batch_size, readers if num_workers else 0, _collate_captioned)
     image_features, text_features, owners = [], [], []
     seen = 0

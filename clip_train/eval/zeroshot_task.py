@@ -63,7 +63,7 @@ class ZeroShotTask:
         paths, labels, names = image_folder(root, self.classnames, self.images_per_class)
         weights = class_weights(model.encode_text, names, self.resolved_templates(root))
         share = slice(rank, None, world)
-        batches = loader(ImageFiles(paths[share], model.preprocess), self.batch_size, self.num_workers)
+        batches = loader(ImageFiles(paths[share], model.preprocess_encoded), self.batch_size, self.num_workers)
         features = [
             model.model.encode_image(pixels.to(model.device)).float()
             for pixels in tqdm(batches, desc=f"zero-shot {self.synthetic or root}", disable=not (self.progress and rank == 0))

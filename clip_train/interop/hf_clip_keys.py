@@ -66,7 +66,7 @@ def clip_to_ours(clip: dict[str, Tensor], depth: int, source: str) -> dict[str, 
     ours = {f"image_tower.trunk.{key}": value for key, value in trunk.items()}
     ours["image_tower.projection.weight"] = _take(clip, "visual_projection.weight", source)
     ours["text_tower.projection.weight"] = _take(clip, "text_projection.weight", source)
-    ours["logit_scale"] = _take(clip, "logit_scale", source)
+    ours["logit_scale"] = _take(clip, "logit_scale", source).reshape(1)  # ours is (1,), which FSDP can shard
     ours |= {f"text_tower.transformer.{TEXT_MODEL_LEVEL}{key}": w for key, w in _pop_prefixed(clip, "text_model.").items()}
     leftover = sorted(vision) + sorted(clip)
     if leftover:
@@ -90,7 +90,7 @@ def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
     clip = {f"vision_model.{key}": value for key, value in vision.items()}
     clip["visual_projection.weight"] = ours.pop("image_tower.projection.weight")
     clip["text_projection.weight"] = ours.pop("text_tower.projection.weight")
-    clip["logit_scale"] = ours.pop("logit_scale")
+    clip["logit_scale"] = ours.pop("logit_scale").reshape(())  # transformers keeps it 0-d
     text = _pop_prefixed(ours, "text_tower.transformer.")
     clip |= {f"text_model.{key.removeprefix('text_model.')}": weight for key, weight in text.items()}
     if ours:

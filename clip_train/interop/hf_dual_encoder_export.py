@@ -55,6 +55,7 @@ def as_dual_encoder_model(model: ClipModel) -> VisionTextDualEncoderModel:
         if prefix is None:
             unplaced.append(key)
         else:
+            value = value.reshape(()) if key == "logit_scale" else value  # transformers keeps it 0-d
             weights[OUR_PREFIX_TO_THEIRS[prefix] + key.removeprefix(prefix)] = value
     if unplaced:
         raise ValueError(f"weights a VisionTextDualEncoderModel has no place for: {unplaced[:5]}")

@@ -222,7 +222,7 @@ def read_open_clip(path: str) -> PretrainedCLIP:
                   "intermediate_size": state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0], "hidden_act": activation,
                   # where an exported CLIPTextModel pools: OpenCLIP's eos_id, else its highest id (argmax pooling)
                   "eos_token_id": text.get("eos_id", 2) if text.get("pool_type") == "eos" else vocab_size - 1}  # fmt: skip
-    logit_scale = state["logit_scale"].reshape(())
+    logit_scale = state["logit_scale"].reshape(1)  # our layout: (1,), which FSDP can shard
     model_config = {
         "_target_": "clip_train.model.DualEncoder",
         "embed_dim": embed_dim,
@@ -236,7 +236,7 @@ def read_open_clip(path: str) -> PretrainedCLIP:
     ours = {**_vision_to_ours(state, vision_layers), **_text_to_ours(state, text_layers), "logit_scale": logit_scale}
     if "logit_bias" in state:
         model_config["init_logit_bias"] = float(state["logit_bias"].reshape(()))
-        ours["logit_bias"] = state["logit_bias"].reshape(())
+        ours["logit_bias"] = state["logit_bias"].reshape(1)
     return PretrainedCLIP(model_config=model_config, state_dict=ours, tokenizer=None)
 
 
@@ -397,11 +397,12 @@ def write_open_clip(model: ClipModel, out: str) -> None:
     text_activation = model.model.text_tower.transformer.config.hidden_act
     vision_cfg, vision_weights, quick_gelu = _vision_config(model, text_activation)
     state = model.model.state_dict()
-    weights = {**vision_weights, **_text_to_open_clip(state, text_cfg["layers"]), "logit_scale": state["logit_scale"]}
+    logit_scale = state["logit_scale"].reshape(())  # OpenCLIP's default layout is 0-d
+    weights = {**vision_weights, **_text_to_open_clip(state, text_cfg["layers"]), "logit_scale": logit_scale}
     model_cfg = {"embed_dim": model.model.embed_dim, "quick_gelu": quick_gelu, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
     if model.model.logit_bias is not None:
         model_cfg["init_logit_bias"] = model.model.logit_bias.item()
-        weights["logit_bias"] = state["logit_bias"]
+        weights["logit_bias"] = state["logit_bias"].reshape(())  # OpenCLIP's default layout is 0-d
     preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe.image_mean),
                       "std": list(model.recipe.image_std), "interpolation": "bicubic",
                       "resize_mode": "shortest"}  # as eval_transform: shorter side, bicubic, centre crop  # fmt: skip

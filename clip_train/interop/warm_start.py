@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from clip_train.interop.pretrained import PretrainedCLIP
 from clip_train.interop.reader import init_from
-from clip_train.model.checkpoint_keys import match_model_keys
+from clip_train.model.checkpoint_keys import match_model_state
 
 # Parameters a user option adds that no CLIP source has: they start from their init value.
 ADDED_BY_OPTIONS = {"logit_bias"}  # model.init_logit_bias, set by loss=siglip
@@ -61,7 +61,7 @@ def check_tokenizer_fits(vocab_size: int, tokenizer: PreTrainedTokenizerBase) ->
 
 def load_pretrained_weights(model: torch.nn.Module, pretrained: PretrainedCLIP) -> None:
     """Put every source weight in `model`; a weight missing on either side is an error naming it."""
-    state = match_model_keys(pretrained.state_dict, model.state_dict())
+    state = match_model_state(pretrained.state_dict, model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [key for key in missing if key not in ADDED_BY_OPTIONS]
     if missing or unexpected:

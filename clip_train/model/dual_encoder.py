@@ -53,9 +53,9 @@ class DualEncoder(nn.Module):
         self.embed_dim, self.image_size, self.context_length = embed_dim, image_size, context_length
         self.image_tower = image_tower
         self.text_tower = text_tower
-        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        self.logit_scale = nn.Parameter(torch.full((1,), float(init_logit_scale)))
         self.max_logit_scale = max_logit_scale
-        bias = None if init_logit_bias is None else nn.Parameter(torch.tensor(float(init_logit_bias)))
+        bias = None if init_logit_bias is None else nn.Parameter(torch.full((1,), float(init_logit_bias)))
         self.register_parameter("logit_bias", bias)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

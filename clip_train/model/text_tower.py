@@ -8,7 +8,7 @@ but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training)
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel
+from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel, PretrainedConfig
 
 from clip_train.model.locking import lock_text_transformer
 
@@ -117,11 +117,33 @@ class CausalTextTower(TransformerTextTower):
         return self.projection(last_token(hidden, attention_mask)), hidden
 
 
+def _transformers_config(name_or_path: str, config: dict | None) -> PretrainedConfig:
+    """The config `config` spells out, or else the one `name_or_path` holds."""
+    if config is None:
+        return AutoConfig.from_pretrained(name_or_path)
+    config = dict(config)
+    return AutoConfig.for_model(config.pop("model_type"), **config)
+
+
 class PretrainedTextTower(TransformerTextTower):
     """Any transformers encoder by hub name or local folder, mean- or CLS-pooled.
 
-    `pretrained=False` builds the same architecture from its config with random weights.
+    The architecture is always built from its transformers config (`AutoModel.from_config`), then
+    `pretrained=True` copies the source's weights into it. Building from the config, never through
+    `from_pretrained`, keeps the module the same whether or not weights were read: `from_pretrained`
+    in transformers 5 also swaps in hub kernels when the `kernels` package is installed, which a
+    meta-device copy (the FLOPs count) cannot take. `pretrained=False` keeps the random weights.
     `vocab_size` is the tokenizer's; it must fit the model's embedding table.
+
+    transformers_config: the model's transformers config as a dict (`PretrainedConfig.to_dict()`); when
+        given, the architecture is built from it and `name_or_path` is never read (with `pretrained=False`).
+        A checkpoint's recipe carries it (`clip_train.model.weight_sources`), so the tower rebuilds
+        without its source.
+
+    The tower pools over `last_hidden_state`, so a pooler head the model carries (BERT's, RoBERTa's)
+    never gets a gradient; it is kept in the weights but never trainable, locked or not, since DDP
+    without `find_unused_parameters` fails on a trainable parameter without gradient ("Expected to have
+    finished reduction in the prior iteration").
     """
 
     def __init__(
@@ -135,13 +157,13 @@ class PretrainedTextTower(TransformerTextTower):
         lock: bool = False,
         unlocked_layers: int = 0,
         freeze_norm: bool = True,
+        transformers_config: dict | None = None,
     ):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"model.text_tower.pooling must be 'mean' or 'cls', got {pooling!r}")
+        transformer = AutoModel.from_config(_transformers_config(name_or_path, transformers_config))
         if pretrained:
-            transformer = AutoModel.from_pretrained(name_or_path)
-        else:
-            transformer = AutoModel.from_config(AutoConfig.from_pretrained(name_or_path))
+            transformer.load_state_dict(AutoModel.from_pretrained(name_or_path).state_dict())
         super().__init__(transformer, embed_dim)
         self.pooling = pooling
         table = self.transformer.get_input_embeddings().num_embeddings
@@ -151,6 +173,12 @@ class PretrainedTextTower(TransformerTextTower):
                 "set data.tokenizer to the tokenizer this text model was trained with"
             )
         self._apply_memory_options(grad_checkpointing, lock, unlocked_layers, freeze_norm)
+        self._freeze_pooler()
+
+    def _freeze_pooler(self) -> None:
+        pooler = getattr(self.transformer, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
 
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L), (B, L) -> ((B, embed_dim) mean- or CLS-pooled, (B, L, hidden size) states)."""

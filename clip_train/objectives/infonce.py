@@ -28,7 +28,7 @@ def infonce_loss(
 ) -> torch.Tensor:
     """CLIP's loss: mean of image→text and text→image cross-entropy at temperature 1/exp(logit_scale).
 
-    image_features, text_features: (B, D), L2-normalised; logit_scale: 0-d log of the inverse temperature;
+    image_features, text_features: (B, D), L2-normalised; logit_scale: 0-d or (1,) log of the inverse temperature;
     negative_text_features: (B, k, D) L2-normalised, negative_valid: (B, k) bool, for text hard negatives.
 
     Computed in at least float32, also under bf16/fp16 autocast: the logits of a large batch

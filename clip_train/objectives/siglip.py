@@ -45,7 +45,7 @@ def siglip_loss(
     """Sigmoid loss at inverse temperature exp(logit_scale) with bias `logit_bias`.
 
     image_features, text_features: (B, D) L2-normalised, the same B on every rank;
-    logit_scale, logit_bias: 0-d; negative_text_features: (B, k, D) L2-normalised and
+    logit_scale, logit_bias: 0-d or (1,); negative_text_features: (B, k, D) L2-normalised and
     negative_valid: (B, k) bool, for text hard negatives. Computed in at least float32, also under autocast.
     """
     with torch.autocast(device_type=image_features.device.type, enabled=False):

@@ -20,7 +20,7 @@ class ThroughputMonitor(L.Callback):
     batch arrives (`on_train_batch_start`) is time spent waiting for data, reported as a share.
     MFU is the model's training FLOPs per sample (`clip_train.training.flops`, counted once when fitting
     starts) times samples/s, over the peak of all devices (`clip_train.training.peak_flops`: the vendor's
-    dense bf16 figure per GPU, the measured fp32 matmul rate on a CPU); not logged when the
+    dense bf16 figure per GPU, the measured fp32 matmul rate on a CPU); not logged when the model's FLOPs or the
     device's peak is unknown. Values are logged as CPU tensors: a Python number would be copied
     to the device, which on CUDA waits for the queued work. Timing never waits for the device
     either, so with a deep CUDA queue one step's time may include part of another's: the
@@ -40,7 +40,7 @@ class ThroughputMonitor(L.Callback):
             return
         self.flops_per_sample = training_flops_per_sample(pl_module.model)
         self.peak_flops, source = device_peak_flops(trainer.strategy.root_device)
-        log.info("training FLOPs per sample: %.4g; device peak: %s FLOP/s (%s)", self.flops_per_sample, self.peak_flops, source)
+        log.info("training FLOPs per sample: %s; device peak: %s FLOP/s (%s)", self.flops_per_sample, self.peak_flops, source)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last_end = None  # the wait for a new epoch's first batch is worker start-up, not steady state
@@ -57,7 +57,7 @@ class ThroughputMonitor(L.Callback):
             samples_per_sec = sum(s[2] for s in self._steps) / step_time
             pl_module.log("train/samples_per_sec", torch.tensor(samples_per_sec), prog_bar=True)
             pl_module.log("train/data_wait", torch.tensor(sum(s[1] for s in self._steps) / step_time))
-            if self.peak_flops:
+            if self.peak_flops and self.flops_per_sample:
                 mfu = self.flops_per_sample * samples_per_sec / (self.peak_flops * trainer.world_size)
                 pl_module.log("train/mfu", torch.tensor(mfu))
         self._last_end = now

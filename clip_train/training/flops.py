@@ -8,6 +8,9 @@ of the training objective on a batch of 2: both towers (and a CoCa decoder), and
 their features, whose B×B logits add a per-sample share that grows with the batch but stays
 far below the towers' (ViT-B/16 at 224 px: 123 GFLOP per sample; the logits of a batch of
 4096 at embed dim 512: 0.01 GFLOP per sample).
+
+A model whose forward reads a tensor's value (transformers' bidirectional encoders such as BERT
+check whether the attention mask is all ones) cannot run on the meta device; it is not counted.
 """
 
 import copy
@@ -29,8 +32,9 @@ def _infonce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
-def training_flops_per_sample(model: DualEncoder) -> float:
-    """FLOPs of one training forward + backward of `model`, per sample (a multiply-add counts 2)."""
+def training_flops_per_sample(model: DualEncoder) -> float | None:
+    """FLOPs of one training forward + backward of `model`, per sample (a multiply-add counts 2);
+    None when its forward reads tensor values, which the meta device does not hold."""
     meta_model = copy.deepcopy(model).to("meta").train()
     size, length = meta_model.image_size, meta_model.context_length
     batch = {
@@ -39,10 +43,19 @@ def training_flops_per_sample(model: DualEncoder) -> float:
         "attention_mask": torch.ones(COUNTED_BATCH, length, dtype=torch.long, device="meta"),
     }
     counter = FlopCounterMode(display=False)
+    try:
+        _count(meta_model, batch, counter)
+    except RuntimeError as error:
+        if "meta tensors" not in str(error):
+            raise
+        return None
+    return counter.get_total_flops() / COUNTED_BATCH
+
+
+def _count(meta_model: DualEncoder, batch: dict[str, torch.Tensor], counter: FlopCounterMode) -> None:
     with counter:
         outputs = meta_model.training_forward(batch)
         loss = _infonce(outputs.image_features, outputs.text_features, meta_model.logit_scale)
         if outputs.caption_nll is not None:
             loss = loss + outputs.caption_nll.mean()
         loss.backward()
-    return counter.get_total_flops() / COUNTED_BATCH

@@ -44,7 +44,7 @@ from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
-from clip_train.model.checkpoint_keys import match_model_keys
+from clip_train.model.checkpoint_keys import fit_0d_optimizer_moments, match_model_state
 from clip_train.objectives import Objective, check_objective
 from clip_train.recipe import Recipe
 from clip_train.training.accumulation import contrastive_backward
@@ -227,7 +227,9 @@ class ClipModule(L.LightningModule):
         checkpoint["rng_states"] = every_rank_rng_states()  # runs on every rank; rank 0 writes the file
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = match_model_keys(checkpoint["state_dict"], self.state_dict())  # transformers 4 or 5
+        # keys of transformers 4 or 5, and the 0-d temperature of checkpoints before issue 23
+        checkpoint["state_dict"] = match_model_state(checkpoint["state_dict"], self.state_dict())
+        fit_0d_optimizer_moments(checkpoint.get("optimizer_states", []))
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
         bad_samples = counters.get("bad_samples", {})  # {kind: count}
