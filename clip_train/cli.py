@@ -57,8 +57,23 @@ def repeated_keys_message(overrides: list[str]) -> str | None:
     )
 
 
+# what Lightning appends to this entry point's arguments when it starts the other local ranks of a DDP run itself
+# (lightning.fabric.strategies.launchers.subprocess_script._hydra_subprocess_cmd); a user's hydra.run.dir repeats there
+_LIGHTNING_RELAUNCH = (re.compile(r"hydra\.run\.dir=.*"), re.compile(r"hydra\.job\.name=train_ddp_process_\d+"),
+                       re.compile(r"hydra\.output_subdir=null"))  # fmt: skip
+
+
+def typed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides as the user typed them: without the three Lightning adds in a process it started for another
+    local rank (the launching process checked the user's part already)."""
+    tail = overrides[-len(_LIGHTNING_RELAUNCH) :]
+    if len(tail) == len(_LIGHTNING_RELAUNCH) and all(p.fullmatch(a) for p, a in zip(_LIGHTNING_RELAUNCH, tail)):
+        return overrides[: -len(_LIGHTNING_RELAUNCH)]
+    return overrides
+
+
 def refuse_repeated_keys(overrides: list[str]) -> None:
     """Exit (status 1, before anything is built) with `repeated_keys_message` when a key is given more than once."""
-    message = repeated_keys_message(overrides)
+    message = repeated_keys_message(typed_overrides(overrides))
     if message is not None:
         raise SystemExit(f"Error: {message}")

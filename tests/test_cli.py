@@ -128,6 +128,18 @@ def test_repeated_keys_message_names_the_key_the_count_and_the_quoted_pattern():
     assert "trainer.devices='PATTERN'" in repeated_keys_message(["trainer.devices=2", "+trainer.devices=4"])
 
 
+def test_lightnings_own_relaunch_of_a_ddp_rank_is_not_a_repeated_key():
+    """Lightning starts the other local ranks with the user's arguments plus hydra.run.dir (again), the job name and
+    no output subdir; only what the user typed is checked (the DDP run in this file failed on its repeat)."""
+    from clip_train.cli import repeated_keys_message, typed_overrides
+
+    user = ["debug=fast", "hydra.run.dir=/runs/a"]
+    child = [*user, 'hydra.run.dir="/runs/a"', "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
+    assert typed_overrides(child) == user and repeated_keys_message(typed_overrides(child)) is None
+    typed_twice = ["hydra.run.dir=/runs/a", "hydra.run.dir=/runs/b", "hydra.output_subdir=null"]
+    assert typed_overrides(typed_twice) == typed_twice  # no Lightning tail: checked whole
+
+
 @pytest.mark.slow
 def test_every_log_line_is_printed_once(tmp_path):
     done = clip_train("debug=fast", "trainer.max_steps=1", "trainer.val_check_interval=1", f"hydra.run.dir={tmp_path}")
