@@ -5,10 +5,12 @@ outside the repository, that this script only starts as a subprocess. Create it 
 
     python -m venv /work/bench-venv
     /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
-        'open-clip-torch[training]==3.3.0' webdataset==1.0.2 pandas timm transformers
+        'open-clip-torch[training]==3.3.0' pandas timm transformers
+    /work/bench-venv/bin/pip install webdataset==1.0.2
 
-(`open_clip_train` ships inside the open-clip-torch wheel; without the webdataset pin pip may pick
-0.2.x, whose tar reader has no `eof_value` for the launcher's fix below.)
+(`open_clip_train` ships inside the open-clip-torch wheel. Its `training` extra pins webdataset<=0.2.86,
+so asking for 1.0.2 in the same command is refused; the second command replaces it with 1.0.2, the
+reader our trainer uses, whose `eof_value` the launcher's fix below needs.)
 
 then, from the repository root, with clip_train installed in the current Python:
 
