@@ -4,8 +4,8 @@ benchmark's recipe must reach a mean held-out R@1 sum that a real 10% drop in le
 One seed cannot tell a regression from chance, so the bound is on the mean of three, from one
 `--multirun seed=0,1,2` (its summary.json is the figure). The run is the recipe of
 scripts/benchmark_learning_vs_openclip.py with its `tiny` tower (the preset as shipped), shortened to fit
-CI: fewer pairs and steps, the same model, loss, optimizer and batch. See README "Learning against OpenCLIP" for how the bound was set and the
-settings it was shown to catch. To see it catch one, add overrides to every run:
+CI: fewer pairs and steps, the same model, loss, optimizer and batch. See README "Learning against
+OpenCLIP" for how the bound was set and the settings it was shown to catch. To see it catch one, add overrides to every run:
 
     CLIP_TRAIN_LEARNING_OVERRIDES='data.crop_scale=[0.3,1.0]' python -m pytest tests/test_heldout_learning.py
 """
