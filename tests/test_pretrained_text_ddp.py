@@ -39,7 +39,7 @@ def test_pooler_is_not_trainable_with_or_without_unlocked_layers(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lock", [[], ["+model.text_tower.lock=true", "+model.text_tower.unlocked_layers=1"]], ids=["", "lock"])
+@pytest.mark.parametrize("lock", [[], ["model.text_tower.lock=true", "model.text_tower.unlocked_layers=1"]], ids=["", "lock"])
 def test_two_process_ddp_fit_with_a_bert_text_tower(tmp_path, lock):
     bert = _save_bert(tmp_path / "bert")
     done = subprocess.run(
