@@ -1,0 +1,82 @@
+"""The shipped `trainer=fsdp` preset (FSDP2) on 2 gloo processes on the CPU, with only the accelerator and
+the device count overridden: against DDP on the same seed and batches, and through the whole life of a run
+(train, validate, zero-shot, checkpoint, resume, load, evaluate, export, caption)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from faults import read_lines
+
+import clip_train
+from clip_train.export import main as export_main
+
+TESTS = os.path.dirname(__file__)
+ON_CPU = ("trainer.accelerator=cpu", "trainer.devices=2")
+TEXTS = ["a red square", "a blue circle", "a green triangle"]
+
+
+def _fit(run_dir, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "clip_train", "debug=fast", *ON_CPU, "logger=[]", "trainer.enable_progress_bar=false",
+               f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _state(checkpoint) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_fsdp_gradients_and_weights_equal_ddp_on_the_same_seed_and_batches(tmp_path):
+    """fp32: the first step's gathered FSDP gradients (with 2 exact micro-batches, so gradients are reduced once)
+    equal DDP's whole-batch ones, the temperature's included; after 3 AdamW steps the full checkpoints agree."""
+    runs = {
+        "ddp": ("trainer=ddp",),
+        "fsdp": ("trainer=fsdp", "optim.accumulate=2"),
+    }
+    for name, preset in runs.items():
+        _fit(tmp_path / name, *preset, "trainer.precision=32-true", "trainer.max_steps=3", "trainer.limit_val_batches=0",
+             "+callbacks.grads._target_=faults.GradientDump", f"+callbacks.grads.path={tmp_path}/{name}.pt")  # fmt: skip
+    ddp, fsdp = (torch.load(tmp_path / f"{name}.pt") for name in runs)
+    assert fsdp.keys() == ddp.keys() and "logit_scale" in ddp
+    for name in ddp:
+        torch.testing.assert_close(fsdp[name], ddp[name], rtol=1e-4, atol=1e-6, msg=name)
+    ddp_state, fsdp_state = (_state(tmp_path / name / "checkpoints" / "last.ckpt") for name in runs)
+    assert fsdp_state.keys() == ddp_state.keys()
+    for name in ddp_state:
+        torch.testing.assert_close(fsdp_state[name], ddp_state[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_fsdp_preset_run_validates_resumes_exactly_and_its_checkpoint_loads_evaluates_and_exports(tmp_path):
+    """bf16-mixed as shipped: 6 steps with validation and zero-shot every 3 and a checkpoint at step 3; resumed
+    from that checkpoint in a new folder, steps 4-6 see the same batches with the same losses on both ranks."""
+    log = ("+callbacks.log._target_=faults.BatchLog", "callbacks.model_checkpoint.every_n_train_steps=3")
+    _fit(tmp_path / "run", "trainer=fsdp", *log, f"+callbacks.log.path={tmp_path}/run.jsonl")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train/samples_seen"] == 6 * 16 * 2 and metrics["train/skipped_steps"] == 0
+    assert 0 <= metrics["val/image_to_text_R@1"] <= 1 and 0 <= metrics["zeroshot/shapes/top1"] <= 1
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _fit(tmp_path / "resumed", "trainer=fsdp", *log, f"+callbacks.log.path={tmp_path}/resumed.jsonl",
+         f"ckpt_path={checkpoints}/step00000003.ckpt")  # fmt: skip
+    first, again = read_lines(tmp_path / "run.jsonl"), read_lines(tmp_path / "resumed.jsonl")
+    expected = sorted((r for r in first if r["step"] > 3), key=lambda r: (r["step"], r["rank"]))
+    again = sorted(again, key=lambda r: (r["step"], r["rank"]))
+    assert [(r["step"], r["rank"]) for r in again] == [(step, rank) for step in (4, 5, 6) for rank in (0, 1)]
+    for resumed, straight in zip(again, expected):
+        assert resumed["keys"] == straight["keys"]
+        assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-6)
+    torch.testing.assert_close(_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt"), _state(checkpoints / "last.ckpt"))
+
+    loaded = clip_train.load(str(checkpoints / "last.ckpt"))
+    texts = loaded.encode_text(TEXTS)
+    assert texts.shape == (3, loaded.model.embed_dim) and torch.isfinite(texts).all()
+    export_main([f"checkpoint={checkpoints}/last.ckpt", f"out={tmp_path}/export"])
+    torch.testing.assert_close(clip_train.load(str(tmp_path / "export")).encode_text(TEXTS), texts, rtol=0, atol=0)
