@@ -19,8 +19,8 @@ ON_CPU = ("trainer.accelerator=cpu", "trainer.devices=2")
 TEXTS = ["a red square", "a blue circle", "a green triangle"]
 
 
-def _fit(run_dir, *overrides: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "clip_train", "debug=fast", *ON_CPU, "logger=[]", "trainer.enable_progress_bar=false",
+def _fit(run_dir, *overrides: str, logger: str = "[]") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "clip_train", "debug=fast", *ON_CPU, f"logger={logger}", "trainer.enable_progress_bar=false",
                f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
     env = os.environ | {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -80,3 +80,20 @@ def test_fsdp_preset_run_validates_resumes_exactly_and_its_checkpoint_loads_eval
     assert texts.shape == (3, loaded.model.embed_dim) and torch.isfinite(texts).all()
     export_main([f"checkpoint={checkpoints}/last.ckpt", f"out={tmp_path}/export"])
     torch.testing.assert_close(clip_train.load(str(tmp_path / "export")).encode_text(TEXTS), texts, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_a_coca_model_trains_and_captions_under_fsdp(tmp_path):
+    """CoCa (SigLIP contrastive term, so `logit_bias` is sharded too): validation captions its images on gathered
+    weights, and the sharded run's caption scores come out of the same greedy decoding as the DDP run's."""
+    scores, captions = {}, {}
+    for preset in ("ddp", "fsdp"):
+        _fit(tmp_path / preset, f"trainer={preset}", "trainer.precision=32-true", "model=coca_test", "loss=coca_siglip",
+             "trainer.max_steps=3", logger="[csv]")  # fmt: skip
+        metrics = json.loads((tmp_path / preset / "metrics.json").read_text())
+        scores[preset] = {name: metrics[name] for name in ("val/bleu4", "val/cider", "train/logit_bias")}
+        logged = read_lines(tmp_path / preset / "csv" / "captions.jsonl")
+        assert logged[-1]["step"] == 3 and len(logged[-1]["examples"]) == 8
+        captions[preset] = logged[-1]["examples"]
+    assert captions["fsdp"] == captions["ddp"]
+    assert scores["fsdp"] == pytest.approx(scores["ddp"], rel=1e-4, abs=1e-6)
