@@ -42,10 +42,12 @@ from clip_train.training.console_logging import print_each_line_once
 def run(cfg: DictConfig) -> dict:
     """Run every task of `cfg.eval.tasks` on `cfg.checkpoint`; returns the metrics (also written to metrics.json)."""
     from clip_train.eval.tasks import named_tasks, run_tasks
+    from clip_train.eval.zeroshot_sets import add_zeroshot_sets
     from clip_train.inference import load
 
     check_keys(cfg)
     print_each_line_once()
+    add_zeroshot_sets(cfg.eval)
     # groups of tasks as dicts: OmegaConf would take a dataclass task for a config
     tasks = named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
     fabric = L.Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision)
