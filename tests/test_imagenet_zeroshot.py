@@ -107,3 +107,14 @@ def test_one_key_adds_a_zero_shot_set_as_its_task_node_would(tmp_path):
     twice = _evaluate_config("eval=synthetic", "+eval.zeroshot.shapes=/x")
     with pytest.raises(ValueError, match="eval.zeroshot.shapes and eval.tasks.zeroshot.shapes"):
         add_zeroshot_sets(twice.eval)
+
+
+@pytest.mark.slow
+def test_one_key_adds_a_zero_shot_set_to_training_validation(tmp_path, compose_config):
+    from clip_train.train import run
+
+    (red, _), (green, _), (blue, _) = ((c, n) for n, c in CLASSES.values())
+    root = _synset_folders(tmp_path / "val", {"n01440764": [red, green], "n01443537": [green], "n01484850": [blue]})
+    metrics = run(compose_config("debug=fast", "logger=[]", f"eval.zeroshot.imagenet={root}"))
+    assert 0 <= metrics["zeroshot/imagenet/top1"] <= 1 and "zeroshot/imagenet/mean_per_class_recall" in metrics
+    assert "zeroshot/shapes/top1" in metrics  # on the embedded data the drawn sets stay
