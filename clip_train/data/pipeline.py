@@ -57,7 +57,8 @@ def decode_pair(sample: dict, counter: BadSampleCounter, decode_image: Callable[
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
     members = sorted(k for k in sample if not k.startswith("__"))
     if image_bytes is None:
-        counter.skip("missing_image", url, f"{where} has no image (has {members})")
+        why = sample.get("__missing__") or f"has {members}"  # a row source says why it has none
+        counter.skip("missing_image", url, f"{where} has no image ({why})")
         return None
     if "txt" not in sample:
         counter.skip("missing_caption", url, f"{where} has no caption (has {members})")
