@@ -30,7 +30,14 @@ from clip_train.data.device_normalize import normalize_batch
 from clip_train.data.image_decode import decode_rgb
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
-from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
+from clip_train.data.position import (
+    ResumePoint,
+    StreamLayout,
+    batches_into_epoch,
+    check_layout,
+    position_state,
+    resume_position,
+)
 from clip_train.data.reader_shares import coverage_problem
 from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
 from clip_train.data.sources import parse_sources, shard_weights
@@ -225,7 +232,8 @@ class ShardDataModule(L.LightningDataModule):
         training loop has consumed in it (the same on every rank), as Lightning's progress tracking counts them."""
         if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return {}
-        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        consumed = batches_into_epoch(processed, self.batches_per_epoch)
         return position_state(self.trainer.current_epoch, consumed, self.layout)
 
     def load_state_dict(self, state: dict) -> None:
@@ -233,9 +241,10 @@ class ShardDataModule(L.LightningDataModule):
         if not state:
             return
         check_layout(state["layout"], self.layout)
-        self.set_epoch(state["epoch"])  # a mid-epoch restart does not call on_train_epoch_start
-        self._resume_point.set(state["epoch"], state["batches_consumed"])
-        log.info("resuming the training stream at epoch %d after %d batches", state["epoch"], state["batches_consumed"])
+        epoch, consumed = resume_position(state)
+        self.set_epoch(epoch)  # a mid-epoch restart does not call on_train_epoch_start
+        self._resume_point.set(epoch, consumed)
+        log.info("resuming the training stream at epoch %d after %d batches", epoch, consumed)
 
     def _loader(self, urls: list[str], training: bool) -> DataLoader:
         stream = PairStream(
