@@ -78,8 +78,9 @@ class ResumePoint:
 
 
 def skip(groups: Iterator[list], count: int, discard_counts: Callable[[], object]) -> None:
-    """Consume `count` sample groups without transforming or tokenizing them, and drop the bad-sample
-    counts they carried (the checkpoint already holds them)."""
+    """Consume `count` sample groups without transforming or tokenizing them (their images are not decoded
+    either: `clip_train.data.deferred_decode`), and drop the bad-sample counts they carried (the checkpoint
+    already holds them)."""
     for _ in range(count):
         if next(groups, None) is None:
             break
