@@ -76,9 +76,10 @@ class ShardDataModule(L.LightningDataModule):
     samples_per_epoch: the global number of training samples in one epoch (with resampling, a
         "virtual epoch" of the endless stream); by default the size of the training shards from
         `sizes.json`/`*_stats.json`, else counted from the headers of local tars (`clip_train.data.tar_count`;
-        by rank 0 alone, which shares the counts in `setup`; only remote shards need it set). Without resampling an epoch reads each sample exactly once when
-        this is the data size and a multiple of batch_size × ranks; otherwise setup warns how many
-        samples repeat or are skipped (`clip_train.data.reader_shares`).
+        by rank 0 alone, which shares the counts in `setup`; only remote shards need it set). Without
+        resampling an epoch reads each sample exactly once when this is the data size and a multiple of
+        batch_size × ranks; otherwise setup warns how many samples repeat or are skipped
+        (`clip_train.data.reader_shares`).
     resampled: draw training shards with replacement (an endless stream, best at scale).
     sources: instead of `train_shards`, several sets `[{shards, weight, name}, ...]` mixed by
         weight in the resampled stream (`clip_train.data.sources`).
