@@ -66,13 +66,14 @@ def test_fsdp_gradients_and_weights_equal_ddp_on_the_same_seed_and_batches(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("state_dict_type", ["full", "sharded"])
-def test_fsdp_preset_run_resumes_exactly_and_its_checkpoint_loads_evaluates_and_exports(tmp_path, state_dict_type):
-    """bf16-mixed as shipped: 6 steps with validation and zero-shot every 3 and a checkpoint at step 3 (one file, or
-    a folder of shards); resumed from that checkpoint in a new folder, steps 4-6 see the same batches with the same
-    losses on both ranks and end on the same weights. The last checkpoint, read in one process, zero-shot
-    classifies as the sharded run's own validation did, and its export encodes as it does."""
-    preset = ("trainer=fsdp", f"trainer.strategy.state_dict_type={state_dict_type}")
+@pytest.mark.parametrize("state_dict_type,precision", [("full", []), ("sharded", ["trainer.precision=bf16-mixed"])])
+def test_fsdp_preset_run_resumes_exactly_and_its_checkpoint_loads_evaluates_and_exports(tmp_path, state_dict_type, precision):
+    """The preset as shipped (its precision follows the accelerator: float32 on the CPU), and with bf16 autocast as on
+    a GPU: 6 steps with validation and zero-shot every 3 and a checkpoint at step 3 (one file, or a folder of shards);
+    resumed from that checkpoint in a new folder, steps 4-6 see the same batches with the same losses on both ranks
+    and end on the same weights. The last checkpoint, read in one process, zero-shot classifies as the sharded run's
+    own validation did, and its export encodes as it does."""
+    preset = ("trainer=fsdp", f"trainer.strategy.state_dict_type={state_dict_type}", *precision)
     log = ("+callbacks.log._target_=faults.BatchLog", "callbacks.model_checkpoint.every_n_train_steps=3")
     _fit(tmp_path / "run", *preset, *log, f"+callbacks.log.path={tmp_path}/run.jsonl")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -262,5 +262,5 @@ class ClipModule(L.LightningModule):
     def on_train_start(self) -> None:
         """Random states come back only now, after the DataLoaders have drawn their worker seeds."""
         if self._rng_states_to_restore is not None:
-            set_rng_states(self._rng_states_to_restore)
+            set_rng_states(self._rng_states_to_restore, self.local_rank)
             self._rng_states_to_restore = None
