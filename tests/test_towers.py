@@ -15,6 +15,7 @@ from transformers import BertConfig, BertModel
 from clip_train.model import DualEncoder
 
 SMALL_IMAGE = ["+model.image_tower.depth=2", "+model.image_tower.num_heads=2", "+model.image_tower.width=32"]
+SMALL_CNN = ["+model.image_tower.depths=[1,1,1,1]", "+model.image_tower.dims=[8,16,32,64]"]  # timm ConvNeXt's arguments
 SMALL_TEXT = {"causal": ["model.text_tower.width=32", "model.text_tower.layers=2", "model.text_tower.heads=2"]}
 VOCAB = 100
 
@@ -46,7 +47,7 @@ def test_text_tower_configs_meet_the_contract(compose_config, bert_folder, optio
 
 @pytest.mark.parametrize("preset", [name for name in options("model") if name != "clip_pretrained"])  # see test_hf_clip_import
 def test_image_tower_configs_meet_the_contract(compose_config, preset):
-    cfg = compose_config(f"model={preset}", *SMALL_IMAGE)
+    cfg = compose_config(f"model={preset}", *(SMALL_CNN if preset.startswith("convnext") else SMALL_IMAGE))
     tower = instantiate(cfg.model.image_tower)
     size = cfg.model.image_size
     check_tower(tower, (torch.randn(2, 3, size, size),), cfg.model.embed_dim)

@@ -1,5 +1,7 @@
 """The image tower: any timm backbone, pooled, then linearly projected into the shared space (a `Tower`)."""
 
+from collections.abc import Sequence
+
 import timm
 import torch
 from torch import nn
@@ -47,6 +49,9 @@ class ImageTower(nn.Module):
             timm_kwargs["patch_drop_rate"] = patch_dropout
         if width is not None:
             timm_kwargs["embed_dim"] = width
+        # lists from a config (ConvNeXt's `depths=[3,3,27,3]`) as plain lists: timm hands them to torch
+        timm_kwargs = {key: list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+                       for key, value in timm_kwargs.items()}  # fmt: skip
         create = dict(pretrained=pretrained, num_classes=0, global_pool=pool, **timm_kwargs)
         try:
             self.trunk, sized = timm.create_model(model_name, img_size=image_size, **create), True
