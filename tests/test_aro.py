@@ -97,7 +97,11 @@ def test_a_real_model_scores_as_the_naive_loop(tmp_path):
             true, false = model.encode_text([item["true_caption"]])[0], model.encode_text([item["false_caption"]])[0]
             group = item[field] if isinstance(item[field], str) else "_".join(item[field])
             per_group.setdefault(group, []).append(float(image @ true) > float(image @ false))
-        kept = {g: sum(v) / len(v) for g, v in per_group.items() if g not in (excluded_relations() if field == "relation_name" else ())}
+        kept = {
+            g: sum(v) / len(v)
+            for g, v in per_group.items()
+            if g not in (excluded_relations() if field == "relation_name" else ())
+        }
         assert got[key] == pytest.approx(sum(kept.values()) / len(kept))
 
 
@@ -118,7 +122,10 @@ def write_order_sets(root) -> tuple[str, str, dict, dict]:
     """ROOT/coco/coco_karpathy_test.json + val2014/, ROOT/flickr/flickr30k_test.json + flickr30k-images/; the
     caption table; the expected precision@1 per set, worked out caption by caption below."""
     texts, expected = {}, {}
-    for name, file, folder in (("coco", "coco_karpathy_test.json", "val2014"), ("flickr", "flickr30k_test.json", "flickr30k-images")):
+    for name, file, folder in (
+        ("coco", "coco_karpathy_test.json", "val2014"),
+        ("flickr", "flickr30k_test.json", "flickr30k-images"),
+    ):
         os.makedirs(root / name / folder)
         annotation, verdicts = [], []
         for i, (colour, captions) in enumerate(CAPTIONS[name]):
@@ -173,7 +180,9 @@ def test_bad_input_is_named(tmp_path):
 
 
 def _rank_metrics(rank: int, world: int, root: str, coco: str, flickr: str, texts: dict) -> dict:
-    return AroTask(root, coco, flickr, pos_tagger=tagger, min_attribute_count=2, batch_size=1).run(TableModel(texts), rank, world)
+    return AroTask(root, coco, flickr, pos_tagger=tagger, min_attribute_count=2, batch_size=1).run(
+        TableModel(texts), rank, world
+    )
 
 
 @pytest.mark.slow

@@ -29,7 +29,9 @@ def test_nouns_and_adjectives_trade_places_among_themselves_only():
     words = [token for token, _ in TAGGED]
     outputs = _each_seed(shuffle_nouns_and_adjectives, TAGGED)
     for out in outputs:
-        assert [out[i] for i in range(10) if i not in NOUNS | ADJECTIVES] == [words[i] for i in range(10) if i not in NOUNS | ADJECTIVES]
+        assert [out[i] for i in range(10) if i not in NOUNS | ADJECTIVES] == [
+            words[i] for i in range(10) if i not in NOUNS | ADJECTIVES
+        ]
         assert sorted(out[i] for i in NOUNS) == ["Paris", "cats", "dog"]
         assert sorted(out[i] for i in ADJECTIVES) == ["brown", "small", "white"]
     assert len({" ".join(out[i] for i in sorted(NOUNS)) for out in outputs}) == 6  # every order of 3 nouns drawn

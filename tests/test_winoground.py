@@ -54,9 +54,7 @@ def test_scores_follow_the_papers_definitions(tmp_path):
     root = write_winoground(tmp_path)
     got = WinogroundTask(root=root, batch_size=3).run(TableModel(TEXTS), 0, 1)
     assert got == pytest.approx({"text": 2 / 3, "image": 2 / 3, "group": 1 / 3})  # worked by hand in EXAMPLES
-    passed = [
-        _definitions(lambda c, i, e=e: cosine(e[2 + c], RGB[e[i]])) for e in EXAMPLES
-    ]  # the cosines written out
+    passed = [_definitions(lambda c, i, e=e: cosine(e[2 + c], RGB[e[i]])) for e in EXAMPLES]  # the cosines written out
     assert got == pytest.approx({name: sum(p[n] for p in passed) / 3 for n, name in enumerate(("text", "image", "group"))})
 
 
@@ -71,7 +69,7 @@ def _naive(model, root: str) -> dict:
                 with open(os.path.join(root, "images", example[f"image_{i}"] + ".png"), "rb") as image:
                     images.append(model.model.encode_image(model.preprocess_encoded(image.read())[None])[0])
             captions = [model.encode_text([example[f"caption_{c}"]])[0] for c in (0, 1)]
-            passed.append(_definitions(lambda c, i: float(captions[c] @ images[i])))
+            passed.append(_definitions(lambda c, i, captions=captions, images=images: float(captions[c] @ images[i])))
     return {name: sum(p[n] for p in passed) / len(passed) for n, name in enumerate(("text", "image", "group"))}
 
 

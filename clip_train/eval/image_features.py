@@ -47,7 +47,11 @@ def image_features(
     desc: str = "images",
 ) -> torch.Tensor:
     """(N, D) float32 unit-norm embeddings of `paths` in order (cropped to `boxes` when given), on the model's device."""
-    dataset = CroppedImages(list(zip(paths, boxes)), model.preprocess) if boxes is not None else ImageFiles(paths, model.preprocess_encoded)
+    dataset = (
+        CroppedImages(list(zip(paths, boxes)), model.preprocess)
+        if boxes is not None
+        else ImageFiles(paths, model.preprocess_encoded)
+    )
     features = [
         model.model.encode_image(pixels.to(model.device)).float()
         for pixels in tqdm(loader(dataset, batch_size, num_workers), desc=desc, disable=not progress)

@@ -107,9 +107,7 @@ class LinearProbeTask:
         test_y = torch.tensor(test_labels, device=test_x.device)
         fitted, held = validation_split(len(train_y), self.val_proportion, self.seed)
         fitted, held = fitted.to(train_x.device), held.to(train_x.device)
-        weight_decay, _ = choose_weight_decay(
-            (train_x[fitted], train_y[fitted]), (train_x[held], train_y[held]), len(classes)
-        )
+        weight_decay, _ = choose_weight_decay((train_x[fitted], train_y[fitted]), (train_x[held], train_y[held]), len(classes))
         weights = fit(train_x, train_y, len(classes), weight_decay, self.max_iter)
         return classification_metrics(logits(weights, test_x), test_y) | {"weight_decay": weight_decay}
 

@@ -20,7 +20,9 @@ COARSE_STEP = 16  # every 16th grid value: 1e-6, 10^(-14/3), ..., 1e2
 REFINE_SPANS = (8, 4, 2, 1)
 
 
-def fit(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 500) -> torch.Tensor:
+def fit(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 500
+) -> torch.Tensor:
     """features (N, D), labels (N,) -> weights (D + 1, C) float64, the last row the bias: logits = [x, 1] @ weights."""
     x = torch.cat([features.double(), features.new_ones(len(features), 1, dtype=torch.float64)], dim=1)
     weights = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, device=features.device, requires_grad=True)

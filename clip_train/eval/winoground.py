@@ -84,7 +84,9 @@ class WinogroundTask:
         """{text, image, group} over all ranks. Every rank must call this."""
         share = read_examples(self.root)[rank::world]
         paths = [image_path(self.root, example[f"image_{i}"]) for example in share for i in (0, 1)]
-        images = image_features(model, paths, None, self.batch_size, self.num_workers, self.progress and rank == 0, "winoground")
+        images = image_features(
+            model, paths, None, self.batch_size, self.num_workers, self.progress and rank == 0, "winoground"
+        )
         captions = model.encode_text([example[f"caption_{c}"] for example in share for c in (0, 1)])
         images, captions = images.view(len(share), 2, images.shape[-1]), captions.view(len(share), 2, captions.shape[-1])
         similarity = torch.einsum("ncd,nid->nci", captions, images)
