@@ -96,7 +96,8 @@ class AroTask:
         metrics = {}
         if self.root is not None:
             relations = self._vg_accuracies(model, "visual_genome_relation.json", "relation_name", rank, world)
-            kept = {name: acc for name, (acc, _) in relations.items() if name not in excluded_relations()}
+            excluded = excluded_relations()
+            kept = {name: acc for name, (acc, _) in relations.items() if name not in excluded}
             metrics |= {"vg_relation": _mean(kept), "vg_relation_per_relation": kept}
             pairs = self._vg_accuracies(model, "visual_genome_attribution.json", "attributes", rank, world)
             kept = {name: acc for name, (acc, count) in pairs.items() if count >= self.min_attribute_count}

@@ -59,7 +59,7 @@ class LinearProbeTask:
 
     root: a folder with train/ and test/ ImageFolders; or train and test, the two folders themselves.
     val_proportion: the share of the training images held out to choose the weight decay; seed: that split's.
-    max_iter: L-BFGS iterations of each fit.
+    max_iter: L-BFGS iterations of each fit (the search's and the final one).
     batch_size, num_workers: the image loader's; progress: a progress bar on rank 0.
     """
 
@@ -107,7 +107,10 @@ class LinearProbeTask:
         test_y = torch.tensor(test_labels, device=test_x.device)
         fitted, held = validation_split(len(train_y), self.val_proportion, self.seed)
         fitted, held = fitted.to(train_x.device), held.to(train_x.device)
-        weight_decay, _ = choose_weight_decay((train_x[fitted], train_y[fitted]), (train_x[held], train_y[held]), len(classes))
+        if len(fitted) == 0:
+            raise ValueError(f"linear probe: {train_folder} has too few images to hold out a validation part")
+        validation = (train_x[held], train_y[held])
+        weight_decay, _ = choose_weight_decay((train_x[fitted], train_y[fitted]), validation, len(classes), self.max_iter)
         weights = fit(train_x, train_y, len(classes), weight_decay, self.max_iter)
         return classification_metrics(logits(weights, test_x), test_y) | {"weight_decay": weight_decay}
 

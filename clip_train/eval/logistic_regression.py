@@ -52,15 +52,18 @@ def top1(weights: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) ->
 
 
 def choose_weight_decay(
-    train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor], num_classes: int
+    train: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    max_iter: int = 500,
 ) -> tuple[float, dict[float, float]]:
     """The grid value with the best validation top-1 by the coarse-then-refine search; and {weight decay: validation
-    top-1} of every value tried. train, validation: (features (N, D), labels (N,))."""
+    top-1} of every value tried. train, validation: (features (N, D), labels (N,)); max_iter: of each fit."""
     scores: dict[int, float] = {}
 
     def score(index: int) -> float:
         if index not in scores:
-            scores[index] = top1(fit(*train, num_classes, WEIGHT_DECAY_GRID[index]), *validation)
+            scores[index] = top1(fit(*train, num_classes, WEIGHT_DECAY_GRID[index], max_iter), *validation)
         return scores[index]
 
     def best(indices) -> int:
