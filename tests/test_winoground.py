@@ -23,7 +23,9 @@ EXAMPLES = [
     ("red", "blue", (1, 0, 0), (0, 0, 1)),  # all right
     ("red", "green", (1, 1, 0), (0, 1, 0)),  # each image prefers its caption; caption_0 ties between the images
     ("blue", "green", (1, 0, 0.5), (0, 2, 1.5)),  # each caption prefers its image; image_0 prefers caption_1
+    ("green", "blue", (0, 1, 1), (0, 0, 1)),  # each image prefers its caption; caption_0 ties between the images
 ]
+SCORES = {"text": 3 / 4, "image": 2 / 4, "group": 1 / 4}
 TEXTS = {f"caption {k} {c}": vectors[2 + c] for k, vectors in enumerate(EXAMPLES) for c in (0, 1)}
 
 
@@ -53,9 +55,9 @@ def _definitions(s) -> tuple[bool, bool, bool]:
 def test_scores_follow_the_papers_definitions(tmp_path):
     root = write_winoground(tmp_path)
     got = WinogroundTask(root=root, batch_size=3).run(TableModel(TEXTS), 0, 1)
-    assert got == pytest.approx({"text": 2 / 3, "image": 2 / 3, "group": 1 / 3})  # worked by hand in EXAMPLES
+    assert got == pytest.approx(SCORES)  # worked by hand in EXAMPLES
     passed = [_definitions(lambda c, i, e=e: cosine(e[2 + c], RGB[e[i]])) for e in EXAMPLES]  # the cosines written out
-    assert got == pytest.approx({name: sum(p[n] for p in passed) / 3 for n, name in enumerate(("text", "image", "group"))})
+    assert got == pytest.approx({name: sum(p[n] for p in passed) / 4 for n, name in enumerate(("text", "image", "group"))})
 
 
 @torch.no_grad()
@@ -88,7 +90,7 @@ def test_the_config_node_runs_under_the_task_contract(compose_config, tmp_path):
     check_keys(cfg)
     tasks = named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
     metrics = run_tasks(tasks, TableModel(TEXTS), 0, 1)
-    assert metrics == pytest.approx({"winoground/text": 2 / 3, "winoground/image": 2 / 3, "winoground/group": 1 / 3})
+    assert metrics == pytest.approx({f"winoground/{name}": value for name, value in SCORES.items()})
 
 
 def test_bad_input_is_named(tmp_path):
@@ -107,6 +109,6 @@ def _rank_metrics(rank: int, world: int, root: str) -> dict:
 
 @pytest.mark.slow
 def test_two_ranks_sum_their_shares_like_one_process(tmp_path):
-    root = write_winoground(tmp_path / "wg")  # rank 0 scores examples 0 and 2, rank 1 example 1
+    root = write_winoground(tmp_path / "wg")  # rank 0 scores examples 0 and 2, rank 1 examples 1 and 3
     for got in on_gloo_ranks(_rank_metrics, 2, tmp_path, root):
-        assert got == pytest.approx({"text": 2 / 3, "image": 2 / 3, "group": 1 / 3})
+        assert got == pytest.approx(SCORES)
