@@ -177,3 +177,28 @@ def test_evaluate_compares_a_checkpoint_and_its_export_on_a_suite_in_one_table(t
     assert "| datacomp/average |" in (tmp_path / "out" / "results.md").read_text()
     assert Image.open(tmp_path / "out" / "results.png").size[1] > 100
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()).keys() == results.keys()
+
+
+def test_compositional_suite_runs_the_sets_present_in_their_layouts(tmp_path):
+    from test_sugarcrepe import write_sugarcrepe
+    from test_winoground import write_winoground
+
+    from clip_train.eval.sugarcrepe import SugarCrepeTask
+    from clip_train.eval.winoground import WinogroundTask
+
+    os.makedirs(tmp_path / "sets" / "sugarcrepe")
+    os.makedirs(tmp_path / "sets" / "winoground")
+    sugarcrepe = write_sugarcrepe(tmp_path / "sets" / "sugarcrepe")
+    winoground = write_winoground(tmp_path / "sets" / "winoground")
+    for subset in ("add_obj", "replace_att", "replace_obj", "replace_rel", "swap_att"):  # the fixture writes 2 of 7
+        (tmp_path / "sets" / "sugarcrepe" / f"{subset}.json").write_text((tmp_path / "sets" / "sugarcrepe" / "add_att.json").read_text())
+    suite = BenchmarkSuite("compositional", str(tmp_path / "sets"))
+    assert set(suite.tasks) == {"benchmark/sugarcrepe", "benchmark/winoground"} and suite.absent == ["aro"]
+    model = tiny_clip_model()
+    summary = suite.summary(run_tasks(suite.tasks, model, 0, 1))
+    direct_sugarcrepe = SugarCrepeTask(root=sugarcrepe).run(model, 0, 1)
+    direct_winoground = WinogroundTask(root=winoground).run(model, 0, 1)
+    assert summary == pytest.approx({
+        "compositional/sugarcrepe": direct_sugarcrepe["mean"],
+        **{f"compositional/winoground_{key}": direct_winoground[key] for key in ("text", "image", "group")},
+    })  # fmt: skip

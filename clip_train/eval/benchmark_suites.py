@@ -14,6 +14,10 @@ Suites (`benchmark=`):
 - `imagenet_dist`: ImageNet-1k and the distribution shifts DataComp groups with it (V2, Sketch, A, O, R,
   ObjectNet); `imagenet_dist/average` is over the shifts.
 - `retrieval`: Flickr30k and MSCOCO (5k) retrieval, scored by DataComp's mean of both directions' R@1.
+- `compositional`: SugarCrepe, Winoground and ARO in their published layouts, in `sugarcrepe/`, `winoground/`
+  and `aro/` under `root` (ARO's order sets from `aro/coco/` and `aro/flickr30k/` when present); reported as
+  each paper scores them (`clip_train.eval.sugarcrepe`, `winoground`, `aro`): `compositional/sugarcrepe` (the
+  mean over its subsets), `compositional/winoground_{text,image,group}`, `compositional/aro_<set>`.
 
 A task whose metric needs more than labels (WinoGAViL's Jaccard score, the WILDS and fairness groups'
 worst-group and F1 scores) is listed as unsupported and left out; absent tasks are listed too.
@@ -66,7 +70,7 @@ def suite_tasks(suite: str) -> list[SuiteTask]:
         return [task for task in tasks if task.name in ("imagenet1k", *IMAGENET_SHIFTS)]
     if suite == "retrieval":
         return [task for task in tasks if task.name.startswith("retrieval/")]
-    raise ValueError(f"benchmark.suite={suite!r}: choose all, datacomp, imagenet_dist or retrieval")
+    raise ValueError(f"benchmark.suite={suite!r}: choose all, datacomp, imagenet_dist, retrieval or compositional")
 
 
 def benchmark_folders(root: str) -> list[str]:
@@ -77,6 +81,36 @@ def benchmark_folders(root: str) -> list[str]:
             found.append(os.path.relpath(folder, root))
             subfolders.clear()  # a set's own test/ and train/ are no further sets
     return sorted(found)
+
+
+# compositional sets: folder under root, the file that marks it, its task, and the metrics the summary shows
+COMPOSITIONAL = {
+    "sugarcrepe": ("add_att.json", "mean"),
+    "winoground": ("examples.jsonl", "text", "image", "group"),
+    "aro": ("visual_genome_relation.json", "vg_relation", "vg_attribution", "coco_order", "flickr_order"),
+}
+
+
+def compositional_tasks(root: str, options: dict) -> tuple[dict, list[str]]:
+    """({`benchmark/<set>`: task} of the compositional sets present under `root`, the names of the absent ones)."""
+    from clip_train.eval.aro import AroTask
+    from clip_train.eval.sugarcrepe import SugarCrepeTask
+    from clip_train.eval.winoground import WinogroundTask
+
+    tasks, absent = {}, []
+    for name, (marker, *_) in COMPOSITIONAL.items():
+        folder = os.path.join(root, name)
+        if not os.path.isfile(os.path.join(folder, marker)):
+            absent.append(name)
+        elif name == "sugarcrepe":
+            tasks[f"benchmark/{name}"] = SugarCrepeTask(root=folder, **options)
+        elif name == "winoground":
+            tasks[f"benchmark/{name}"] = WinogroundTask(root=folder, **options)
+        else:
+            order = {key: os.path.join(folder, sub) for key, sub, marker in (("coco_root", "coco", "coco_karpathy_test.json"),
+                     ("flickr_root", "flickr30k", "flickr30k_test.json")) if os.path.isfile(os.path.join(folder, sub, marker))}  # fmt: skip
+            tasks[f"benchmark/{name}"] = AroTask(root=folder, **order, **options)
+    return tasks, absent
 
 
 def _task_metrics(metrics: dict, prefix: str) -> dict:
@@ -97,6 +131,11 @@ class BenchmarkSuite:
         self.metrics: dict[str, str] = {}  # task name -> its main metric
         self.tasks: dict[str, BenchmarkFolderTask] = {}
         self.absent, self.unsupported = [], []
+        if suite == "compositional":
+            self.tasks, self.absent = compositional_tasks(root, options)
+            if not self.tasks:
+                raise ValueError(f"benchmark=compositional: none of {', '.join(f'{n}/' for n in COMPOSITIONAL)} is under {root}")
+            return
         if suite == "all":
             for folder in benchmark_folders(root):
                 self.tasks[f"benchmark/{folder}"] = BenchmarkFolderTask(os.path.join(root, folder), **options)
@@ -119,7 +158,12 @@ class BenchmarkSuite:
 
     def summary(self, metrics: dict) -> dict[str, float]:
         """`<suite>/<task>`: each task's main metric, and `<suite>/average` over the tasks present (for
-        `imagenet_dist`, over the distribution shifts); {} for `all`, which has no suite metric."""
+        `imagenet_dist`, over the distribution shifts); for `compositional`, each set's own scores and no average
+        (they have different chance levels); {} for `all`, which has no suite metric."""
+        if self.suite == "compositional":
+            return {f"compositional/{name}" + ("" if len(keys) == 1 else f"_{key}"): metrics[f"benchmark/{name}/{key}"]
+                    for name, (_, *keys) in COMPOSITIONAL.items() for key in keys
+                    if f"benchmark/{name}/{key}" in metrics}  # fmt: skip
         scores = {name: MAIN_METRICS[metric](_task_metrics(metrics, f"benchmark/{name}/")) for name, metric in self.metrics.items()}
         averaged = [score for name, score in scores.items() if self.suite != "imagenet_dist" or name in IMAGENET_SHIFTS]
         summary = {f"{self.suite}/{name}": score for name, score in scores.items()}
