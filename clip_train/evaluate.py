@@ -9,7 +9,7 @@
     torchrun --nproc-per-node 8 -m clip_train.evaluate checkpoint=... accelerator=gpu devices=8
 
 `eval.zeroshot.NAME=ROOT` adds an ImageFolder zero-shot set (`clip_train.eval.zeroshot_sets`; ImageNet's
-layouts get OpenAI's names and prompts); `benchmark=all|datacomp|imagenet_dist|retrieval benchmark.root=DIR`
+layouts get OpenAI's names and prompts); `benchmark=all|datacomp|imagenet_dist|retrieval|compositional benchmark.root=DIR`
 adds the sets of a suite in CLIP_benchmark's webdataset layout (`clip_train.eval.benchmark_suites`);
 `+eval/task@eval.tasks.<path>=<node>` adds any task from `configs/eval/task/` under that path, and
 `eval.tasks.<path>.<key>=...` sets its keys; a key no task accepts stops the run before any model is
