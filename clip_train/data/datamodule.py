@@ -19,12 +19,11 @@ import os
 from collections.abc import Mapping, Sequence
 
 import lightning as L
-import webdataset as wds
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
-from clip_train.data.bad_data import BadDataPolicy
+from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
 from clip_train.data.caption_negatives import KINDS
 from clip_train.data.device_normalize import normalize_batch
 from clip_train.data.image_decode import decode_rgb
@@ -40,6 +39,7 @@ from clip_train.data.position import (
 )
 from clip_train.data.reader_shares import coverage_problem
 from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
+from clip_train.data.source_kinds import ColumnKeys, unit_samples
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 
 
 def _captions(urls: Sequence[str]):
-    samples = wds.tarfile_samples(({"url": url} for url in urls), handler=wds.ignore_and_continue)
-    for sample in samples:
+    """The captions of the training units in order (unreadable ones skipped, as training skips them)."""
+    for sample in unit_samples(({"url": url} for url in urls), BadSampleCounter(BadDataPolicy(max_rate=1.0))):
         if "txt" in sample:
             yield sample["txt"].decode("utf-8", errors="replace")
 
@@ -65,13 +65,28 @@ def learnt_tokenizer_folder(train_urls: Sequence[str], cache_dir: str, vocab_siz
     return cached_caption_tokenizer(_captions(train_urls), "|".join(train_urls), cache_dir, vocab_size, max_captions)
 
 
+def _one_of(value, alias, name: str, alias_name: str) -> tuple:
+    """(`data.train` or its older name `data.train_shards`, whichever is set, and the name it was given by; likewise
+    val): one of them, not both."""
+    if value is not None and alias is not None:
+        raise ValueError(f"{name} and {alias_name} are both set: {alias_name} is the older name of {name}, give one")
+    return (value, name) if value is not None else (alias, alias_name)
+
+
 class ShardDataModule(L.LightningDataModule):
     """Image-text shards (img2dataset layout) for training and validation.
 
-    train_shards, val_shards: a shard pattern or list (see `clip_train.data.shards`). When neither
-        train_shards nor sources is set and `synthetic` is given, the embedded scene dataset fills in
-        training and (unless val_shards is given) validation. Your own train_shards without val_shards
-        run without validation: the drawn set never stands in for your data.
+    train, val: the training and validation data: a shard pattern or list (see `clip_train.data.shards`), a table
+        (.csv, .tsv, .jsonl, .parquet), an image folder with KEY.txt captions, or a Hugging Face dataset saved
+        to disk, or a list mixing them (`clip_train.data.source_kinds`). `train_shards` and `val_shards` are
+        their older names. When neither train nor sources is set and `synthetic` is given, the embedded
+        scene dataset fills in training and (unless val is given) validation. Your own training data
+        without val runs without validation: the drawn set never stands in for your data.
+    kind: the kind of every source (shards, table, folder, hf) instead of the one inferred from its path.
+    img_key, caption_key, csv_separator: a table's or Hugging Face dataset's image and caption columns (default
+        OpenCLIP's `filepath` and `title` for tables, `image` and `text` for Hugging Face) and a CSV's separator
+        (default a tab, as OpenCLIP's `--csv-separator`).
+    rows_per_unit: a non-tar source is read in units of this many rows, as tar shards are read whole.
     batch_size: per device. num_workers: DataLoader workers per device.
     samples_per_epoch: the global number of training samples in one epoch (with resampling, a
         "virtual epoch" of the endless stream); by default the size of the training shards from
@@ -120,18 +135,32 @@ class ShardDataModule(L.LightningDataModule):
         hard_negative_kinds: Sequence[str] = KINDS,
         neighbour_share: float = 0.0,
         neighbour_pool: int = 1000,
+        train: str | Sequence[str] | None = None,
+        val: str | Sequence[str] | None = None,
+        kind: str | None = None,
+        img_key: str | None = None,
+        caption_key: str | None = None,
+        csv_separator: str = "\t",
+        rows_per_unit: int = 10_000,
     ):
         super().__init__()
+        train_shards, self._train_option = _one_of(train, train_shards, "data.train", "data.train_shards")
+        val_shards, val_option = _one_of(val, val_shards, "data.val", "data.val_shards")
+        self._expand = functools.partial(
+            expand_shards, kind=kind, columns=ColumnKeys(img_key, caption_key, csv_separator), rows_per_unit=rows_per_unit
+        )
         if train_shards is not None and sources:
-            raise ValueError("data.train_shards and data.sources are both set: use one (sources for several weighted sets)")
+            raise ValueError(f"{self._train_option} and data.sources are both set: use one (sources for several weighted sets)")
         if synthetic is not None and train_shards is None and not sources:  # the embedded set, only when no data is given
             train_shards, synthetic_val = synthetic.write(cache_dir)
             val_shards = val_shards or synthetic_val
         if train_shards is None and not sources:
             raise ValueError(
-                "data.train_shards is not set: give a shard pattern such as '/data/{00000..00099}.tar' (or data.sources)"
+                "data.train is not set: give your training data, a shard pattern such as '/data/{00000..00099}.tar', a table "
+                "(.csv, .tsv, .jsonl, .parquet), an image folder with KEY.txt captions, or a saved Hugging Face dataset "
+                "(or data.sources)"
             )
-        self.sources = parse_sources(sources, resampled, cache_dir) if sources else []
+        self.sources = parse_sources(sources, resampled, cache_dir, self._expand) if sources else []
         self._sizes_from_rank_0, self._cache_dir = False, cache_dir
         if self.sources:
             self.train_urls = [url for source in self.sources for url in source.urls]
@@ -139,15 +168,15 @@ class ShardDataModule(L.LightningDataModule):
             sizes = [source.shard_sizes for source in self.sources]
             self.train_shard_sizes = [n for each in sizes for n in each] if all(e is not None for e in sizes) else None
         else:
-            self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
+            self.train_urls, self.train_shard_weights = self._expand(train_shards, self._train_option), None
             sizes_needed = not (resampled and samples_per_epoch)  # only a resampled stream of a set length needs none
             self._sizes_from_rank_0 = sizes_needed and launcher_rank() != 0  # see `_share_sizes`
             counts_here = sizes_needed and not self._sizes_from_rank_0
             self.train_shard_sizes = shard_sizes(self.train_urls, cache_dir) if counts_here else None
         if not self._sizes_from_rank_0:  # rank 0 refuses bad shards for every rank
-            option = "data.sources" if self.sources else "data.train_shards"
+            option = "data.sources" if self.sources else self._train_option
             refuse_empty_shards(self.train_urls, self.train_shard_sizes, option)
-        self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
+        self.val_urls = self._expand(val_shards, val_option) if val_shards else []
         if self.val_urls:
             log.info("validating on %d shard(s)", len(self.val_urls))
         else:
@@ -214,7 +243,7 @@ class ShardDataModule(L.LightningDataModule):
             )
         elif self._sizes_from_rank_0:
             self.train_shard_sizes = shard_sizes(self.train_urls, self._cache_dir)
-            refuse_empty_shards(self.train_urls, self.train_shard_sizes, "data.train_shards")
+            refuse_empty_shards(self.train_urls, self.train_shard_sizes, self._train_option)
             self.samples_per_epoch = self.samples_per_epoch or self._sized_samples
         self._sizes_from_rank_0 = False
 

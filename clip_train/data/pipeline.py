@@ -1,8 +1,8 @@
 """The streaming pipeline that runs inside each DataLoader worker.
 
-    shards (this reader's range of the epoch's samples, its whole shards if sizes are unknown, or a seeded
-            resampled stream)
-      -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
+    units (tar shards, or rows of a table, folder or Hugging Face dataset: `clip_train.data.source_kinds`; this
+           reader's range of the epoch's samples, its whole units if sizes are unknown, or a seeded resampled stream)
+      -> samples (tar members grouped by `shard_reader`, rows by their source; empty, truncated, unreadable units counted)
       -> decoded ((3, h, w) uint8 image, caption; `clip_train.data.image_decode`, a JPEG reduced on decode as far
          as the crop allows); broken or incomplete samples skipped and counted by kind. While a resumed worker
          skips the batches it delivered before, only image headers are read, and the images that reach a
@@ -45,7 +45,7 @@ from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.neighbour_batches import neighbour_batches
 from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
 from clip_train.data.reader_shares import ReaderShare, ShardSlice, shard_order, slices, worker_batches
-from clip_train.data.shard_reader import shard_samples
+from clip_train.data.source_kinds import unit_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -91,7 +91,7 @@ def decode_pair(
 
 def _slice_samples(piece: ShardSlice, counter: BadSampleCounter) -> Iterator[dict]:
     """The samples of one shard slice; the shard is read from its start, and closed once the slice is out."""
-    samples = shard_samples(iter([{"url": piece.url}]), counter)
+    samples = unit_samples(iter([{"url": piece.url}]), counter)
     try:
         yield from itertools.islice(samples, piece.skip, piece.skip + piece.take)
     finally:
@@ -178,12 +178,12 @@ class PairStream(IterableDataset):
             urls = (
                 rng.choices(self.urls, cum_weights=weights)[0] if weights else rng.choice(self.urls) for _ in itertools.count()
             )
-            return iter([shard_samples(({"url": url} for url in urls), counter)]), 1
+            return iter([unit_samples(({"url": url} for url in urls), counter)]), 1
         if self.training and self.shard_sizes is not None:
             return self._range_passes(worker, workers, epoch, counter)
         mine = self._reader_urls(worker, workers, epoch)
         passes = itertools.count() if self.training else range(1)
-        return (shard_samples(({"url": url} for url in mine), counter) for _ in passes), 1
+        return (unit_samples(({"url": url} for url in mine), counter) for _ in passes), 1
 
     def _range_passes(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> tuple[Iterator, int]:
         """This reader's range of the epoch's samples, then the range-sized chunks after it (`reader_shares`)."""

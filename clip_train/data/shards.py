@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import braceexpand
 
 from clip_train.data.counted_sizes import counted_sizes
+from clip_train.data.folder_source import folder_pairs
+from clip_train.data.source_kinds import ColumnKeys, is_row_unit, row_source_units, source_kind, unit_size
 from clip_train.data.tar_count import looks_like_tar
 from clip_train.shard_patterns import brace_form
 
@@ -25,27 +27,43 @@ def is_remote(url: str) -> bool:
     return url.startswith(REMOTE_PREFIXES)
 
 
-def expand_shards(spec: str | Sequence[str], option: str) -> list[str]:
-    """All shard URLs named by `spec`, in order; local ones must exist. `option` names the config key."""
+def expand_shards(
+    spec: str | Sequence[str], option: str, kind: str | None = None, columns: ColumnKeys = ColumnKeys(), rows_per_unit: int = 10_000
+) -> list[str]:
+    """All units named by `spec`, in order: tar shard URLs (local ones must exist), and the row units of any table,
+    image folder or Hugging Face dataset it names (`clip_train.data.source_kinds`; its kind inferred from the path
+    unless `kind` is given, its columns read as `columns` says). `option` names the config key."""
     patterns = [spec] if isinstance(spec, str) else list(spec)
     urls = []
     for pattern in patterns:
         for alternative in str(pattern).split("::"):
             for url in braceexpand.braceexpand(alternative):
-                urls.extend(_glob(url, option) if not is_remote(url) and any(c in url for c in "*?[") else [url])
+                local = not is_remote(url) and not is_row_unit(url)
+                path_kind = kind or (source_kind(url) if local and os.path.exists(url.removeprefix("file:")) else "shards")
+                if path_kind != "shards" and not (path_kind == "folder" and _holds_tars_only(url)):
+                    urls.extend(row_source_units(url, path_kind, option, columns, rows_per_unit)[0])
+                    continue
+                urls.extend(_glob(url, option) if local and any(c in url for c in "*?[") else [url])
     if not urls:
         raise ValueError(f"{option} names no shards")
     direct_s3 = next((url for url in urls if url.startswith("s3://")), None)
     if direct_s3 is not None and "GOPEN_REWRITE" not in os.environ:  # webdataset opens s3:// only through a rewrite
         raise ValueError(f"{option}: webdataset cannot open {direct_s3!r} directly; use 'pipe:aws s3 cp {direct_s3} -'")
-    folder = next((url for url in urls if not is_remote(url) and os.path.isdir(url.removeprefix("file:"))), None)
+    urls = [url for url in urls if url]
+    folder = next((url for url in urls if not is_remote(url) and not is_row_unit(url) and os.path.isdir(url.removeprefix("file:"))), None)
     if folder is not None:
         raise IsADirectoryError(f"{option}: {folder!r} is a directory, not a shard. {_name_the_shards(folder, option)}")
-    missing = [url for url in urls if not is_remote(url) and not os.path.isfile(url.removeprefix("file:"))]
+    missing = [url for url in urls if not is_remote(url) and not is_row_unit(url) and not os.path.isfile(url.removeprefix("file:"))]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{option}: shard {missing[0]!r} does not exist{more}")
     return urls
+
+
+def _holds_tars_only(url: str) -> bool:
+    """A folder of .tar files and no captioned image: the user meant its shards (and is told how to name them)."""
+    folder = url.removeprefix("file:")
+    return bool(glob.glob(os.path.join(glob.escape(folder), "*.tar"))) and not folder_pairs(folder)[0]
 
 
 def _name_the_shards(folder: str, option: str) -> str:
@@ -65,7 +83,7 @@ def refuse_empty_shards(urls: Sequence[str], sizes: Sequence[int] | None, option
     NNNNN.tar, a README a `*` pattern matched), or holds no samples by `sizes` (from `shard_sizes`; None: unknown).
     Counted as 0 samples, such a file would pass silently and shrink the epoch."""
     for index, url in enumerate(urls):
-        if is_remote(url):
+        if is_remote(url) or is_row_unit(url):  # a row source with no pair was refused when its units were made
             continue
         path = url.removeprefix("file:")
         if os.path.getsize(path) == 0:
@@ -108,6 +126,13 @@ def shard_sizes(urls: Sequence[str], cache_dir: str | None = None) -> list[int] 
     size would need a full download."""
     if any(is_remote(url) for url in urls):
         return None
+    rows = {url: unit_size(url) for url in urls if is_row_unit(url)}  # a row unit knows its size
+    tars = [url for url in urls if url not in rows]
+    tar_sizes = iter(_tar_sizes(tars, cache_dir) if tars else [])
+    return [rows[url] if url in rows else next(tar_sizes) for url in urls]
+
+
+def _tar_sizes(urls: Sequence[str], cache_dir: str | None) -> list[int]:
     paths = [url.removeprefix("file:") for url in urls]
     sidecars = {folder: _sidecar_sizes(folder) for folder in {os.path.dirname(path) for path in paths}}
     sizes = [sidecars[os.path.dirname(path)].get(os.path.basename(path)) for path in paths]

@@ -103,6 +103,17 @@ def row_source_units(path: str, kind: str, option: str, keys: ColumnKeys = Colum
     return units, sizes
 
 
+def is_row_unit(url: str) -> bool:
+    """Whether `url` names rows of a table, folder or Hugging Face source rather than a tar shard."""
+    return url.split(":", 1)[0] in ROW_KINDS and "#" in url
+
+
+def unit_size(unit: str) -> int:
+    """The rows a row unit holds (its stop minus its start)."""
+    start, stop = _parse(unit)[3:]
+    return stop - start
+
+
 def _parse(unit: str) -> tuple[str, str, dict, int, int]:
     kind, rest = unit.split(":", 1)
     rest, span = rest.rsplit("#", 1)
@@ -116,8 +127,7 @@ def unit_samples(units: Iterator[dict], counter: BadSampleCounter) -> Iterator[d
     unit's from its source. A unit that cannot be read is counted (`unreadable_shard`), never raised."""
     for unit in units:
         url = unit["url"]
-        kind = url.split(":", 1)[0]
-        if kind not in ROW_KINDS:
+        if not is_row_unit(url):
             yield from shard_samples(iter([unit]), counter)
             continue
         kind, path, options, start, stop = _parse(url)

@@ -16,7 +16,7 @@ sizes and weights cannot be honoured: giving one is an error that says so.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from clip_train.data.shards import expand_shards, shard_sizes
@@ -38,9 +38,13 @@ class ShardSource:
     shard_sizes: list[int] | None = None
 
 
-def parse_sources(sources: Sequence[Mapping], resampled: bool, cache_dir: str | None = None) -> list[ShardSource]:
+def parse_sources(
+    sources: Sequence[Mapping], resampled: bool, cache_dir: str | None = None, expand: Callable = expand_shards
+) -> list[ShardSource]:
     """`data.sources` checked and expanded: every source's shards exist, weights are positive, and only resampled.
-    Sizes of local shards without sidecars are counted from their tar headers (cached in `cache_dir`)."""
+    A source's `shards` may be any kind of data (`expand`: `clip_train.data.shards.expand_shards` with the data
+    module's column options), so a table and tar shards mix. Sizes of local shards without sidecars are counted
+    from their tar headers (cached in `cache_dir`); a table, folder or Hugging Face source knows its own."""
     if not sources:
         raise ValueError("data.sources is empty: give at least one {shards: ..., weight: ...}")
     parsed = []
@@ -61,7 +65,7 @@ def parse_sources(sources: Sequence[Mapping], resampled: bool, cache_dir: str | 
                 f"{option}.weight needs data.resampled=true: without resampling each pass reads every shard once, so "
                 "sources mix in proportion to their sizes. Drop the weights, or set data.resampled=true"
             )
-        urls = expand_shards(source["shards"], f"{option}.shards")
+        urls = expand(source["shards"], f"{option}.shards")
         name = str(source.get("name") or f"source{index}")
         if index > 0 and (weight is None) != (parsed[0].weight is None):
             raise ValueError(f"{option}: give every source a weight, or none (then shards are drawn alike, as from one list)")

@@ -3,15 +3,16 @@
 `eval=synthetic` (the default) scores zero-shot shapes and colours and compositional pairs on drawn
 pictures; a task left without a set of its own (`root` or `shards` null) also falls back to the drawn
 validation split. On a user's shards such numbers describe pictures the model never trained on, so
-`train.run` removes these tasks whenever `data.train_shards` or `data.sources` is set, and logs it.
+`train.run` removes these tasks whenever `data.train` (or `data.train_shards`) or `data.sources` is set, and logs it.
 """
 
 from omegaconf import DictConfig, open_dict
 
 
 def trains_on_embedded_scenes(data: DictConfig) -> bool:
-    """Whether the run's training data is the embedded drawn set (no `train_shards` nor `sources` given)."""
-    return data.get("synthetic") is not None and data.get("train_shards") is None and not data.get("sources")
+    """Whether the run's training data is the embedded drawn set (no `train`, `train_shards` nor `sources` given)."""
+    given = data.get("train") is not None or data.get("train_shards") is not None or data.get("sources")
+    return data.get("synthetic") is not None and not given
 
 
 def _reads_drawn_scenes(node: DictConfig) -> bool:

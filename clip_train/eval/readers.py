@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.pipeline import decode_pair
-from clip_train.data.shard_reader import shard_samples
+from clip_train.data.source_kinds import unit_samples
 from clip_train.data.shards import expand_shards
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.distributed import all_reduce_sum
@@ -65,7 +65,7 @@ class CaptionedImages(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         counter = BadSampleCounter()  # bad samples are skipped and counted; a broken set aborts (data.max_bad_sample_rate)
         urls = ({"url": url} for url in self.urls[worker::workers])
-        for sample in shard_samples(urls, counter):
+        for sample in unit_samples(urls, counter):
             pair = decode_pair(sample, counter, self.preprocess_encoded)
             if pair is None:
                 continue
