@@ -1,17 +1,16 @@
-"""Image decoding put off until a pair is used, so that a resumed worker skips batches without decoding them.
+"""Image decoding put off until a pair reaches a batch, so buffers hold bytes and skipped batches are never decoded.
 
-A resumed worker consumes the batches it delivered before the interruption without using them
-(`clip_train.data.position.skip`). Their pairs must still pass through the same stages, in the same
-order, for the batches after them to be the uninterrupted run's; but those stages (the shuffle buffer,
-the neighbour pool) move pairs by count and caption only, never by pixels. So while a worker skips,
-each sample's image header is read (PIL's `Image.open`: the format and size, no pixel data) and its
-bytes are kept as `Undecoded`. `decoded_pairs`, the last stage before batching, decodes the ones that
-reach a batch the worker yields (those the shuffle buffer still held when the skipping ended); the
-ones in skipped batches are never decoded.
+In training every sample's image header is read when the sample is read (PIL's `Image.open`: the format
+and size, no pixel data) and its bytes are kept as `Undecoded`: the shuffle buffer and the neighbour
+pool move pairs by count and caption only, so they hold encoded bytes, not decoded images (OpenCLIP's
+webdataset shuffle holds bytes too). `decoded_pairs`, the last stage before batching, decodes each
+image. A resumed worker consumes the batches it delivered before the interruption without using
+them (`clip_train.data.position.skip`): while it does (`Deferral.active`), nothing is decoded, so the
+pairs of skipped batches never are.
 
-Bytes that are no image fail at the header and are dropped where the uninterrupted run drops them. A
-sample whose header reads but whose pixel data does not decode is dropped later, where it is decoded
-(or, in a skipped batch, not at all), so after one such sample the resumed stream is shifted from the
+Bytes that are no image fail at the header and are dropped and counted where they are read. A sample
+whose header reads but whose pixel data does not decode is dropped and counted where it is decoded
+(or, in a skipped batch, not at all), so after one such sample a resumed stream is shifted from the
 uninterrupted one; exact resumes already assume no bad samples (README, "Exact data resume").
 """
 
@@ -27,7 +26,7 @@ from clip_train.data.bad_data import BadSampleCounter
 
 @dataclass
 class Deferral:
-    """Whether pairs read now keep their image undecoded: true while a resumed worker skips batches."""
+    """Whether the batches being formed are skipped (a resumed worker catching up), so their images stay undecoded."""
 
     active: bool = False
 

@@ -198,9 +198,11 @@ class PairStream(IterableDataset):
         )
         return passes, math.ceil(sum(sizes) / max(share.length, 1))  # that many chunks cover every sample
 
-    def _pairs(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter, deferral: Deferral) -> Iterator:
-        """(image, caption, key) pairs of this reader, decoded unless `deferral` is active when they are read.
-        Training shuffles within each pass, so a pass over a range of samples yields each of them once."""
+    def _pairs(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> Iterator:
+        """(image, caption, key) pairs of this reader. In training the image stays encoded (`Undecoded`: its header
+        read, its bytes kept) through the shuffle buffer and the neighbour pool, which then hold bytes, not pixels
+        (about 10x less at 256 px: `scripts/benchmark_shuffle_memory.py`); `decoded_pairs` decodes it at the
+        end. Training shuffles within each pass, so a pass over a range of samples yields each of them once."""
         rng = random.Random(f"{self.seed}/samples/{epoch}/{self.rank}/{worker}")
         passes, dry_limit = self._passes(worker, workers, epoch, counter)
         dry = 0
@@ -209,7 +211,7 @@ class PairStream(IterableDataset):
             pairs = (
                 pair
                 for sample in samples
-                if (pair := decode_pair(sample, counter, self.decode_image, defer=deferral.active)) is not None
+                if (pair := decode_pair(sample, counter, self.decode_image, defer=self.training)) is not None
             )
             if self.training and self.shuffle_buffer > 1:
                 pairs = self._shuffled(pairs, rng)
@@ -248,7 +250,7 @@ class PairStream(IterableDataset):
         counter = BadSampleCounter(self.bad_data)
         quota = worker_batches(self.batches_per_rank, worker, workers) if self.training else None
         deferral = Deferral(active=skipped > 0)  # skipped batches are never decoded
-        pairs = decoded_pairs(self._pairs(worker, workers, epoch, counter, deferral), self.decode_image, counter, deferral)
+        pairs = decoded_pairs(self._pairs(worker, workers, epoch, counter), self.decode_image, counter, deferral)
         groups = itertools.islice(self._groups(pairs, self.training), quota)
         skip(groups, skipped, counter.take)
         deferral.active = False
