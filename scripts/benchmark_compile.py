@@ -12,8 +12,9 @@ token ids of the CLIP BPE's 49408) with the config's objective: forward, backwar
   alone, less the first eager step; inductor writes to a fresh cache folder, so it is a cold start's (a second
   run of the same model with the default cache reuses its kernels). One more step of each is warm-up;
 - samples/s: `--rounds` rounds alternate `--steps` eager and `--steps` compiled steps, so that load from
-  other processes on a shared machine falls on both alike; each is the median over rounds, and the ratio
-  is compiled over eager.
+  other processes on a shared machine falls on both alike; each is the median over rounds. The ratio,
+  compiled over eager, is the median of the rounds' own ratios: the two halves of a round are seconds
+  apart, while a shared machine's speed drifts by more than the effect over a run.
 
 Results go to stdout and to `--out` (JSON).
 """
@@ -95,6 +96,7 @@ def main() -> None:
         for name, trainer in (("eager", eager), ("compiled", compiled)):
             rates[name].append(args.steps * cfg.data.batch_size / trainer.timed_steps(args.steps))
     eager_rate, compiled_rate = statistics.median(rates["eager"]), statistics.median(rates["compiled"])
+    round_ratios = [compiled / eager for eager, compiled in zip(rates["eager"], rates["compiled"])]
     result = {
         "overrides": overrides,
         "threads": args.threads,
@@ -103,7 +105,8 @@ def main() -> None:
         "first_step_s": {"eager": first_eager, "compiled": first_compiled},
         "eager_samples_per_sec": eager_rate,
         "compiled_samples_per_sec": compiled_rate,
-        "compiled_over_eager": compiled_rate / eager_rate,
+        "compiled_over_eager": statistics.median(round_ratios),
+        "compiled_over_eager_by_round": round_ratios,
         "samples_per_sec_by_round": rates,
     }
     print(json.dumps(result, indent=2))
