@@ -41,6 +41,7 @@ def test_cpu_mode_passes_every_check_but_the_skipped_fsdp_ones(tmp_path):
     assert os.path.isfile(tmp_path / "checks" / "exported_ddp" / "model.safetensors")
 
 
+@pytest.mark.slow  # 8 s idle (a Python start-up with torch and Hydra), twice that on a shared machine
 def test_a_failing_check_is_named_and_makes_the_exit_code_1(tmp_path):
     code, lines, output = gpu_check(
         tmp_path, GPU_CHECK_SKIP="ddp fsdp compiled evaluate export", GPU_CHECK_BENCHMARK_MODEL="no_such_preset"
