@@ -2,9 +2,14 @@
 
 `clip_train.load(path)` returns a `ClipModel` for inference (see clip_train/inference.py); it is
 imported on first use so that `python -m clip_train` reports config errors before heavy imports.
+Importing the package registers the config resolvers of `clip_train.machine_defaults`.
 """
 
+from clip_train.machine_defaults import register_resolvers
+
 __all__ = ["ClipModel", "ImageTextIndex", "load"]
+
+register_resolvers()  # configs read `${loader_workers:...}` and `${precision_for:...}`, wherever they are composed
 
 
 def __getattr__(name: str):

@@ -6,9 +6,13 @@ only open the door to running a foreign pickle. Here the file is named, with wha
 A checkpoint whose model differs from the run's is described in a few lines (`model_differences`).
 """
 
+import os
+import warnings
 import zipfile
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from clip_train.recipe import Recipe
 
@@ -20,7 +24,10 @@ EXPECTED = "a checkpoint written by python -m clip_train (checkpoints/last.ckpt,
 
 def read_checkpoint(path: str, option: str) -> dict:
     """The checkpoint at `path` (tensors memory-mapped, so reading it to check costs little); ValueError naming
-    `option`, the file, what was expected and why it is not that."""
+    `option`, the file, what was expected and why it is not that. A folder is a sharded checkpoint
+    (`trainer=fsdp` with `state_dict_type=sharded`): its weights are assembled whole, its optimizer state left out."""
+    if os.path.isdir(path):
+        return _read_sharded(path, option)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
@@ -31,6 +38,32 @@ def read_checkpoint(path: str, option: str) -> dict:
         else:
             why = f"it is a torch file holding more than tensors and plain data ({error.__class__.__name__})"
         raise ValueError(f"{option}: {path} cannot be read: expected {EXPECTED}, but {why}") from None
+
+
+def is_sharded_checkpoint(path: str) -> bool:
+    """Whether `path` is a folder written as a sharded checkpoint (`trainer.strategy.state_dict_type=sharded`)."""
+    return os.path.isfile(os.path.join(path, "meta.pt")) and os.path.isfile(os.path.join(path, ".metadata"))
+
+
+def _read_sharded(folder: str, option: str) -> dict:
+    """A sharded checkpoint folder (one `*.distcp` file per rank, torch.distributed.checkpoint's `.metadata`, and
+    Lightning's `meta.pt` with everything but weights and optimizer state) as one checkpoint dict whose
+    `state_dict` holds the whole tensors, read in this process alone."""
+    if not is_sharded_checkpoint(folder):
+        raise ValueError(f"{option}: {folder} is a folder but not a sharded checkpoint (no meta.pt and .metadata): "
+                         f"expected {EXPECTED}, or such a folder written under trainer=fsdp")  # fmt: skip
+    checkpoint = torch.load(os.path.join(folder, "meta.pt"), map_location="cpu", weights_only=True)
+    reader = dcp.FileSystemReader(folder)
+    prefix = "state_dict."
+    weights = {
+        key[len(prefix) :]: torch.empty(entry.size, dtype=entry.properties.dtype)
+        for key, entry in reader.read_metadata().state_dict_metadata.items()
+        if key.startswith(prefix) and isinstance(entry, TensorStorageMetadata)
+    }
+    with warnings.catch_warnings():  # that no process group is up: reading in one process is the intent
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"state_dict": weights}, storage_reader=reader, no_dist=True)
+    return checkpoint | {"state_dict": weights}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

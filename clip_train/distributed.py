@@ -1,8 +1,10 @@
-"""The few collectives the contrastive loss and evaluation need, written once.
+"""The few collectives the contrastive loss, evaluation and the data module's shard sizes need, written once.
 
 Every function is the identity on a single process, so the same code runs unchanged on a
 laptop, under gloo on CPUs and under NCCL on GPUs. Model files never talk across ranks.
 """
+
+import os
 
 import torch
 import torch.distributed as dist
@@ -16,6 +18,29 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+LAUNCHER_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")  # torchrun, Lightning's own DDP launcher, srun
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher put it in the environment, readable before the process group exists
+    (Lightning starts it inside `Trainer.fit`); 0 when no launcher set one. Lightning's DDP launcher sets
+    LOCAL_RANK in the processes it starts (the starting process is rank 0), and under several nodes the
+    first node-local rank of each may read 0 here: callers must treat 0 as "may be rank 0", never as unique."""
+    for name in LAUNCHER_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def broadcast_from_rank_0(value):
+    """Rank 0's `value` on every rank (a picklable object); `value` itself on a single process. A collective."""
+    if rank_and_world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class _GatherWithGrad(torch.autograd.Function):

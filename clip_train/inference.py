@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from clip_train.checkpoint_file import read_checkpoint
+from clip_train.checkpoint_file import is_sharded_checkpoint, read_checkpoint
 from clip_train.data.eval_preprocess import eval_pixels
 from clip_train.data.tokenizer import Tokenize, load_tokenizer, start_and_end_ids, tokenizer_from_files
 from clip_train.data.transforms import eval_transform
@@ -150,10 +150,11 @@ def _load_export(folder: str) -> ClipModel:
 
 
 def load(path: str, device: str | torch.device = "cpu") -> ClipModel:
-    """A `ClipModel` from a Lightning checkpoint (`.ckpt`) or a folder written by `clip_train.export`."""
-    if os.path.isdir(path):
+    """A `ClipModel` from a Lightning checkpoint (`.ckpt`, or a sharded checkpoint folder) or a folder written by
+    `clip_train.export`."""
+    if os.path.isdir(path) and not is_sharded_checkpoint(path):
         model = _load_export(path)
-    elif os.path.isfile(path):
+    elif os.path.exists(path):
         model = _load_checkpoint(path)
     else:
         raise FileNotFoundError(f"{path} does not exist")

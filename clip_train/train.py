@@ -24,6 +24,7 @@ from clip_train.data.bad_data import bad_sample_metrics
 from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_scenes
+from clip_train.eval.zeroshot_sets import add_zeroshot_sets
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
 from clip_train.model.compiling import compile_model
 from clip_train.model.weight_sources import architecture_config, without_weight_sources
@@ -96,6 +97,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     print_each_line_once()
     pretrained = start_from_pretrained(cfg)  # model.init_from: the source's architecture and tokenizer
     check_config(cfg)
+    if cfg.get("eval"):
+        add_zeroshot_sets(cfg.eval)
     if not trains_on_embedded_scenes(cfg.data) and cfg.get("eval") and cfg.eval.get("tasks"):
         dropped = drop_drawn_tasks(cfg.eval.tasks)
         if dropped:

@@ -10,6 +10,8 @@ import time
 import lightning as L
 import torch
 
+from clip_train.training.fsdp import whole
+
 
 def _append_line(path: str, record: dict) -> None:
     """One JSON line, on disk before the call returns (a kill -9 right after must not lose it)."""
@@ -123,3 +125,18 @@ class NonFiniteLossAt(L.Callback):
         self._records.append({"batch": self._seen, "before": self._before, "after": self._snapshot(trainer, pl_module)})
         self._seen += 1
         torch.save(self._records, self.record)
+
+
+class GradientDump(L.Callback):
+    """Rank 0 saves {parameter name: whole gradient} of the first optimizer step to `path`, after the
+    gradients are reduced over ranks and before the optimizer reads them; FSDP's shards are gathered."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step:
+            return
+        grads = {name: whole(p.grad).clone() for name, p in pl_module.model.named_parameters() if p.grad is not None}
+        if trainer.is_global_zero:
+            torch.save(grads, self.path)

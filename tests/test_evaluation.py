@@ -63,6 +63,7 @@ def test_zero_shot_on_an_image_folder_with_known_features(tmp_path):
     assert result["top1"] == pytest.approx(4 / 5)
     assert result["top5"] == 1.0  # 3 classes: every label is in the top 3
     assert result["per_class"] == {"blue": 1.0, "green": 0.5, "yellow": 1.0}
+    assert result["mean_per_class_recall"] == pytest.approx((1 + 0.5 + 1) / 3)  # balanced: each class counts once
     first_only = replace(spec, images_per_class=1).run(ColourModel(), 0, 1)
     assert first_only["top1"] == 1.0 and first_only["per_class"]["green"] == 1.0
 
@@ -77,7 +78,7 @@ def test_a_rank_without_images_joins_and_gets_the_same_accuracy(tmp_path):
     spec = ZeroShotTask(root=_folder(tmp_path / "set", {"green": ["yellow"], "yellow": ["yellow"]}), templates="default")
     assert spec.run(ColourModel(), 0, 1)["top1"] == 0.5
     for got in on_gloo_ranks(_zeroshot_share, 3, tmp_path, spec):
-        assert got == {"top1": 0.5, "top5": 1.0, "per_class": {"green": 0.0, "yellow": 1.0}}
+        assert got == {"top1": 0.5, "top5": 1.0, "mean_per_class_recall": 0.5, "per_class": {"green": 0.0, "yellow": 1.0}}
 
 
 def test_corrupt_images_and_bad_layouts_name_the_culprit(tmp_path):

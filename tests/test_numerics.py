@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Shard
 
 from clip_train.train import run
 from clip_train.training.numerics import NonFiniteTraining, step_verdict
@@ -25,7 +27,10 @@ def _verdicts_rank_main(rank: int, init_file: str, out_dir: str) -> None:
         verdict = step_verdict(loss, [weight])
         verdicts.append((verdict.loss_finite, verdict.grads_finite))
     weight.grad = torch.full((3,), 1.0 + rank)  # rank 0's shard has norm √3, rank 1's 2√3
-    replicated, sharded = step_verdict(torch.tensor(2.0 * rank), [weight]), step_verdict(torch.tensor(0.0), [weight], True)
+    mesh = init_device_mesh("cpu", (2,))
+    shard = torch.nn.Parameter(DTensor.from_local(torch.ones(3), mesh, [Shard(0)]))  # as FSDP holds a (6,) parameter
+    shard.grad = DTensor.from_local(torch.full((3,), 1.0 + rank), mesh, [Shard(0)])
+    replicated, sharded = step_verdict(torch.tensor(2.0 * rank), [weight]), step_verdict(torch.tensor(0.0), [shard])
     norms = (replicated.mean_loss, replicated.grad_norm.item(), sharded.grad_norm.item())
     torch.save((verdicts, norms), os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()

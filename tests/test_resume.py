@@ -91,6 +91,23 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint_and_the_resume_repeats
     assert _global_step(checkpoints / "last.ckpt") == 16  # saved at the end, though 16 is no multiple of 3
 
 
+@pytest.mark.slow
+def test_extending_a_finished_run_continues_its_epoch_and_reads_each_sample_once(tmp_path, colour_shards):
+    """The same command rerun with a larger trainer.max_steps extends the run: stopped at step 2 (mid-epoch 0),
+    then at 8 (epoch 0's last batch), then at 12 (mid-epoch 1), and extended to 16. Each epoch's 8 steps read every
+    key exactly once, and the steps are logged in order with their epochs."""
+    run_dir = tmp_path / "run"
+    for max_steps in (2, 8, 12, 16):
+        extended = _run(_command(run_dir, colour_shards, f"trainer.max_steps={max_steps}"))
+        assert extended.returncode == 0, extended.stderr[-3000:]
+        assert _global_step(run_dir / "checkpoints" / "last.ckpt") == max_steps
+    steps = read_lines(run_dir / "batches.jsonl")
+    assert [(r["step"], r["epoch"]) for r in steps] == [(step, (step - 1) // 8) for step in range(1, 17)]
+    for epoch in (0, 1):
+        keys = [key for r in steps if r["epoch"] == epoch for key in r["keys"]]
+        assert sorted(keys) == ALL_KEYS, f"epoch {epoch}: repeated or skipped keys"
+
+
 def _uninterrupted_keys(compose_config, shards: str, epochs: int) -> list[list[str]]:
     """The training stream's batches of keys, straight from the data module: no trainer, no interruption."""
     cfg = compose_config(

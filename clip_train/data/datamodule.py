@@ -30,13 +30,21 @@ from clip_train.data.device_normalize import normalize_batch
 from clip_train.data.image_decode import decode_rgb
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
-from clip_train.data.position import ResumePoint, StreamLayout, check_layout, position_state
+from clip_train.data.position import (
+    ResumePoint,
+    StreamLayout,
+    batches_into_epoch,
+    check_layout,
+    position_state,
+    resume_position,
+)
 from clip_train.data.reader_shares import coverage_problem
 from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side, train_crop
+from clip_train.distributed import broadcast_from_rank_0, launcher_rank
 
 # Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool
 # must be off or the forked workers can deadlock.
@@ -68,9 +76,10 @@ class ShardDataModule(L.LightningDataModule):
     samples_per_epoch: the global number of training samples in one epoch (with resampling, a
         "virtual epoch" of the endless stream); by default the size of the training shards from
         `sizes.json`/`*_stats.json`, else counted from the headers of local tars (`clip_train.data.tar_count`;
-        only remote shards need it set). Without resampling an epoch reads each sample exactly once when
-        this is the data size and a multiple of batch_size × ranks; otherwise setup warns how many
-        samples repeat or are skipped (`clip_train.data.reader_shares`).
+        by rank 0 alone, which shares the counts in `setup`; only remote shards need it set). Without
+        resampling an epoch reads each sample exactly once when this is the data size and a multiple of
+        batch_size × ranks; otherwise setup warns how many samples repeat or are skipped
+        (`clip_train.data.reader_shares`).
     resampled: draw training shards with replacement (an endless stream, best at scale).
     sources: instead of `train_shards`, several sets `[{shards, weight, name}, ...]` mixed by
         weight in the resampled stream (`clip_train.data.sources`).
@@ -123,6 +132,7 @@ class ShardDataModule(L.LightningDataModule):
                 "data.train_shards is not set: give a shard pattern such as '/data/{00000..00099}.tar' (or data.sources)"
             )
         self.sources = parse_sources(sources, resampled, cache_dir) if sources else []
+        self._sizes_from_rank_0, self._cache_dir = False, cache_dir
         if self.sources:
             self.train_urls = [url for source in self.sources for url in source.urls]
             self.train_shard_weights = shard_weights(self.sources)
@@ -131,22 +141,26 @@ class ShardDataModule(L.LightningDataModule):
         else:
             self.train_urls, self.train_shard_weights = expand_shards(train_shards, "data.train_shards"), None
             sizes_needed = not (resampled and samples_per_epoch)  # only a resampled stream of a set length needs none
-            self.train_shard_sizes = shard_sizes(self.train_urls, cache_dir) if sizes_needed else None
-        refuse_empty_shards(self.train_urls, self.train_shard_sizes, "data.sources" if self.sources else "data.train_shards")
+            self._sizes_from_rank_0 = sizes_needed and launcher_rank() != 0  # see `_share_sizes`
+            counts_here = sizes_needed and not self._sizes_from_rank_0
+            self.train_shard_sizes = shard_sizes(self.train_urls, cache_dir) if counts_here else None
+        if not self._sizes_from_rank_0:  # rank 0 refuses bad shards for every rank
+            option = "data.sources" if self.sources else "data.train_shards"
+            refuse_empty_shards(self.train_urls, self.train_shard_sizes, option)
         self.val_urls = expand_shards(val_shards, "data.val_shards") if val_shards else []
         if self.val_urls:
             log.info("validating on %d shard(s)", len(self.val_urls))
         else:
             log.info("no validation: data.val_shards is not set (give held-out shards to validate)")
         self.data_samples = self._data_samples()
-        if samples_per_epoch is None:
+        if samples_per_epoch is None and not self._sizes_from_rank_0:
             if self.data_samples is None:
                 raise ValueError(
                     "data.samples_per_epoch is not set and the size of remote training shards cannot be read without "
                     "downloading them: set data.samples_per_epoch=N (with data.sources, `samples: N` in each remote source)"
                 )
             samples_per_epoch = self.data_samples
-        self.samples_per_epoch = samples_per_epoch
+        self.samples_per_epoch = samples_per_epoch  # on a rank waiting for rank 0's sizes, None until `setup`
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.context_length = context_length
@@ -183,9 +197,31 @@ class ShardDataModule(L.LightningDataModule):
         turns = itertools.zip_longest(*(source.urls for source in self.sources))
         return [url for turn in turns for url in turn if url is not None]
 
+    def _share_sizes(self) -> None:
+        """Rank 0's training shard sizes and epoch length, on every rank.
+
+        Counting shards without a sizes sidecar reads every tar header (`clip_train.data.counted_sizes`), slow on
+        a network file system when every rank does it. So only a process whose launcher named it rank 0 (or that
+        was named no rank) counts, while being built; the process group does not exist yet then (Lightning makes
+        it inside `Trainer.fit`, and its own DDP launcher starts the other ranks only then), so the others wait
+        for the counts here, in `setup`, which Lightning runs on every rank once the group exists. Every rank
+        takes rank 0's, so all agree even where several processes counted. A process that counted nothing and
+        is alone after all counts now.
+        """
+        if self.world > 1:
+            self.train_shard_sizes, self.samples_per_epoch = broadcast_from_rank_0(
+                (self.train_shard_sizes, self.samples_per_epoch)
+            )
+        elif self._sizes_from_rank_0:
+            self.train_shard_sizes = shard_sizes(self.train_urls, self._cache_dir)
+            refuse_empty_shards(self.train_urls, self.train_shard_sizes, "data.train_shards")
+            self.samples_per_epoch = self.samples_per_epoch or self._sized_samples
+        self._sizes_from_rank_0 = False
+
     def setup(self, stage: str) -> None:
         if self.trainer is not None:
             self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
+        self._share_sizes()
         readers = self.world * max(1, self.num_workers)
         if self.resampled:
             return
@@ -225,7 +261,8 @@ class ShardDataModule(L.LightningDataModule):
         training loop has consumed in it (the same on every rank), as Lightning's progress tracking counts them."""
         if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return {}
-        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        consumed = batches_into_epoch(processed, self.batches_per_epoch)
         return position_state(self.trainer.current_epoch, consumed, self.layout)
 
     def load_state_dict(self, state: dict) -> None:
@@ -233,9 +270,10 @@ class ShardDataModule(L.LightningDataModule):
         if not state:
             return
         check_layout(state["layout"], self.layout)
-        self.set_epoch(state["epoch"])  # a mid-epoch restart does not call on_train_epoch_start
-        self._resume_point.set(state["epoch"], state["batches_consumed"])
-        log.info("resuming the training stream at epoch %d after %d batches", state["epoch"], state["batches_consumed"])
+        epoch, consumed = resume_position(state)
+        self.set_epoch(epoch)  # a mid-epoch restart does not call on_train_epoch_start
+        self._resume_point.set(epoch, consumed)
+        log.info("resuming the training stream at epoch %d after %d batches", epoch, consumed)
 
     def _loader(self, urls: list[str], training: bool) -> DataLoader:
         stream = PairStream(

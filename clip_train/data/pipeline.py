@@ -4,7 +4,9 @@
             resampled stream)
       -> tar members grouped into samples (`shard_reader`; empty, truncated, unreadable shards counted)
       -> decoded ((3, h, w) uint8 image, caption; `clip_train.data.image_decode`, a JPEG reduced on decode as far
-         as the crop allows); broken or incomplete samples skipped and counted by kind
+         as the crop allows); broken or incomplete samples skipped and counted by kind. While a resumed worker
+         skips the batches it delivered before, only image headers are read, and the images that reach a
+         yielded batch are decoded just before batching (`clip_train.data.deferred_decode`)
       -> seeded shuffle buffer (training; drained at the end of each pass: the range, or a chunk after it)
       -> optionally, caption-word neighbours coupled into the same batch (training, within each pass;
          `clip_train.data.neighbour_batches`)
@@ -25,6 +27,7 @@ exactly once; with sizes unknown, workers take whole shards in turn and wrap rou
 run's workers skip the batches it already trained on (`clip_train.data.position`).
 """
 
+import functools
 import itertools
 import math
 import random
@@ -33,10 +36,10 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import torch
-from PIL import UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
+from clip_train.data.deferred_decode import Deferral, Undecoded, decoded_pairs, image_or_none
 from clip_train.data.image_decode import decode_rgb
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.neighbour_batches import neighbour_batches
@@ -47,17 +50,22 @@ from clip_train.data.shard_reader import shard_samples
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-def decode_pair(sample: dict, counter: BadSampleCounter, decode_image: Callable[[bytes], Any] = decode_rgb) -> tuple | None:
+def decode_pair(
+    sample: dict, counter: BadSampleCounter, decode_image: Callable[[bytes], Any] = decode_rgb, defer: bool = False
+) -> tuple | None:
     """(image, caption, key) from a webdataset sample, or None (counted by kind) if it is unusable.
 
     decode_image: image bytes -> image, raising PIL's errors (`PIL.UnidentifiedImageError` for no image); by
         default the (3, H, W) uint8 RGB tensor of `clip_train.data.image_decode`.
+    defer: read only the image's header and keep its bytes, `Undecoded`, for a batch that may be skipped
+        (`clip_train.data.deferred_decode`).
     """
     url, where = sample["__url__"], f"{sample['__url__']}:{sample['__key__']}"
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
     members = sorted(k for k in sample if not k.startswith("__"))
     if image_bytes is None:
-        counter.skip("missing_image", url, f"{where} has no image (has {members})")
+        why = sample.get("__missing__") or f"has {members}"  # a row source says why it has none
+        counter.skip("missing_image", url, f"{where} has no image ({why})")
         return None
     if "txt" not in sample:
         counter.skip("missing_caption", url, f"{where} has no caption (has {members})")
@@ -73,13 +81,9 @@ def decode_pair(sample: dict, counter: BadSampleCounter, decode_image: Callable[
     if not caption:
         counter.skip("empty_caption", url, f"{where} has a blank caption")
         return None
-    try:
-        image = decode_image(image_bytes)
-    except UnidentifiedImageError:
-        counter.skip("not_image", url, f"{where}: {len(image_bytes)} bytes starting {image_bytes[:16]!r} are no image")
-        return None
-    except Exception as error:  # PIL raises many types for truncated or damaged data, in open() or in decoding
-        counter.skip("corrupt_image", url, f"{where} does not decode: {error.__class__.__name__}: {error}")
+    decode = functools.partial(Undecoded.checked, url=url, where=where) if defer else decode_image
+    image = image_or_none(decode, image_bytes, url, where, counter)
+    if image is None:
         return None
     counter.decoded += 1
     return image, caption, sample["__key__"]
@@ -111,7 +115,7 @@ class PairStream(IterableDataset):
     shard_weights: with resampling, each URL's draw weight (mixes sources, `clip_train.data.sources`);
         None draws every URL alike.
     resume_point: where a resumed run left the stream (`clip_train.data.position`); the workers skip
-        the batches it consumed, without transforming or tokenizing them.
+        the batches it consumed, without decoding, transforming or tokenizing them.
     negatives: makes k text hard negatives per caption of each training batch; None for none.
     neighbour_share, neighbour_pool: the share of each training batch filled with couples of caption-word
         neighbours, found among `neighbour_pool` waiting pairs (`clip_train.data.neighbour_batches`); 0: none.
@@ -194,15 +198,19 @@ class PairStream(IterableDataset):
         )
         return passes, math.ceil(sum(sizes) / max(share.length, 1))  # that many chunks cover every sample
 
-    def _pairs(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter) -> Iterator:
-        """Decoded (image, caption, key) pairs of this reader. Training shuffles within each pass, so a pass over
-        a range of samples yields each of them once."""
+    def _pairs(self, worker: int, workers: int, epoch: int, counter: BadSampleCounter, deferral: Deferral) -> Iterator:
+        """(image, caption, key) pairs of this reader, decoded unless `deferral` is active when they are read.
+        Training shuffles within each pass, so a pass over a range of samples yields each of them once."""
         rng = random.Random(f"{self.seed}/samples/{epoch}/{self.rank}/{worker}")
         passes, dry_limit = self._passes(worker, workers, epoch, counter)
         dry = 0
         for samples in passes:
             decoded_before = counter.decoded
-            pairs = (pair for sample in samples if (pair := decode_pair(sample, counter, self.decode_image)) is not None)
+            pairs = (
+                pair
+                for sample in samples
+                if (pair := decode_pair(sample, counter, self.decode_image, defer=deferral.active)) is not None
+            )
             if self.training and self.shuffle_buffer > 1:
                 pairs = self._shuffled(pairs, rng)
             if self.training and self.neighbour_share > 0:
@@ -239,8 +247,11 @@ class PairStream(IterableDataset):
         worker, skipped = self.resume_point.plan(epoch, slot, workers) if self.resume_point else (slot, 0)
         counter = BadSampleCounter(self.bad_data)
         quota = worker_batches(self.batches_per_rank, worker, workers) if self.training else None
-        groups = itertools.islice(self._groups(self._pairs(worker, workers, epoch, counter), self.training), quota)
+        deferral = Deferral(active=skipped > 0)  # skipped batches are never decoded
+        pairs = decoded_pairs(self._pairs(worker, workers, epoch, counter, deferral), self.decode_image, counter, deferral)
+        groups = itertools.islice(self._groups(pairs, self.training), quota)
         skip(groups, skipped, counter.take)
+        deferral.active = False
         for index, group in enumerate(groups, start=skipped):
             yield self._collate(group, counter, stable_seed(self.seed, "augment", epoch, self.rank, worker, index))
 

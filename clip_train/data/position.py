@@ -78,16 +78,40 @@ class ResumePoint:
 
 
 def skip(groups: Iterator[list], count: int, discard_counts: Callable[[], object]) -> None:
-    """Consume `count` sample groups without transforming or tokenizing them, and drop the bad-sample
-    counts they carried (the checkpoint already holds them)."""
+    """Consume `count` sample groups without transforming or tokenizing them (their images are not decoded
+    either: `clip_train.data.deferred_decode`), and drop the bad-sample counts they carried (the checkpoint
+    already holds them)."""
     for _ in range(count):
         if next(groups, None) is None:
             break
     discard_counts()
 
 
+def batches_into_epoch(processed: int, batches_per_epoch: int) -> int:
+    """The batches consumed in the current epoch, 0 to `batches_per_epoch`, from Lightning's count of processed
+    batches. The two differ after a resume from a checkpoint saved at an epoch's last batch: Lightning resets its
+    count at the next epoch only when it knows the loader's length, and a stream has none, so its count runs on
+    from the finished epoch's (8, 9, ... for an epoch of 8). Every epoch yields exactly `batches_per_epoch`
+    batches, so the remainder is the position."""
+    return (processed - 1) % batches_per_epoch + 1 if processed > 0 else 0
+
+
 def position_state(epoch: int, batches_consumed: int, layout: StreamLayout) -> dict:
     return {"epoch": epoch, "batches_consumed": batches_consumed, "layout": asdict(layout)}
+
+
+def resume_position(state: dict) -> tuple[int, int]:
+    """(epoch, batches consumed in it) where a resumed stream continues, from a `position_state`.
+
+    A checkpoint saved after an epoch's last batch (a periodic one, or the last step of a run that stopped at
+    `trainer.max_steps` there) holds the epoch with all its batches consumed. Lightning resumes it by starting the
+    next epoch without calling `on_train_epoch_start`, so the position moves to that epoch's start here; otherwise
+    every worker would skip the whole finished epoch again and the next epoch would yield no batch.
+    """
+    epoch, consumed = state["epoch"], state["batches_consumed"]
+    if consumed >= state["layout"]["batches_per_epoch"]:
+        return epoch + 1, 0
+    return epoch, consumed
 
 
 def check_layout(saved: dict, layout: StreamLayout) -> None:

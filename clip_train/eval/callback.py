@@ -5,17 +5,14 @@ Validation already runs retrieval on the validation shards (`val/...`, see `Clip
 last validation predates the final step; this callback hooks into those same moments, so the
 tasks' numbers (zero-shot, compositional, ...) and figures come at the same steps and end up in `metrics.json`.
 
-Under FSDP the callback stands aside (with a warning): outside the sharded forward the
-parameters are shards, so the towers cannot be called directly; evaluate the checkpoints with
-`python -m clip_train.evaluate` instead.
+Under FSDP the whole parameters are gathered for the validation pass (`ClipModule.on_validation_model_eval`),
+so the tasks call the towers as they do unsharded.
 """
 
 from collections.abc import Mapping
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
 
 from clip_train.eval.dashboard import log_figure
 from clip_train.eval.figures import retrieval_examples, similarity_heatmap, thumbnails
@@ -34,15 +31,9 @@ class EvaluationCallback(L.Callback):
         self.tasks = named_tasks(tasks)
         self.figures, self.examples = figures, examples
         self._first_batch: tuple[torch.Tensor, list[str], torch.Tensor] | None = None
-        self._sharded = False
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        self._sharded = isinstance(trainer.strategy, FSDPStrategy)
-        if self._sharded and (self.tasks or self.figures):
-            rank_zero_warn("evaluation tasks and figures during training are off under FSDP; use python -m clip_train.evaluate")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        skip = batch_idx or dataloader_idx or not self.figures or trainer.sanity_checking or self._sharded
+        skip = batch_idx or dataloader_idx or not self.figures or trainer.sanity_checking
         if skip or not trainer.is_global_zero:
             return
         few = {key: value[: self.examples] for key, value in batch.items() if key != "bad_samples"}
@@ -51,7 +42,7 @@ class EvaluationCallback(L.Callback):
         self._first_batch = (few["image"].cpu(), [c.strip() for c in captions], (text_features @ image_features.T).cpu())
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or self._sharded:
+        if trainer.sanity_checking:
             return
         recipe = pl_module.recipe
         model = ClipModel(pl_module.model, trainer.datamodule.tokenizer, recipe)

@@ -3,8 +3,11 @@
 A class's weight is the normalised mean of the text embeddings of its prompts
 (`clip_train.text_classifier`); an image's class is the one with the highest cosine. Class
 names come from a file (one per line, in the sorted folder order) or a JSON mapping {folder
-name: class name}, else a `classnames.txt` in the root, else the folder names themselves.
-Templates likewise default to the root's `templates.txt`, else "default".
+name: class name}, else a `classnames.txt` in the root, else OpenAI's names for an ImageNet
+layout (`clip_train.eval.imagenet`), else the folder names themselves. Templates likewise
+default to the root's `templates.txt`, else OpenAI's 80 ImageNet prompts for an ImageNet layout,
+else "default". Reports top-1, top-5 and the mean per-class recall (balanced accuracy, the metric
+DataComp and CLIP_benchmark give for sets with unequal classes), plus top-1 per class.
 
 Accuracy is computed from each rank's share of the images and summed over ranks.
 """
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from clip_train.distributed import all_reduce_sum
+from clip_train.eval.imagenet import data_lines, imagenet_names
 from clip_train.text_classifier import DEFAULT_TEMPLATES
 
 GENERIC_TEMPLATES = (
@@ -34,17 +38,24 @@ GENERIC_TEMPLATES = (
     "there is a {} in the picture.",
     "a {} in the scene.",
 )
-TEMPLATE_SETS = {"default": DEFAULT_TEMPLATES, "generic": GENERIC_TEMPLATES}
+TEMPLATE_SETS = {
+    "default": DEFAULT_TEMPLATES,
+    "generic": GENERIC_TEMPLATES,
+    "openai_imagenet": tuple(data_lines("openai_imagenet_templates.txt")),  # OpenAI's 80, ImageNet's default
+    "simple_imagenet": tuple(data_lines("simple_imagenet_templates.txt")),  # the 7 OpenCLIP also ships
+}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
-    """A built-in set name ("default", "generic"), a file of templates (one per line), or the templates."""
+    """A built-in set name (`TEMPLATE_SETS`), a file of templates (one per line), or the templates; the class
+    name goes where `{}` is, or `{c}` (CLIP_benchmark's files)."""
     if isinstance(templates, str):
         if templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[templates]
         with open(templates) as f:
             templates = [line.strip() for line in f if line.strip()]
+    templates = [template.replace("{c}", "{}") for template in templates]
     if not templates or not all("{}" in t for t in templates):
         raise ValueError(f"every template needs a '{{}}' for the class name: {templates!r}")
     return tuple(templates)
@@ -60,7 +71,7 @@ def image_folder(
     folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not folders:
         raise ValueError(f"zero-shot root {root!r} has no class folders")
-    names = folders
+    names = imagenet_names(folders) or folders
     if classnames is None and os.path.isfile(os.path.join(root, "classnames.txt")):
         classnames = os.path.join(root, "classnames.txt")
     if classnames:
@@ -105,5 +116,11 @@ def accuracy(image_features: torch.Tensor, labels: torch.Tensor, weights: torch.
     counts[2].index_add_(0, labels, hit5)
     images, top1, top5 = all_reduce_sum(counts)
     total = float(images.sum())
-    per_class = {name: float(top1[c] / images[c]) for c, name in enumerate(names) if images[c] > 0}
-    return {"top1": float(top1.sum()) / total, "top5": float(top5.sum()) / total, "per_class": per_class}
+    present = images > 0
+    per_class = {name: float(top1[c] / images[c]) for c, name in enumerate(names) if present[c]}
+    return {
+        "top1": float(top1.sum()) / total,
+        "top5": float(top5.sum()) / total,
+        "mean_per_class_recall": float((top1[present] / images[present]).mean()),  # over the classes with images
+        "per_class": per_class,
+    }

@@ -1,6 +1,6 @@
 """Zero-shot classification of an ImageFolder as an evaluation task (`eval.tasks.zeroshot.<set>`).
 
-Reports `top1`, `top5` and `per_class` ({class name: top-1}); the prompt ensembles, class weights
+Reports `top1`, `top5`, `mean_per_class_recall` and `per_class` ({class name: top-1}); the prompt ensembles, class weights
 and counts summed over ranks are `clip_train.eval.zeroshot`'s. Each rank encodes every world-th
 image.
 """
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from clip_train.eval.imagenet import imagenet_names
 from clip_train.eval.readers import ImageFiles, loader
 from clip_train.eval.zeroshot import accuracy, image_folder, resolve_templates
 from clip_train.inference import ClipModel
@@ -24,9 +25,10 @@ class ZeroShotTask:
     root: the ImageFolder; when None, `synthetic` names a drawn set (`shapes`, `colours`) written
         on first use into `cache_dir`.
     classnames: a file of names (one per line, folder order) or a JSON {folder: name}; None: the
-        root's `classnames.txt`, else the folder names.
-    templates: `default`, `generic`, a file of templates, or None for the root's own
-        `templates.txt` (else `default`).
+        root's `classnames.txt`, else OpenAI's names for ImageNet's folders, else the folder names.
+    templates: a set of `clip_train.eval.zeroshot.TEMPLATE_SETS` (`default`, `generic`, `openai_imagenet`,
+        `simple_imagenet`), a file of templates, or None for the root's own `templates.txt`, else
+        `openai_imagenet` for ImageNet's classes, else `default`.
     images_per_class: only the first N images of each class (a cheaper estimate); None for all.
     batch_size, num_workers: the image loader's; progress: a progress bar on rank 0.
     """
@@ -54,7 +56,10 @@ class ZeroShotTask:
 
     def resolved_templates(self, root: str) -> tuple[str, ...]:
         own = os.path.join(root, "templates.txt")
-        return resolve_templates(self.templates or (own if os.path.isfile(own) else "default"))
+        if self.templates or os.path.isfile(own):
+            return resolve_templates(self.templates or own)
+        folders = [entry.name for entry in os.scandir(root) if entry.is_dir()]
+        return resolve_templates("openai_imagenet" if imagenet_names(folders) else "default")
 
     @torch.no_grad()
     def run(self, model: ClipModel, rank: int, world: int) -> dict:

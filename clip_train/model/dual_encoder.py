@@ -72,8 +72,12 @@ class DualEncoder(nn.Module):
 
     def training_forward(self, batch: dict[str, torch.Tensor]) -> TrainingOutputs:
         """What a training step needs: both towers' features, the batch's text hard negatives
-        encoded when it has them, and the temperature."""
-        image_features, text_features = self(batch)
+        encoded when it has them, and the temperature.
+
+        It calls the towers, not `forward`: under FSDP this method is itself a forward entry
+        (`clip_train.training.fsdp`), and a forward nested in it would reshard the temperature it returns."""
+        image_features = self.encode_image(batch["image"])
+        text_features = self.encode_text(batch["input_ids"], batch["attention_mask"])
         return TrainingOutputs(image_features, text_features, **self.encode_negatives(batch), scalars=self.temperature())
 
     def encode_negatives(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -59,12 +59,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` that also saves when training ends, whatever the step: `every_n_train_steps`
-    alone would leave the last steps of a run whose length is not a multiple of it unsaved."""
+    """`ModelCheckpoint` that also saves the run's last step, whatever it is: `every_n_train_steps` alone would
+    leave the last steps of a run whose length is not a multiple of it unsaved.
+
+    A run that stops at `trainer.max_steps` saves right after that step's batch, as a periodic checkpoint
+    would, not when training ends: by then Lightning has closed the epoch (its loop counts a `max_steps` stop
+    as a finished epoch), and a run extended from that checkpoint to more steps would start the next epoch
+    and never read the rest of this one. Saved mid-epoch, the extension continues the same epoch where the
+    data position left it. A run that ends with its epochs (`trainer.max_epochs`) saves when training ends.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if 0 <= trainer.max_steps <= trainer.global_step:  # Lightning stops after this batch
+            self._save_unless_saved(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_unless_saved(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def _save_unless_saved(self, trainer: L.Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):  # already saved at this step
-            return super().on_train_end(trainer, pl_module)
+            return
         candidates = self._monitor_candidates(trainer)
         self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)

@@ -35,7 +35,7 @@ norm, loss parts) stay off the progress bar and are read only when Lightning wri
 """
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 
 import lightning as L
 import torch
@@ -48,7 +48,8 @@ from clip_train.model.checkpoint_keys import fit_0d_optimizer_moments, match_mod
 from clip_train.objectives import Objective, check_objective
 from clip_train.recipe import Recipe
 from clip_train.training.accumulation import contrastive_backward
-from clip_train.training.numerics import BadStepGuard, step_verdict
+from clip_train.training.fsdp import whole
+from clip_train.training.numerics import BadStepGuard, clip_to_norm_, local_grads, step_verdict
 from clip_train.training.optim import parameter_groups, scale_learning_rates
 from clip_train.training.rng_state import every_rank_rng_states, rank_rng_states, seed_rank, set_rng_states
 from clip_train.training.training_length import total_optimizer_steps
@@ -106,6 +107,7 @@ class ClipModule(L.LightningModule):
         self.bad_steps = BadStepGuard(max_consecutive_bad_steps)
         self._rng_states_to_restore: dict | None = None
         self._val_features: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._gathered = ExitStack()
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -126,12 +128,11 @@ class ClipModule(L.LightningModule):
         lr = scheduler.get_last_lr()[0]  # a float the scheduler keeps on the host: no sync
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16's loss scaler, else None
         loss_scale = 1.0 if scaler is None else scaler.get_scale()
-        sharded_clip = getattr(self.trainer.strategy.model, "clip_grad_norm_", None)  # an FSDP root module's
-        verdict = step_verdict(losses["loss"], self.parameters(), sharded=sharded_clip is not None)
+        verdict = step_verdict(losses["loss"], self.parameters())
         if verdict.loss_finite and verdict.grads_finite:
             self.bad_steps.good()
             if self.gradient_clip_norm is not None:
-                self._clip_gradients(verdict.grad_norm, loss_scale, sharded_clip)
+                self._clip_gradients(verdict.grad_norm, loss_scale)
             optimizer.step()  # with a scaler: unscale, step, update
             scheduler.step()
             self.model.clamp_logit_scale_()
@@ -153,8 +154,8 @@ class ClipModule(L.LightningModule):
         for name in sorted(losses.keys() - {"loss"}):
             self.log(f"train/{name}", losses[name], batch_size=batch_size, sync_dist=True)
         if self.model.logit_bias is not None:
-            self.log("train/logit_bias", self.model.logit_bias.detach(), batch_size=batch_size)
-        self.log("train/logit_scale", self.model.logit_scale.detach().exp(), batch_size=batch_size)
+            self.log("train/logit_bias", whole(self.model.logit_bias.detach()), batch_size=batch_size)
+        self.log("train/logit_scale", whole(self.model.logit_scale.detach()).exp(), batch_size=batch_size)
         self.log("lr", host(lr), batch_size=batch_size)
         self.log("train/grad_norm", verdict.grad_norm / loss_scale, batch_size=batch_size)  # before clipping
         self.log("train/samples_seen", host(float(self.samples_seen)), batch_size=batch_size)
@@ -163,7 +164,7 @@ class ClipModule(L.LightningModule):
         self.log_dict(bad_sample_metrics(bad_samples), batch_size=batch_size)
         return losses["loss"]
 
-    def _clip_gradients(self, grad_norm: torch.Tensor, loss_scale: float, sharded_clip: Callable | None) -> None:
+    def _clip_gradients(self, grad_norm: torch.Tensor, loss_scale: float) -> None:
         """Clip the global norm of the true gradient to `gradient_clip_norm`.
 
         grad_norm: () the gradients' total norm from the step's verdict, so it is not summed again.
@@ -171,13 +172,9 @@ class ClipModule(L.LightningModule):
         unscales them only inside `optimizer.step`, after any clipping in manual optimization; a fused
         optimizer unscales inside its kernel), so the scaled gradients are clipped at
         `gradient_clip_norm × loss_scale`: the same factor as unscaling first and clipping at
-        `gradient_clip_norm`. An FSDP root module clips over all shards itself (`sharded_clip`).
+        `gradient_clip_norm`. Under FSDP each rank scales its own shards by the same factor.
         """
-        max_norm = self.gradient_clip_norm * loss_scale
-        if sharded_clip is not None:
-            sharded_clip(max_norm)
-        else:
-            torch.nn.utils.clip_grads_with_norm_(self.parameters(), max_norm, grad_norm)
+        clip_to_norm_(local_grads(self.parameters()), self.gradient_clip_norm * loss_scale, grad_norm)
 
     def _last_checkpoint(self) -> str | None:
         callback = self.trainer.checkpoint_callback
@@ -185,6 +182,24 @@ class ClipModule(L.LightningModule):
 
     def _count_bad_samples(self, batch: dict[str, torch.Tensor]) -> None:
         self.bad_samples = self.bad_samples.to(batch["bad_samples"].device) + batch["bad_samples"]
+
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp` the strategy shards the model here, on each rank, before the optimizer is built
+        (`clip_train.training.fsdp`); other strategies wrap the module themselves."""
+        shard = getattr(self.trainer.strategy, "shard", None)
+        if shard is not None:
+            shard(self.model)
+
+    def on_validation_model_eval(self) -> None:
+        """Under FSDP validation and the evaluation tasks run on the whole parameters, gathered once
+        (`FullyShardedStrategy.gathered`), so each rank may run its own number of forwards."""
+        super().on_validation_model_eval()
+        self._gathered = ExitStack()
+        self._gathered.enter_context(getattr(self.trainer.strategy, "gathered", nullcontext)())
+
+    def on_validation_model_train(self) -> None:
+        self._gathered.close()
+        super().on_validation_model_train()
 
     def on_validation_epoch_start(self) -> None:
         self._val_bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long, device=self.device)
@@ -227,8 +242,10 @@ class ClipModule(L.LightningModule):
         checkpoint["rng_states"] = every_rank_rng_states()  # runs on every rank; rank 0 writes the file
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # keys of transformers 4 or 5, and the 0-d temperature of checkpoints before issue 23
-        checkpoint["state_dict"] = match_model_state(checkpoint["state_dict"], self.state_dict())
+        # keys of transformers 4 or 5, and the 0-d temperature of checkpoints before issue 23; under FSDP the
+        # strategy has loaded the weights itself, shard by shard, and taken them out of `checkpoint`
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = match_model_state(checkpoint["state_dict"], self.state_dict())
         fit_0d_optimizer_moments(checkpoint.get("optimizer_states", []))
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
@@ -245,5 +262,5 @@ class ClipModule(L.LightningModule):
     def on_train_start(self) -> None:
         """Random states come back only now, after the DataLoaders have drawn their worker seeds."""
         if self._rng_states_to_restore is not None:
-            set_rng_states(self._rng_states_to_restore)
+            set_rng_states(self._rng_states_to_restore, self.local_rank)
             self._rng_states_to_restore = None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from clip_train.distributed import all_reduce_sum, rank_and_world
 
@@ -36,15 +37,37 @@ class StepVerdict:
     grad_norm: torch.Tensor
 
 
+def local_grads(parameters: Iterable[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """The gradients as this rank holds them: under FSDP the local shard of each (a view, so scaling it
+    in place scales the sharded gradient), otherwise the whole gradient."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return [grad.to_local() if isinstance(grad, DTensor) else grad for grad in grads]
+
+
+def is_sharded(parameters: Iterable[torch.nn.Parameter]) -> bool:
+    """Whether the parameters are FSDP shards (DTensors), each rank holding a disjoint part."""
+    return any(isinstance(p, DTensor) for p in parameters)
+
+
 @torch.no_grad()
-def step_verdict(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter], sharded: bool = False) -> StepVerdict:
+def clip_to_norm_(grads: list[torch.Tensor], max_norm: float, total_norm: torch.Tensor) -> None:
+    """Scale `grads` in place by min(1, max_norm / total_norm), as `clip_grad_norm_` does, with the total
+    norm given (under FSDP, of all ranks' shards)."""
+    if grads:
+        torch._foreach_mul_(grads, (max_norm / (total_norm + 1e-6)).clamp(max=1.0).to(grads[0].device))
+
+
+@torch.no_grad()
+def step_verdict(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> StepVerdict:
     """The step's verdict from one 4-element all-reduce and one host sync (the skip decision is taken on the host).
 
-    sharded: each rank holds a disjoint shard of the gradients (FSDP), so the total norm is the root of
-        the squared shard norms summed over ranks; otherwise (one device, DDP) every rank holds the whole
-        gradient and its own norm is the total.
+    Under FSDP each rank holds a disjoint shard of the gradients, so the total norm is the root of the
+    squared shard norms summed over ranks; otherwise (one device, DDP) every rank holds the whole
+    gradient and its own norm is the total.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
+    parameters = list(parameters)
+    sharded = is_sharded(parameters)
+    grads = local_grads(parameters)
     local_norm = torch.nn.utils.get_total_norm(grads).to(loss.device) if grads else loss.new_zeros(())
     loss_bad, grads_bad = ~torch.isfinite(loss.float()), ~torch.isfinite(local_norm)
     to_reduce = [loss_bad.float(), grads_bad.float(), loss.detach().float(), local_norm.float().square()]

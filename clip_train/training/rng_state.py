@@ -9,6 +9,13 @@ A checkpoint holds every rank's states, in rank order. They are restored when tr
 starts, after the DataLoader iterators (which draw their worker seeds from torch's generator)
 are built, so the draws of the steps after a resume are those of the uninterrupted run, on
 every rank.
+
+Of the accelerator, each rank keeps the state of its own device only (CUDA's current device,
+where Lightning put the rank), and restores it to its own device, whatever the devices visible
+then: a job started under torchrun (8 visible per process) may resume under srun (1 per task).
+Checkpoints from before this hold, per rank, the states of every device the rank could see; the
+rank's own was the one of its local rank (Lightning puts local rank i on device i of those
+visible), or the only one.
 """
 
 import os
@@ -35,13 +42,14 @@ def seed_rank(rank: int) -> None:
 
 
 def rng_states() -> dict:
-    """Plain Python values and tensors only, so `torch.load(weights_only=True)` reads the checkpoint."""
+    """Plain Python values and tensors only, so `torch.load(weights_only=True)` reads the checkpoint.
+    "device": the state of this rank's own accelerator device, None without one."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": (name, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "device": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
 
 
@@ -63,10 +71,24 @@ def rank_rng_states(saved: list[dict] | dict | None, rank: int) -> dict | None:
     return per_rank[rank] if rank < len(per_rank) else None
 
 
-def set_rng_states(states: dict) -> None:
+def own_device_state(states: dict, local_rank: int) -> torch.Tensor | None:
+    """The saved state of the rank's own device: "device", or in older checkpoints the entry of the rank's
+    local rank (or the only entry) in "cuda", the states of every device the saving rank could see."""
+    if "device" in states:
+        return states["device"]
+    every_device = states.get("cuda") or []
+    if len(every_device) == 1:
+        return every_device[0]
+    return every_device[local_rank] if local_rank < len(every_device) else None
+
+
+def set_rng_states(states: dict, local_rank: int = 0) -> None:
+    """Restore `rng_states()`; the accelerator state goes to this rank's current device (the one Lightning
+    put local rank `local_rank` on)."""
     random.setstate(states["python"])
     name, keys, position, has_gauss, cached_gaussian = states["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    device_state = own_device_state(states, local_rank)
+    if device_state is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(device_state)
