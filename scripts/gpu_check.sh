@@ -6,7 +6,7 @@
 #   GPU_CHECK_SKIP="fsdp" scripts/gpu_check.sh    # leave checks out (reported as skip), here fsdp's three
 #
 # Checks, in order, each a separate process; its output goes to $GPU_CHECK_DIR/<check>.log:
-#   ddp        train the tiny preset in bf16-mixed under DDP (trainer=ddp) on every device
+#   ddp        train the tiny preset under DDP (trainer=ddp: bf16-mixed on a GPU with bf16) on every device
 #   fsdp       the same under the shipped FSDP preset (trainer=fsdp), only devices and accelerator set
 #   compiled   the same as ddp with compile=true
 #   benchmark  scripts/benchmark.py --synthetic-data for ViT-B/16 (one device): prints samples/s and MFU
@@ -37,7 +37,7 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 
 if [[ "$ACCELERATOR" == cpu ]]; then
-    # test sizes: the test preset, 6 steps of 16 (debug=fast), bf16-mixed autocast on the CPU as on a GPU
+    # test sizes: the test preset, 6 steps of 16 (debug=fast), in the presets' CPU precision (32-true)
     DEVICES=${GPU_CHECK_DEVICES:-2}
     TRAIN_SIZE=(debug=fast)
     BENCHMARK=(--steps 6 "model=${GPU_CHECK_BENCHMARK_MODEL:-test}" data.batch_size=8 trainer=cpu)

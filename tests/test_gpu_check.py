@@ -26,24 +26,23 @@ def status(line: str) -> str:
 
 
 @pytest.mark.slow
-def test_cpu_mode_passes_every_check_but_the_skipped_fsdp_ones(tmp_path):
-    """FSDP is left out: Lightning's FSDP strategy refuses a CPU accelerator (issue 23, item 1)."""
-    code, lines, output = gpu_check(tmp_path, GPU_CHECK_SKIP="fsdp")
+def test_cpu_mode_passes_every_check(tmp_path):
+    code, lines, output = gpu_check(tmp_path)
     assert list(lines) == CHECKS, output
-    assert {name for name, line in lines.items() if status(line) == "skip"} == {"fsdp", "evaluate_fsdp", "export_fsdp"}
-    assert all(status(line) in ("pass", "skip") for line in lines.values()), output
+    assert all(status(line) == "pass" for line in lines.values()), output
     assert code == 0
-    for run in ("ddp", "compiled"):
+    for run in ("ddp", "fsdp", "compiled"):
         assert re.fullmatch(rf"pass {run} train/loss \d+\.\d{{3}}", lines[run])
     assert re.fullmatch(r"pass benchmark \d+\.\d samples/s, MFU \d+\.\d%", lines["benchmark"])
-    assert re.fullmatch(r"pass evaluate_ddp R@1 [01]\.\d{3}", lines["evaluate_ddp"])
-    assert lines["export_ddp"] == "pass export_ddp"  # the script compared the export's embeddings with the checkpoint's
-    assert os.path.isfile(tmp_path / "checks" / "exported_ddp" / "model.safetensors")
+    for run in ("ddp", "fsdp"):
+        assert re.fullmatch(rf"pass evaluate_{run} R@1 [01]\.\d{{3}}", lines[f"evaluate_{run}"])
+        assert lines[f"export_{run}"] == f"pass export_{run}"  # the script compared the export's embeddings
+        assert os.path.isfile(tmp_path / "checks" / f"exported_{run}" / "model.safetensors")
 
 
 @pytest.mark.slow  # 8 s idle (a Python start-up with torch and Hydra), twice that on a shared machine
 def test_a_failing_check_is_named_and_makes_the_exit_code_1(tmp_path):
-    code, lines, output = gpu_check(
+    code, lines, output = gpu_check(  # the other checks skipped: GPU_CHECK_SKIP works too
         tmp_path, GPU_CHECK_SKIP="ddp fsdp compiled evaluate export", GPU_CHECK_BENCHMARK_MODEL="no_such_preset"
     )
     assert code == 1, output
