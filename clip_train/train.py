@@ -26,6 +26,7 @@ from clip_train.distributed import all_reduce_sum
 from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_scenes
 from clip_train.eval.zeroshot_sets import add_zeroshot_sets
 from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
+from clip_train.model.compiling import compile_model
 from clip_train.model.weight_sources import architecture_config, without_weight_sources
 from clip_train.recipe import Recipe
 from clip_train.training.checkpointing import AtomicCheckpointIO
@@ -120,8 +121,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if pretrained is not None:
         load_pretrained_weights(model, pretrained)
     if cfg.compile:  # in place, so parameter names (and checkpoints) stay those of the eager model
-        model.image_tower.compile()
-        model.text_tower.compile()
+        compile_model(model)
     recipe = Recipe(
         model=architecture_config(OmegaConf.to_container(model_cfg), model),  # rebuilds without weight sources
         image_mean=tuple(cfg.data.image_mean),
