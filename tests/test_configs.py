@@ -62,6 +62,7 @@ def test_data_options(compose_config, colour_shards, option):
 
 def test_fsdp_strategy_wraps_layers_of_our_towers(compose_config):
     from hydra.utils import get_class
+
     from clip_train.training.fsdp import FullyShardedStrategy
 
     cfg = compose_config("trainer=fsdp", "model=test")

@@ -21,8 +21,8 @@ TEXTS = ["a red square", "a blue circle", "a green triangle"]
 
 
 def _fit(run_dir, *overrides: str, logger: str = "[]") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "clip_train", "debug=fast", *ON_CPU, f"logger={logger}", "trainer.enable_progress_bar=false",
-               f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
+    command = [sys.executable, "-m", "clip_train", "debug=fast", *ON_CPU, f"logger={logger}",
+               "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
     env = os.environ | {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -19,7 +19,11 @@ from clip_train.eval.zeroshot_task import ZeroShotTask
 from clip_train.paths import CONFIG_DIR
 
 # three ImageNet classes, each with the colour its fake text embedding has
-CLASSES = {"n01440764": ("tench", (220, 30, 30)), "n01443537": ("goldfish", (30, 200, 30)), "n01484850": ("great white shark", (30, 30, 220))}  # fmt: skip
+CLASSES = {
+    "n01440764": ("tench", (220, 30, 30)),
+    "n01443537": ("goldfish", (30, 200, 30)),
+    "n01484850": ("great white shark", (30, 30, 220)),
+}
 
 
 class PromptRecordingModel:
@@ -94,10 +98,19 @@ def _evaluate_config(*overrides: str):
 
 
 def test_one_key_adds_a_zero_shot_set_as_its_task_node_would(tmp_path):
-    cfg = _evaluate_config("eval.zeroshot.imagenet=/data/imagenet/val", "eval.zeroshot.imagenet_r={root: /data/r, templates: simple_imagenet}", "+eval.zeroshot.mine=/data/mine")  # fmt: skip
+    cfg = _evaluate_config(
+        "eval.zeroshot.imagenet=/data/imagenet/val",
+        "eval.zeroshot.imagenet_r={root: /data/r, templates: simple_imagenet}",
+        "+eval.zeroshot.mine=/data/mine",
+    )
     assert add_zeroshot_sets(cfg.eval) == ["imagenet", "imagenet_r", "mine"]
     tasks = named_tasks(instantiate(cfg.eval.tasks, _convert_="partial"))
-    assert set(tasks) == {"zeroshot/imagenet", "zeroshot/imagenet_r", "zeroshot/mine", "retrieval"}  # evaluate always has retrieval
+    assert set(tasks) == {
+        "zeroshot/imagenet",
+        "zeroshot/imagenet_r",
+        "zeroshot/mine",
+        "retrieval",
+    }  # evaluate always has retrieval
     assert tasks["zeroshot/imagenet"] == ZeroShotTask(root="/data/imagenet/val", cache_dir=tasks["zeroshot/imagenet"].cache_dir,
                                                       batch_size=128, num_workers=2, progress=True)  # fmt: skip
     assert tasks["zeroshot/imagenet_r"].templates == "simple_imagenet"

@@ -33,7 +33,7 @@ def write_table(folder, samples, name: str) -> str:
 
 def _command(run_dir, train: str, *overrides: str) -> list[str]:
     return [
-        sys.executable, "-m", "clip_train", "model=test", "data=webdataset", f"data.train={train}", "data.rows_per_unit=10",
+        sys.executable, "-m", "clip_train", "model=test", "data=webdataset", f"data.train={train}",
         "data.batch_size=5", "data.num_workers=2", "data.shuffle_buffer=8", "data.tokenizer_vocab_size=300",
         "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=[]",
         f"hydra.run.dir={run_dir}", "+callbacks.log._target_=faults.BatchLog", f"+callbacks.log.path={run_dir}/batches.jsonl",
@@ -52,8 +52,9 @@ def test_a_csv_trains_once_per_epoch_validates_on_its_own_table_and_resumes_exac
     command resumes and the two runs together see every row exactly once in each of the 2 epochs."""
     train = write_table(tmp_path / "data", colour_samples(40), "train")
     val = write_table(tmp_path / "data", colour_samples(10, start=500), "val")
-    command = _command(tmp_path / "run", train, f"data.val={val}", "trainer.max_steps=16", "trainer.val_check_interval=8",
-                       "+callbacks.term._target_=faults.SignalAt", "+callbacks.term.step=3", "+callbacks.term.signal=SIGTERM")  # fmt: skip
+    command = _command(tmp_path / "run", train, "data.rows_per_unit=10", f"data.val={val}", "trainer.max_steps=16",
+                       "trainer.val_check_interval=8", "+callbacks.term._target_=faults.SignalAt", "+callbacks.term.step=3",
+                       "+callbacks.term.signal=SIGTERM")  # fmt: skip
     stopped = _run(command)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     resumed = _run(command)
@@ -62,7 +63,8 @@ def test_a_csv_trains_once_per_epoch_validates_on_its_own_table_and_resumes_exac
     assert [r["step"] for r in steps] == [1, 2, 3, *range(5, 17)]  # step 4's batch was trained on before the save
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0 <= metrics["val/image_to_text_R@1"] <= 1 and not any(k.startswith("zeroshot/") for k in metrics)
-    uninterrupted = _run(_command(tmp_path / "straight", train, "trainer.max_steps=16", "trainer.limit_val_batches=0"))
+    uninterrupted = _run(_command(tmp_path / "straight", train, "data.rows_per_unit=10", "trainer.max_steps=16",
+                                  "trainer.limit_val_batches=0"))  # fmt: skip
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     straight = read_lines(tmp_path / "straight" / "batches.jsonl")
     for epoch in (0, 1):
@@ -96,10 +98,46 @@ def test_retrieval_reads_a_table_as_it_reads_shards(tmp_path):
     table = write_table(tmp_path, samples, "pairs")
     model = tiny_clip_model()
     got = RetrievalTask(table).run(model, 0, 1)
-    images = torch.cat([model.model.encode_image(model.preprocess_encoded((tmp_path / "images" / f"{s.key}.png").read_bytes())[None])
-                        for s in samples]).float()  # fmt: skip
+    pixels = [model.preprocess_encoded((tmp_path / "images" / f"{s.key}.png").read_bytes()) for s in samples]
+    images = torch.cat([model.model.encode_image(p[None]) for p in pixels]).float()
     texts = model.encode_text([s.caption for s in samples])
     image_hits = [float(int((texts @ image).argmax()) == i) for i, image in enumerate(images)]
     text_hits = [float(int((images @ text).argmax()) == i) for i, text in enumerate(texts)]
     assert got["image_to_text_R@1"] == pytest.approx(sum(image_hits) / len(samples))
     assert got["text_to_image_R@1"] == pytest.approx(sum(text_hits) / len(samples))
+
+
+def _write_source(kind: str, folder, samples) -> str:
+    """The same samples as a CSV, an image folder with caption files, or a Hugging Face dataset saved to disk."""
+    if kind == "table":
+        return write_table(folder, samples, "train")
+    if kind == "folder":
+        os.makedirs(folder / "photos")
+        for s in samples:
+            s.image.save(folder / "photos" / f"{s.key}.png")
+            (folder / "photos" / f"{s.key}.txt").write_text(s.caption)
+        return str(folder / "photos")
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    rows = {"image": [s.image for s in samples], "text": [s.caption for s in samples]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder / "hf"), num_shards=3)
+    return str(folder / "hf")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["table", "folder", "hf"])
+def test_every_kind_reads_each_sample_once_per_epoch_on_2_ranks_of_2_workers(tmp_path, kind):
+    """40 samples in uneven units (rows_per_unit=7; the Hugging Face folder's 3 files of 14, 13, 13 rows cut again),
+    batches of 5 on 2 DDP processes with 2 workers each: an epoch is 4 steps and reads every sample exactly once."""
+    samples = [Sample(f"{i:09d}", s.image, f"{s.caption} {i}", {}) for i, s in enumerate(colour_samples(40))]
+    source = _write_source(kind, tmp_path / "data", samples)
+    done = _run(_command(tmp_path / "run", source, "data.rows_per_unit=7", "trainer=ddp", "trainer.devices=2",
+                         "trainer.max_steps=8", "trainer.limit_val_batches=0"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_lines(tmp_path / "run" / "batches.jsonl")
+    assert sorted({(r["rank"], r["step"]) for r in records}) == [(rank, step) for rank in (0, 1) for step in range(1, 9)]
+    captions_by_key = {s.key: s for s in samples}
+    for epoch in (0, 1):
+        keys = sorted(key for r in records if r["epoch"] == epoch for key in r["keys"])
+        assert len(keys) == 40 and len(set(keys)) == 40, f"epoch {epoch}: a sample repeated or skipped"
+        assert kind != "table" or keys == sorted(captions_by_key)  # a table's keys are its row numbers

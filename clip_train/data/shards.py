@@ -20,6 +20,7 @@ from clip_train.data.source_kinds import ColumnKeys, is_row_unit, row_source_uni
 from clip_train.data.tar_count import looks_like_tar
 from clip_train.shard_patterns import brace_form
 
+DEFAULT_COLUMNS = ColumnKeys()  # OpenCLIP's table columns, Hugging Face's image and text
 REMOTE_PREFIXES = ("pipe:", "s3://", "http://", "https://", "gs://", "hf://")
 
 
@@ -28,7 +29,11 @@ def is_remote(url: str) -> bool:
 
 
 def expand_shards(
-    spec: str | Sequence[str], option: str, kind: str | None = None, columns: ColumnKeys = ColumnKeys(), rows_per_unit: int = 10_000
+    spec: str | Sequence[str],
+    option: str,
+    kind: str | None = None,
+    columns: ColumnKeys = DEFAULT_COLUMNS,
+    rows_per_unit: int = 10_000,
 ) -> list[str]:
     """All units named by `spec`, in order: tar shard URLs (local ones must exist), and the row units of any table,
     image folder or Hugging Face dataset it names (`clip_train.data.source_kinds`; its kind inferred from the path
@@ -50,10 +55,14 @@ def expand_shards(
     if direct_s3 is not None and "GOPEN_REWRITE" not in os.environ:  # webdataset opens s3:// only through a rewrite
         raise ValueError(f"{option}: webdataset cannot open {direct_s3!r} directly; use 'pipe:aws s3 cp {direct_s3} -'")
     urls = [url for url in urls if url]
-    folder = next((url for url in urls if not is_remote(url) and not is_row_unit(url) and os.path.isdir(url.removeprefix("file:"))), None)
+    folder = next(
+        (url for url in urls if not is_remote(url) and not is_row_unit(url) and os.path.isdir(url.removeprefix("file:"))), None
+    )
     if folder is not None:
         raise IsADirectoryError(f"{option}: {folder!r} is a directory, not a shard. {_name_the_shards(folder, option)}")
-    missing = [url for url in urls if not is_remote(url) and not is_row_unit(url) and not os.path.isfile(url.removeprefix("file:"))]
+    missing = [
+        url for url in urls if not is_remote(url) and not is_row_unit(url) and not os.path.isfile(url.removeprefix("file:"))
+    ]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{option}: shard {missing[0]!r} does not exist{more}")

@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from clip_train.data.arrow_source import DEFAULT_IMAGE_KEY, DEFAULT_TEXT_KEY, arrow_files, arrow_rows, arrow_samples, is_saved_dataset
+from clip_train.data.arrow_source import (
+    DEFAULT_IMAGE_KEY,
+    DEFAULT_TEXT_KEY,
+    arrow_files,
+    arrow_rows,
+    arrow_samples,
+    is_saved_dataset,
+)
 from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.folder_source import folder_pairs, folder_samples
 from clip_train.data.shard_reader import shard_samples
@@ -60,7 +67,9 @@ def source_kind(path: str) -> str:
             return "hf"
         splits = sorted(name for name in os.listdir(local) if is_saved_dataset(os.path.join(local, name)))
         if splits:
-            raise ValueError(f"{path} is a Hugging Face DatasetDict: name one of its splits, e.g. {os.path.join(path, splits[0])}")
+            raise ValueError(
+                f"{path} is a Hugging Face DatasetDict: name one of its splits, e.g. {os.path.join(path, splits[0])}"
+            )
         return "folder"
     if local.endswith(TABLE_SUFFIXES):
         return "table"
@@ -76,17 +85,23 @@ def _unit(kind: str, path: str, keys: ColumnKeys, start: int, stop: int) -> str:
 
 def _ranges(kind: str, path: str, rows: int, keys: ColumnKeys, rows_per_unit: int) -> tuple[list[str], list[int]]:
     starts = range(0, rows, rows_per_unit)
-    return [_unit(kind, path, keys, s, min(s + rows_per_unit, rows)) for s in starts], [min(rows_per_unit, rows - s) for s in starts]
+    return [_unit(kind, path, keys, s, min(s + rows_per_unit, rows)) for s in starts], [
+        min(rows_per_unit, rows - s) for s in starts
+    ]
 
 
-def row_source_units(path: str, kind: str, option: str, keys: ColumnKeys = ColumnKeys(), rows_per_unit: int = 10_000) -> tuple[list[str], list[int]]:
+def row_source_units(
+    path: str, kind: str, option: str, keys: ColumnKeys = ColumnKeys(), rows_per_unit: int = 10_000
+) -> tuple[list[str], list[int]]:
     """(units, their sizes) of a table, folder or Hugging Face source; ValueError naming `option` when it holds none."""
     local, keys = path.removeprefix("file:"), keys.for_kind(kind)
     if not os.path.exists(local):
         raise FileNotFoundError(f"{option}: {path!r} does not exist")
     units, sizes = [], []
     if kind == "table":
-        units, sizes = _ranges(kind, local, table_rows(local, keys.img_key, keys.caption_key, keys.separator), keys, rows_per_unit)
+        units, sizes = _ranges(
+            kind, local, table_rows(local, keys.img_key, keys.caption_key, keys.separator), keys, rows_per_unit
+        )
     elif kind == "folder":
         pairs, uncaptioned = folder_pairs(local)
         if uncaptioned:

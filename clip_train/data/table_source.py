@@ -41,7 +41,9 @@ def table_columns(path: str, img_key: str, caption_key: str, separator: str) -> 
         table = pq.read_table(path)
         missing = {img_key, caption_key} - set(table.column_names)
         if missing:
-            raise ValueError(f"{path} has the columns {table.column_names}, not {sorted(missing)}: set data.img_key and data.caption_key")
+            raise ValueError(
+                f"{path} has the columns {table.column_names}, not {sorted(missing)}: set data.img_key and data.caption_key"
+            )
         return table.column(img_key).to_pylist(), table.column(caption_key).to_pylist()
     with open(path, newline="", encoding="utf-8") as f:
         if path.endswith(".jsonl"):
@@ -55,7 +57,9 @@ def table_rows(path: str, img_key: str, caption_key: str, separator: str) -> int
     return len(table_columns(path, img_key, caption_key, separator)[0])
 
 
-def table_samples(unit: str, path: str, start: int, stop: int, img_key: str, caption_key: str, separator: str) -> Iterator[dict]:
+def table_samples(
+    unit: str, path: str, start: int, stop: int, img_key: str, caption_key: str, separator: str
+) -> Iterator[dict]:
     """Rows start..stop-1 of the table as samples (`clip_train.data.row_samples`), keyed by row number."""
     images, captions = table_columns(path, img_key, caption_key, separator)
     folder = os.path.dirname(os.path.abspath(path))

@@ -107,8 +107,12 @@ def compositional_tasks(root: str, options: dict) -> tuple[dict, list[str]]:
         elif name == "winoground":
             tasks[f"benchmark/{name}"] = WinogroundTask(root=folder, **options)
         else:
-            order = {key: os.path.join(folder, sub) for key, sub, marker in (("coco_root", "coco", "coco_karpathy_test.json"),
-                     ("flickr_root", "flickr30k", "flickr30k_test.json")) if os.path.isfile(os.path.join(folder, sub, marker))}  # fmt: skip
+            order_sets = (("coco_root", "coco", "coco_karpathy_test.json"), ("flickr_root", "flickr30k", "flickr30k_test.json"))
+            order = {
+                key: os.path.join(folder, sub)
+                for key, sub, marker in order_sets
+                if os.path.isfile(os.path.join(folder, sub, marker))
+            }
             tasks[f"benchmark/{name}"] = AroTask(root=folder, **order, **options)
     return tasks, absent
 
@@ -134,7 +138,9 @@ class BenchmarkSuite:
         if suite == "compositional":
             self.tasks, self.absent = compositional_tasks(root, options)
             if not self.tasks:
-                raise ValueError(f"benchmark=compositional: none of {', '.join(f'{n}/' for n in COMPOSITIONAL)} is under {root}")
+                raise ValueError(
+                    f"benchmark=compositional: none of {', '.join(f'{n}/' for n in COMPOSITIONAL)} is under {root}"
+                )
             return
         if suite == "all":
             for folder in benchmark_folders(root):
@@ -154,7 +160,9 @@ class BenchmarkSuite:
         log.info("benchmark=%s: %d tasks under %s; absent: %s; unsupported (metric beyond labels): %s", suite,
                  len(self.tasks), root, ", ".join(self.absent) or "none", ", ".join(self.unsupported) or "none")  # fmt: skip
         if not self.tasks:
-            raise ValueError(f"benchmark={suite}: none of its task folders is under {root} (e.g. {suite_tasks(suite)[0].folders[0]})")
+            raise ValueError(
+                f"benchmark={suite}: none of its task folders is under {root} (e.g. {suite_tasks(suite)[0].folders[0]})"
+            )
 
     def summary(self, metrics: dict) -> dict[str, float]:
         """`<suite>/<task>`: each task's main metric, and `<suite>/average` over the tasks present (for
@@ -164,7 +172,9 @@ class BenchmarkSuite:
             return {f"compositional/{name}" + ("" if len(keys) == 1 else f"_{key}"): metrics[f"benchmark/{name}/{key}"]
                     for name, (_, *keys) in COMPOSITIONAL.items() for key in keys
                     if f"benchmark/{name}/{key}" in metrics}  # fmt: skip
-        scores = {name: MAIN_METRICS[metric](_task_metrics(metrics, f"benchmark/{name}/")) for name, metric in self.metrics.items()}
+        scores = {
+            name: MAIN_METRICS[metric](_task_metrics(metrics, f"benchmark/{name}/")) for name, metric in self.metrics.items()
+        }
         averaged = [score for name, score in scores.items() if self.suite != "imagenet_dist" or name in IMAGENET_SHIFTS]
         summary = {f"{self.suite}/{name}": score for name, score in scores.items()}
         if averaged:

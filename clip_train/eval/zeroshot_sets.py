@@ -37,7 +37,9 @@ def add_zeroshot_sets(eval_cfg: DictConfig) -> list[str]:
         node = OmegaConf.merge(OmegaConf.load(ZEROSHOT_NODE), keys)
         unknown = set(node) - set(OmegaConf.load(ZEROSHOT_NODE))
         if unknown:
-            raise ValueError(f"eval.zeroshot.{name} sets {sorted(unknown)}, which a zero-shot task has not (configs/eval/task/zeroshot.yaml)")
+            raise ValueError(
+                f"eval.zeroshot.{name} sets {sorted(unknown)}, which a zero-shot task has not (configs/eval/task/zeroshot.yaml)"
+            )
         with open_dict(tasks.zeroshot):
             tasks.zeroshot[name] = node
     return sorted(given)

@@ -24,7 +24,6 @@ from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forwar
 from torch.distributed.tensor import DTensor
 
 
-
 class FullyShardedStrategy(ModelParallelStrategy):
     """FSDP2 over every rank, sharding each module whose class is named in `wrap` as one unit.
 
