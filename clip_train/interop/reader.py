@@ -3,6 +3,7 @@
 import json
 import os
 
+from clip_train.interop.hub_cache import resolve_source
 from clip_train.interop.pretrained import OPEN_CLIP_FOLDER_CONFIG, OPEN_CLIP_FOLDER_WEIGHTS, PretrainedCLIP
 
 CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
@@ -29,11 +30,12 @@ def _is_open_clip(path: str) -> bool:
 
 
 def init_from(path: str) -> PretrainedCLIP:
-    """Read the CLIP at `path` (a transformers folder or an OpenCLIP file or folder; `~` expanded).
+    """Read the CLIP at `path` (a transformers folder or an OpenCLIP file or folder; `~` expanded), or named by a hub
+    id or an OpenCLIP `ARCH/TAG` held in the local Hugging Face cache (`clip_train.interop.hub_cache`).
 
     Each format's reader is imported only when its format is found.
     """
-    path = os.path.expanduser(path)
+    path = os.path.expanduser(resolve_source(path))
     if os.path.isdir(path) and _is_transformers_clip(path):
         from clip_train.interop.hf_clip import read_hf_clip
 
