@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import hydra
 import lightning as L
@@ -42,6 +43,7 @@ from omegaconf import DictConfig, ListConfig
 from clip_train import compose_only
 from clip_train.cli import quote_shard_ranges, refuse_repeated_keys
 from clip_train.config import check_keys
+from clip_train.eval.results_table import column_labels
 from clip_train.override_check import refuse_unknown_keys
 from clip_train.paths import CONFIG_DIR
 from clip_train.training.console_logging import print_each_line_once
@@ -53,10 +55,9 @@ def run(cfg: DictConfig) -> dict:
     """Run every task of `cfg.eval.tasks` and of the benchmark suite `cfg.benchmark` on `cfg.checkpoint` (a path or a
     list); returns the metrics, {checkpoint: metrics} for a list (also written to metrics.json, with the table)."""
     from clip_train.eval.drawn_tasks import drop_drawn_tasks
-    from clip_train.eval.results_table import column_labels, write_results_table
+    from clip_train.eval.results_table import write_results_table
     from clip_train.eval.tasks import named_tasks, run_tasks
     from clip_train.eval.zeroshot_sets import add_zeroshot_sets
-    from clip_train.inference import load
 
     check_keys(cfg)
     print_each_line_once()
@@ -72,19 +73,38 @@ def run(cfg: DictConfig) -> dict:
     fabric = L.Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision)
     fabric.launch()
     results = {}
-    for label, checkpoint in zip(column_labels(checkpoints), checkpoints):
-        model = load(checkpoint, device=fabric.device)
+    for label, model in _models(cfg, checkpoints, fabric.device):
         with fabric.autocast():
             metrics = run_tasks(tasks, model, fabric.global_rank, fabric.world_size)
         results[label] = metrics | (suite.summary(metrics) if suite else {})
+    columns = list(results) if cfg.get("wise_ft", {}).get("source") else checkpoints
     if fabric.is_global_zero:
-        out = results[label] if len(checkpoints) == 1 else dict(zip(checkpoints, results.values()))
+        out = results[label] if len(columns) == 1 else dict(zip(columns, results.values()))
         with open(os.path.join(cfg.paths.output_dir, "metrics.json"), "w") as f:
             json.dump(out, f, indent=2)
         summary_rows = list(suite.summary(results[label])) if suite else []
         write_results_table(results, cfg.paths.output_dir, summary_rows)
         print(json.dumps(out, indent=2))
-    return results[label] if len(checkpoints) == 1 else dict(zip(checkpoints, results.values()))
+    return results[label] if len(columns) == 1 else dict(zip(columns, results.values()))
+
+
+def _models(cfg: DictConfig, checkpoints: list[str], device) -> Iterator[tuple]:
+    """(table column, `ClipModel`) to evaluate: each checkpoint, or with `wise_ft.source` each alpha's interpolation of
+    the one checkpoint with its source (`clip_train.wise_ft`)."""
+    from clip_train.inference import load
+
+    source = cfg.get("wise_ft", {}).get("source")
+    if source is None:
+        for label, checkpoint in zip(column_labels(checkpoints), checkpoints):
+            yield label, load(checkpoint, device=device)
+        return
+    from clip_train.wise_ft import interpolate
+
+    if len(checkpoints) != 1:
+        raise ValueError("wise_ft.source interpolates one fine-tuned checkpoint: give checkpoint=PATH, not a list")
+    tuned, start = load(checkpoints[0], device=device), load(source, device=device)
+    for alpha in cfg.wise_ft.alphas:
+        yield f"alpha={float(alpha):g}", interpolate(start, tuned, float(alpha))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")

@@ -76,11 +76,21 @@ def writer(format: str) -> Callable[[ClipModel, str], None]:
 def main(argv: list[str]) -> None:
     refuse_repeated_keys(argv)
     options = dict(arg.split("=", 1) for arg in argv)
-    if not {"checkpoint", "out"} <= set(options) <= {"checkpoint", "out", "format"}:
-        sys.exit(f"usage: python -m clip_train.export checkpoint=PATH out=DIR [format={'|'.join(FORMATS)}]")
+    if not {"checkpoint", "out"} <= set(options) <= {"checkpoint", "out", "format", "wise_ft.source", "wise_ft.alpha"}:
+        sys.exit(
+            f"usage: python -m clip_train.export checkpoint=PATH out=DIR [format={'|'.join(FORMATS)}] "
+            "[wise_ft.source=PATH wise_ft.alpha=A]"
+        )
+    if ("wise_ft.source" in options) != ("wise_ft.alpha" in options):
+        sys.exit("wise_ft.source and wise_ft.alpha go together: the weights are (1 - alpha) * source + alpha * checkpoint")
     format = options.get("format", "clip_train")
     write = writer(format)  # an unknown format fails before the checkpoint is read
-    write(load(options["checkpoint"]), options["out"])
+    model = load(options["checkpoint"])
+    if "wise_ft.source" in options:
+        from clip_train.wise_ft import interpolate
+
+        model = interpolate(load(options["wise_ft.source"]), model, float(options["wise_ft.alpha"]))
+    write(model, options["out"])
     print(f"exported {options['checkpoint']} to {options['out']} ({format})")
 
 

@@ -35,6 +35,7 @@ LAYERS = [
         "caption",
         "index",
         "multirun_summary",
+        "wise_ft",
     },
 ]
 PACKAGE = os.path.dirname(clip_train.__file__)
