@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from helpers import small_coca, small_encoder
+from hydra.utils import instantiate
 from transformers import BertConfig, BertModel
 
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
@@ -172,3 +173,23 @@ def test_cosine_schedule_with_linear_warmup():
     assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     # cosine over the remaining 10 steps: 0.1 + 0.9 * (1 + cos(pi * t / 10)) / 2
     assert rates[4:] == pytest.approx([0.1 + 0.45 * (1 + math.cos(math.pi * min(t, 10) / 10)) for t in range(12)])
+
+
+@pytest.mark.parametrize("name", ["cosine", "const", "const_cooldown"])
+def test_schedules_give_openclips_learning_rates(compose_config, name):
+    """Our schedules (configs/optim/scheduler/) against OpenCLIP's own scheduler functions, step by step."""
+    schedulers = pytest.importorskip("open_clip_train.scheduler")
+    cooldown = ["optim.scheduler.cooldown_steps=5", "optim.scheduler.cooldown_power=0.5"] if name == "const_cooldown" else []
+    cfg = compose_config(f"optim/scheduler={name}", "optim.scheduler.warmup_steps=3", "optim.optimizer.lr=0.01", *cooldown)
+    ours_optimizer = instantiate(cfg.optim.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))], fused=False)
+    ours = instantiate(cfg.optim.scheduler)(ours_optimizer, total_steps=12)
+    theirs_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    theirs = {
+        "cosine": lambda: schedulers.cosine_lr(theirs_optimizer, 0.01, 3, 12),
+        "const": lambda: schedulers.const_lr(theirs_optimizer, 0.01, 3, 12),
+        "const_cooldown": lambda: schedulers.const_lr_cooldown(theirs_optimizer, 0.01, 3, 12, 5, 0.5, 0.0),
+    }[name]()
+    for step in range(12):
+        assert ours.get_last_lr()[0] == pytest.approx(theirs(step), abs=1e-12), step
+        ours_optimizer.step()
+        ours.step()

@@ -68,3 +68,37 @@ def cosine_with_warmup(
         return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def constant_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then the base rate to the end (OpenCLIP's `--lr-scheduler const`);
+    `total_steps` is taken for the common signature and not needed."""
+    return constant_with_cooldown(optimizer, warmup_steps, total_steps, cooldown_steps=0)
+
+
+def constant_with_cooldown(
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    cooldown_steps: int,
+    cooldown_power: float = 1.0,
+    final_lr_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, the base rate, then over the last `cooldown_steps` a decay (1 - progress)^`cooldown_power` to
+    `final_lr_ratio` × the base rate (OpenCLIP's `--lr-scheduler const-cooldown`, `--lr-cooldown-power`,
+    `--lr-cooldown-end`): a run can be extended from a checkpoint before its cooldown, as WSD schedules are."""
+    if not 0 <= cooldown_steps <= total_steps:
+        raise ValueError(f"optim.scheduler.cooldown_steps={cooldown_steps} must be between 0 and the run's {total_steps} steps")
+    cooldown_start = total_steps - cooldown_steps
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if cooldown_steps == 0 or step < cooldown_start:
+            return 1.0
+        decay = (1 - min(1.0, (step - cooldown_start) / cooldown_steps)) ** cooldown_power
+        return final_lr_ratio + (1 - final_lr_ratio) * decay
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
