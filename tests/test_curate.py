@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from clip_train.curation.balancing import balanced, entry_counts, keep_probabilities, matched_entries
-from clip_train.curation.curate_set import BalanceSettings, CurationSettings, curate
+from clip_train.curation.curate_set import BalanceSettings, CurationSettings, curate, score_share, select_and_write
 from clip_train.curation.selection import near_duplicate_pairs
 from clip_train.data.shard_writer import Sample, encode_image, write_shards
 from clip_train.data.shards import expand_shards
@@ -191,6 +191,17 @@ def test_a_rerun_with_the_scores_kept_calls_the_model_on_nothing(tmp_path, noisy
     assert 0 < sum(calls) < 20
     with pytest.raises(ValueError, match="delete"):
         curate(model, units, str(out), "another model", CurationSettings())
+
+
+def test_ranks_scoring_every_world_th_unit_give_what_one_process_gives(tmp_path, noisy_tars):
+    _, units = noisy_tars
+    model, settings = tiny_clip_model(), CurationSettings(keep_fraction=0.6)
+    single = curate(model, units, str(tmp_path / "single"), SCORER, settings)
+    shares = [score_share(model, units, str(tmp_path / "split"), SCORER, settings, rank, 2) for rank in (0, 1)]
+    assert shares == [2, 1]  # units 0 and 2, then unit 1
+    split = select_and_write(units, str(tmp_path / "split"), SCORER, settings)
+    assert split["counts"] == single["counts"]
+    assert read_shards(str(tmp_path / "split")) == read_shards(str(tmp_path / "single"))
 
 
 def test_a_csv_source_is_curated_as_its_tar_twin(tmp_path, noisy_tars):
