@@ -28,9 +28,10 @@ from clip_train.paths import CONFIG_DIR
 IMAGE_SIZE = 32  # model=test's
 
 
-def write_sets(out: str, train: int, val: int, noise: float, seed: int = 0) -> tuple[str, str]:
+def write_sets(out: str, train: int, val: int, noise: float, seed: int = 0) -> tuple[str, str, int]:
     """Noisy training shards (each sample's JSON: {"clean": its caption is its own}) and clean validation shards;
-    returns their brace patterns."""
+    returns their brace patterns and the clean pairs of the training set (a rotated caption may word its new image
+    too, so counted, not assumed)."""
     pairs = [make_pair(seed, i, IMAGE_SIZE)[:2] for i in range(train + val)]
     swapped = sorted(random.Random(seed).sample(range(train), round(noise * train)))
     captions = [caption for _, caption in pairs]
@@ -40,7 +41,8 @@ def write_sets(out: str, train: int, val: int, noise: float, seed: int = 0) -> t
     write_shards(os.path.join(out, "noisy"), "train", samples, samples_per_shard=1024)
     clean = [Sample(f"{i:09d}", pairs[i][0], pairs[i][1], {}, "png") for i in range(train, train + val)]
     write_shards(os.path.join(out, "val"), "val", clean, samples_per_shard=1024)
-    return _pattern(os.path.join(out, "noisy"), "train"), _pattern(os.path.join(out, "val"), "val")
+    clean_total = sum(sample.metadata["clean"] for sample in samples)
+    return _pattern(os.path.join(out, "noisy"), "train"), _pattern(os.path.join(out, "val"), "val"), clean_total
 
 
 def _pattern(folder: str, prefix: str) -> str:
@@ -102,8 +104,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     cache = os.path.join(args.out, "cache")
-    noisy, val = write_sets(args.out, args.train, args.val, args.noise)
-    clean_total = round(args.train * (1 - args.noise))
+    noisy, val, clean_total = write_sets(args.out, args.train, args.val, args.noise)
     scorer = train(os.path.join(args.out, "runs", f"noisy-seed{args.seeds[0]}"), noisy, val, args.steps, args.batch, args.seeds[0], cache)
     kept = curate(scorer, noisy, os.path.join(args.out, "curated"), args.keep, os.path.join(args.out, "runs", "curate"))
     precision, recall = kept["kept_clean"] / kept["kept"], kept["kept_clean"] / clean_total
@@ -117,7 +118,7 @@ def main() -> None:
     lines = [
         f"{args.train} drawn pairs, {args.noise:.0%} with another pair's caption; scored by model=test trained "
         f"{args.steps} steps × {args.batch} on them; top {args.keep:.0%} kept: {kept['kept']} pairs, precision of clean "
-        f"pairs {precision:.3f} (noisy set: {1 - args.noise:.3f}), recall {recall:.3f}.",
+        f"pairs {precision:.3f} (noisy set: {clean_total / args.train:.3f}), recall {recall:.3f}.",
         "",
         f"| training set | pairs | samples seen | image→text R@1 | text→image R@1 | seeds |",
         "|---|---:|---:|---:|---:|---|",
@@ -135,7 +136,7 @@ def main() -> None:
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "precision": precision, "recall": recall, **kept, "runs": results}, f, indent=2)
+        json.dump({"args": vars(args), "clean_total": clean_total, "precision": precision, "recall": recall, **kept, "runs": results}, f, indent=2)
 
 
 if __name__ == "__main__":
