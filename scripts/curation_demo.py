@@ -71,7 +71,10 @@ def retrieval_r1(checkpoint: str, val_pattern: str, run_dir: str, cache: str) ->
                  "eval.progress=false", f"paths.output_dir={run_dir}", f"paths.cache_dir={cache}"]  # fmt: skip
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         metrics = run(compose("evaluate", overrides=overrides))
-    return {"image_to_text_R@1": metrics["retrieval/image_to_text_R@1"], "text_to_image_R@1": metrics["retrieval/text_to_image_R@1"]}
+    return {
+        "image_to_text_R@1": metrics["retrieval/image_to_text_R@1"],
+        "text_to_image_R@1": metrics["retrieval/text_to_image_R@1"],
+    }
 
 
 def curate(checkpoint: str, train_pattern: str, out: str, keep: float, run_dir: str) -> dict:
@@ -105,7 +108,9 @@ def main() -> None:
     args = parser.parse_args()
     cache = os.path.join(args.out, "cache")
     noisy, val, clean_total = write_sets(args.out, args.train, args.val, args.noise)
-    scorer = train(os.path.join(args.out, "runs", f"noisy-seed{args.seeds[0]}"), noisy, val, args.steps, args.batch, args.seeds[0], cache)
+    scorer = train(
+        os.path.join(args.out, "runs", f"noisy-seed{args.seeds[0]}"), noisy, val, args.steps, args.batch, args.seeds[0], cache
+    )
     kept = curate(scorer, noisy, os.path.join(args.out, "curated"), args.keep, os.path.join(args.out, "runs", "curate"))
     precision, recall = kept["kept_clean"] / kept["kept"], kept["kept_clean"] / clean_total
     curated = _pattern(os.path.join(args.out, "curated"), "curated")
@@ -113,14 +118,18 @@ def main() -> None:
     for seed in args.seeds:
         for name, pattern in (("noisy", noisy), ("curated", curated)):
             run_dir = os.path.join(args.out, "runs", f"{name}-seed{seed}")
-            checkpoint = scorer if (name, seed) == ("noisy", args.seeds[0]) else train(run_dir, pattern, val, args.steps, args.batch, seed, cache)
+            checkpoint = (
+                scorer
+                if (name, seed) == ("noisy", args.seeds[0])
+                else train(run_dir, pattern, val, args.steps, args.batch, seed, cache)
+            )
             results[name].append(retrieval_r1(checkpoint, val, run_dir + "-eval", cache))
     lines = [
         f"{args.train} drawn pairs, {args.noise:.0%} with another pair's caption; scored by model=test trained "
         f"{args.steps} steps × {args.batch} on them; top {args.keep:.0%} kept: {kept['kept']} pairs, precision of clean "
         f"pairs {precision:.3f} (noisy set: {clean_total / args.train:.3f}), recall {recall:.3f}.",
         "",
-        f"| training set | pairs | samples seen | image→text R@1 | text→image R@1 | seeds |",
+        "| training set | pairs | samples seen | image→text R@1 | text→image R@1 | seeds |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, size in (("noisy", args.train), ("curated (top 60%)" if args.keep == 0.6 else "curated", kept["kept"])):
@@ -130,13 +139,19 @@ def main() -> None:
             values = [r[metric] for r in runs]
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{statistics.mean(values):.3f}{spread}")
-        lines.append(f"| {name} | {size} | {args.steps * args.batch} | {cells[0]} | {cells[1]} | {' '.join(map(str, args.seeds))} |")
+        lines.append(
+            f"| {name} | {size} | {args.steps * args.batch} | {cells[0]} | {cells[1]} | {' '.join(map(str, args.seeds))} |"
+        )
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "clean_total": clean_total, "precision": precision, "recall": recall, **kept, "runs": results}, f, indent=2)
+        json.dump(
+            {"args": vars(args), "clean_total": clean_total, "precision": precision, "recall": recall, **kept, "runs": results},
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

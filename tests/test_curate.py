@@ -3,7 +3,6 @@ balancing against hand-computed probabilities, the written shards, resumable sco
 
 import csv
 import glob
-import io
 import json
 import os
 import random
@@ -108,7 +107,13 @@ def test_the_output_shards_hold_the_source_pairs_with_their_scores(tmp_path, noi
 
 def test_a_duplicated_image_is_dropped_and_the_higher_scored_copy_stays(tmp_path):
     samples = noise_samples(12)
-    copy = Sample("000000099", samples[3].image, "a blue square" if samples[3].caption != "a blue square" else "a red square", {"i": 99}, "png")
+    copy = Sample(
+        "000000099",
+        samples[3].image,
+        "a blue square" if samples[3].caption != "a blue square" else "a red square",
+        {"i": 99},
+        "png",
+    )
     samples.append(copy)
     write_shards(str(tmp_path / "shards"), "train", samples, samples_per_shard=5)
     units = expand_shards(str(tmp_path / "shards" / "train-{00000..00002}.tar"), "data.train")

@@ -43,7 +43,9 @@ class CurationSettings:
         return cls(**{**values, "balance": BalanceSettings(**values.get("balance", {}))})
 
 
-def score_share(model: ClipModel, units: list[str], out: str, scorer: str, settings: CurationSettings, rank: int = 0, world: int = 1) -> int:
+def score_share(
+    model: ClipModel, units: list[str], out: str, scorer: str, settings: CurationSettings, rank: int = 0, world: int = 1
+) -> int:
     """Score this process's share of `units` (every `world`-th from `rank`) not scored yet; returns how many it scored."""
     return score_units(model, units[rank::world], out, scorer, settings.batch_size)
 

@@ -33,7 +33,11 @@ def score_histogram(scores: torch.Tensor, kept: torch.Tensor, path: str, width: 
     draw.line([margin, height - margin, width - margin, height - margin], fill="black")
     draw.text((margin, height - margin + 8), f"{low:.3f}", fill="black")
     draw.text((width - margin - 40, height - margin + 8), f"{high:.3f}", fill="black")
-    draw.text((margin, 10), f"CLIP score of {len(scores)} pairs (grey), {int(kept.sum())} kept (blue); tallest bar {int(tallest)}", fill="black")
+    draw.text(
+        (margin, 10),
+        f"CLIP score of {len(scores)} pairs (grey), {int(kept.sum())} kept (blue); tallest bar {int(tallest)}",
+        fill="black",
+    )
     image.save(path)
 
 
@@ -44,9 +48,15 @@ def write_report(out: str, report: dict) -> None:
     lines = ["# Curation report", "", "| stage | pairs |", "|---|---:|"]
     lines += [f"| {stage} | {count} |" for stage, count in report["counts"].items()]
     bad = {kind: n for kind, n in report["bad_samples"].items() if n}
-    lines += ["", f"Bad samples skipped: {sum(bad.values())}" + (f" ({', '.join(f'{k} {n}' for k, n in bad.items())})" if bad else "")]
+    lines += [
+        "",
+        f"Bad samples skipped: {sum(bad.values())}" + (f" ({', '.join(f'{k} {n}' for k, n in bad.items())})" if bad else ""),
+    ]
     scores = report["scores"]
-    lines += ["", f"CLIP score: min {scores['min']:.4f}, mean {scores['mean']:.4f}, max {scores['max']:.4f} (score_histogram.png)"]
+    lines += [
+        "",
+        f"CLIP score: min {scores['min']:.4f}, mean {scores['mean']:.4f}, max {scores['max']:.4f} (score_histogram.png)",
+    ]
     if report.get("entries"):
         lines += ["", "| entry | before balancing | after |", "|---|---:|---:|"]
         lines += [f"| {entry} | {n['before']} | {n['after']} |" for entry, n in report["entries"].items()]

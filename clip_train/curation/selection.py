@@ -50,7 +50,9 @@ def near_duplicate_pairs(embeddings: torch.Tensor, threshold: float, chunk_rows:
     return sorted(pairs)
 
 
-def without_near_duplicates(candidates: torch.Tensor, scores: torch.Tensor, embeddings: torch.Tensor, threshold: float) -> torch.Tensor:
+def without_near_duplicates(
+    candidates: torch.Tensor, scores: torch.Tensor, embeddings: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """The `candidates` (ascending indices) left once each near-duplicate of a higher-scored kept pair is dropped.
     scores: (N,); embeddings: (N, D) unit norm, both over the whole scored set."""
     order = candidates[torch.sort(-scores[candidates], stable=True).indices]  # highest score first
