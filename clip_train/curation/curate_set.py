@@ -3,7 +3,6 @@
 import os
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 from clip_train.curation.balancing import balanced, entry_counts, keep_probabilities, matched_entries, read_entries
@@ -50,6 +49,38 @@ def score_share(
     return score_units(model, units[rank::world], out, scorer, settings.batch_size)
 
 
+def _balance(kept: torch.Tensor, captions: list[str], balance: BalanceSettings, seed: int) -> tuple[torch.Tensor, dict]:
+    """The `kept` indices left by MetaCLIP balancing, and {entry: {"before": matches, "after": matches}}."""
+    entries = read_entries(balance.entries)
+    matches = matched_entries([captions[i] for i in kept.tolist()], entries)
+    before = entry_counts(matches, len(entries))
+    drawn = balanced(keep_probabilities(matches, before, balance.t, balance.keep_unmatched), seed)
+    after = entry_counts([found for found, keep in zip(matches, drawn) if keep], len(entries))
+    report = {entry: {"before": int(b), "after": int(a)} for entry, b, a in zip(entries, before, after)}
+    return kept[torch.from_numpy(drawn)], report
+
+
+def select(scores: torch.Tensor, embeddings: torch.Tensor, captions: list[str], settings: CurationSettings) -> tuple:
+    """(kept indices, ascending; pairs left after each stage; per-entry counts) of the scored set: scores (N,),
+    embeddings (N, D) unit norm, captions N strings."""
+    kept = by_score(scores, settings.keep_fraction, settings.threshold)
+    counts = {"scored": len(scores), "after_score_filter": len(kept)}
+    if settings.dedup_threshold is not None:
+        kept = without_near_duplicates(kept, scores, embeddings, settings.dedup_threshold)
+    counts["after_dedup"] = len(kept)
+    entries = {}
+    if settings.balance.entries is not None:
+        kept, entries = _balance(kept, captions, settings.balance, settings.seed)
+    counts["after_balance"] = len(kept)
+    return kept, counts, entries
+
+
+def _score_summary(scores: torch.Tensor) -> dict:
+    if not len(scores):
+        return {"min": 0.0, "mean": 0.0, "max": 0.0}
+    return {"min": float(scores.min()), "mean": float(scores.mean()), "max": float(scores.max())}
+
+
 def select_and_write(units: list[str], out: str, scorer: str, settings: CurationSettings) -> dict:
     """Read every unit's scores from `out`/scores, select, write the kept shards and the report; returns the report."""
     records = [read_unit_scores(out, unit, scorer) for unit in units]
@@ -57,27 +88,9 @@ def select_and_write(units: list[str], out: str, scorer: str, settings: Curation
     if missing:
         raise RuntimeError(f"{len(missing)} units have no scores under {out}/scores, e.g. {missing[0]}")
     where = [(r["unit"], key) for r in records for key in r["keys"]]
-    captions = [caption for r in records for caption in r["captions"]]
     scores = torch.cat([r["scores"] for r in records])
-    embeddings = torch.cat([r["image_embeddings"] for r in records])
-    bad = torch.stack([r["bad"] for r in records]).sum(0) if records else torch.zeros(len(BAD_KINDS), dtype=torch.long)
-
-    kept = by_score(scores, settings.keep_fraction, settings.threshold)
-    counts = {"scored": len(scores), "after_score_filter": len(kept)}
-    if settings.dedup_threshold is not None:
-        kept = without_near_duplicates(kept, scores, embeddings, settings.dedup_threshold)
-    counts["after_dedup"] = len(kept)
-    entries_report = {}
-    if settings.balance.entries is not None:
-        entries = read_entries(settings.balance.entries)
-        matches = matched_entries([captions[i] for i in kept.tolist()], entries)
-        before = entry_counts(matches, len(entries))
-        chance = keep_probabilities(matches, before, settings.balance.t, settings.balance.keep_unmatched)
-        drawn = balanced(chance, settings.seed)
-        after = entry_counts([m for m, k in zip(matches, drawn) if k], len(entries))
-        entries_report = {e: {"before": int(b), "after": int(a)} for e, b, a in zip(entries, before, after)}
-        kept = kept[torch.from_numpy(np.asarray(drawn, dtype=bool))]
-    counts["after_balance"] = len(kept)
+    captions = [caption for r in records for caption in r["captions"]]
+    kept, counts, entries = select(scores, torch.cat([r["image_embeddings"] for r in records]), captions, settings)
 
     by_unit: dict[str, dict[str, dict]] = {}
     for i in kept.tolist():
@@ -90,14 +103,13 @@ def select_and_write(units: list[str], out: str, scorer: str, settings: Curation
     report = {
         "units": len(units),
         "counts": counts,
-        "bad_samples": dict(zip(BAD_KINDS, bad.tolist())),
-        "scores": {"min": float(scores.min()) if len(scores) else 0.0, "mean": float(scores.mean()) if len(scores) else 0.0,
-                   "max": float(scores.max()) if len(scores) else 0.0},
-        "entries": entries_report,
+        "bad_samples": dict(zip(BAD_KINDS, torch.stack([r["bad"] for r in records]).sum(0).tolist())),
+        "scores": _score_summary(scores),
+        "entries": entries,
         "shards": [os.path.basename(path) for path in shards],
         "scorer": scorer,
         "settings": asdict(settings),
-    }  # fmt: skip
+    }
     write_report(out, report)
     return report
 
