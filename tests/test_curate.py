@@ -6,6 +6,8 @@ import glob
 import json
 import os
 import random
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -264,3 +266,19 @@ def test_the_command_curates_colour_squares_with_a_trained_checkpoint(tmp_path, 
     with open(tmp_path / "out" / "report.json") as f:
         assert json.load(f)["counts"] == counts
     assert len(read_shards(str(tmp_path / "out"))) == counts["written"]
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_shards_one_process_writes(tmp_path, trained_checkpoint):
+    write_shards(str(tmp_path / "shards"), "train", noise_samples(30), samples_per_shard=7)
+    outputs = {}
+    for devices in (1, 2):
+        command = [sys.executable, "-m", "clip_train.curate", f"checkpoint={trained_checkpoint}",
+                   f"data.train='{tmp_path}/shards/train-{{00000..00004}}.tar'", f"out={tmp_path}/out{devices}",
+                   "curate.keep_fraction=0.5", f"devices={devices}", "accelerator=cpu",
+                   f"hydra.run.dir={tmp_path}/run{devices}"]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[devices] = read_shards(str(tmp_path / f"out{devices}"))
+    assert len(outputs[1]) == 15 and outputs[2] == outputs[1]
+    assert len(glob.glob(str(tmp_path / "out2" / "scores" / "*.pt"))) == 5
