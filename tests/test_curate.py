@@ -89,7 +89,9 @@ def test_the_threshold_keeps_every_pair_scoring_at_least_it(tmp_path, noisy_tars
     curate(model, units, str(tmp_path / "out"), SCORER, CurationSettings(threshold=threshold))
     assert sorted(read_shards(str(tmp_path / "out"))) == sorted(k for k, s in reference.items() if s >= threshold)
     with pytest.raises(ValueError, match="not both"):
-        curate(model, units, str(tmp_path / "out"), SCORER, CurationSettings(threshold=0.0, keep_fraction=0.5))
+        CurationSettings(threshold=0.0, keep_fraction=0.5)
+    with pytest.raises(FileNotFoundError, match="curate.balance.entries: .*absent.txt"):
+        CurationSettings(balance=BalanceSettings(entries=str(tmp_path / "absent.txt")))
 
 
 def test_the_output_shards_hold_the_source_pairs_with_their_scores(tmp_path, noisy_tars):

@@ -37,6 +37,13 @@ class CurationSettings:
     batch_size: int = 128
     samples_per_shard: int = 10_000
 
+    def __post_init__(self):
+        """Refuse what would fail only after every pair is scored."""
+        if self.keep_fraction is not None and self.threshold is not None:
+            raise ValueError("give curate.keep_fraction or curate.threshold, not both")
+        if self.balance.entries is not None and not os.path.isfile(self.balance.entries):
+            raise FileNotFoundError(f"curate.balance.entries: {self.balance.entries} is not a file")
+
     @classmethod
     def from_dict(cls, values: dict) -> "CurationSettings":
         return cls(**{**values, "balance": BalanceSettings(**values.get("balance", {}))})

@@ -10,10 +10,8 @@ import torch
 
 
 def by_score(scores: torch.Tensor, keep_fraction: float | None, threshold: float | None) -> torch.Tensor:
-    """Indices (ascending) of the pairs passing the score filter; all of them when neither option is given.
-    scores: (N,) float."""
-    if keep_fraction is not None and threshold is not None:
-        raise ValueError("give curate.keep_fraction or curate.threshold, not both")
+    """Indices (ascending) of the pairs passing the score filter (the fraction's when both are given: `CurationSettings`
+    refuses both); all of them when neither is given. scores: (N,) float."""
     if keep_fraction is not None:
         if not 0.0 <= keep_fraction <= 1.0:
             raise ValueError(f"curate.keep_fraction must lie in [0, 1], got {keep_fraction}")
