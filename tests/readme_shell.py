@@ -1,9 +1,9 @@
 """The README's shell blocks, run through a real bash as a user pastes them, with every launcher made a dry run.
 
 Shims first on PATH stand in for the programs a block would start (`shim_folder`):
-- `python -m clip_train` and `python -m clip_train.evaluate` run for real, with $CLIP_TRAIN_COMPOSE_ONLY set: the
-  entry point checks the command line, composes each job's config into a JSON-lines file and exits
-  (clip_train/compose_only.py); any other `python` command (pytest, benchmarks, export) only succeeds;
+- `python -m clip_train`, `python -m clip_train.evaluate` and `python -m clip_train.curate` run for real, with
+  $CLIP_TRAIN_COMPOSE_ONLY set: the entry point checks the command line, composes each job's config into a JSON-lines
+  file and exits (clip_train/compose_only.py); any other `python` command (pytest, benchmarks, export) only succeeds;
 - `sbatch [options] SCRIPT ARGS` runs SCRIPT with bash, as SLURM would, with the SLURM variables it reads set;
 - `srun CMD` runs CMD; `torchrun [options] -m MODULE ARGS` runs `python -m MODULE ARGS`;
 - `pip` and `img2dataset` only succeed.
@@ -21,7 +21,7 @@ from readme_code import README
 
 SHIMS = {
     "python": """#!/bin/bash
-if [ "$1" = "-m" ] && { [ "$2" = clip_train ] || [ "$2" = clip_train.evaluate ]; }; then
+if [ "$1" = "-m" ] && { [ "$2" = clip_train ] || [ "$2" = clip_train.evaluate ] || [ "$2" = clip_train.curate ]; }; then
     exec "$REAL_PYTHON" "$@"
 fi
 """,

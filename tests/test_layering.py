@@ -32,6 +32,8 @@ LAYERS = [
         "override_check",
         "evaluate",
         "export",
+        "curate",
+        "curation",
         "caption",
         "index",
         "multirun_summary",
