@@ -54,11 +54,19 @@ class ImageTower(nn.Module):
                        for key, value in timm_kwargs.items()}  # fmt: skip
         create = dict(pretrained=pretrained, num_classes=0, global_pool=pool, **timm_kwargs)
         try:
-            self.trunk, sized = timm.create_model(model_name, img_size=image_size, **create), True
-        except TypeError as error:  # convolutional trunks take any size and have no img_size argument
-            if "img_size" not in str(error):
+            try:
+                self.trunk, sized = timm.create_model(model_name, img_size=image_size, **create), True
+            except TypeError as error:  # convolutional trunks take any size and have no img_size argument
+                if "img_size" not in str(error):
+                    raise
+                self.trunk, sized = timm.create_model(model_name, **create), False
+        except TypeError as error:
+            if "patch_drop_rate" not in str(error):
                 raise
-            self.trunk, sized = timm.create_model(model_name, **create), False
+            raise ValueError(
+                f"model.image_tower.patch_dropout={patch_dropout}: {model_name} has no patch tokens to drop (a "
+                "convolutional trunk); set it to 0, or use a ViT"
+            ) from None
         # what built the trunk, but its weights' source and the training-only patch dropout: enough to
         # rebuild the same trunk elsewhere (transformers' TimmWrapperModel in an export)
         built_from = {key: value for key, value in create.items() if key not in TRAINING_ONLY_ARGUMENTS}
