@@ -23,6 +23,7 @@ import tarfile
 from contextlib import nullcontext
 
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 
@@ -449,3 +450,38 @@ def naive_align_uniform(image, text, alpha=2.0, t=2.0, weight=1.0) -> dict:
 
     spread = (uniformity(image) + uniformity(text)) / 2
     return {"loss": alignment + weight * spread, "alignment": alignment, "uniformity": spread}
+
+
+# --------------------------------------------------------------------------- small models with a recipe (interop)
+
+CAPTIONS = [f"a {size} {colour} {shape}" for size in ("small", "big") for colour in ("red", "green", "blue")
+            for shape in ("square", "circle", "photo")]  # fmt: skip
+
+
+def caption_tokenizer():
+    return train_caption_tokenizer(CAPTIONS * 5, vocab_size=300)
+
+
+def perturb_(model: torch.nn.Module, seed: int) -> None:
+    """Noise on every weight, so unit LayerNorm scales and zero biases cannot hide a mis-mapped tensor."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+def clip_model(image_tower: dict, activation: str, image_size: int, **model_options) -> ClipModel:
+    """A random small ClipModel with a learnt BPE tokenizer (end of text its highest id) and the given image tower."""
+    tokenizer = caption_tokenizer()
+    config = {
+        "_target_": "clip_train.model.DualEncoder", "embed_dim": 24, "image_size": image_size, "context_length": 12,
+        "image_tower": {"_target_": "clip_train.model.ImageTower", "embed_dim": 24, "image_size": image_size,
+                        "pool": "token", "pretrained": False, **image_tower},
+        "text_tower": {"_target_": "clip_train.model.CausalTextTower", "embed_dim": 24, "vocab_size": len(tokenizer),
+                       "width": 32, "layers": 2, "heads": 2, "context_length": 12,
+                       "eos_token_id": tokenizer.eos_token_id, "activation": activation},
+        **model_options,
+    }  # fmt: skip
+    model = instantiate(config)
+    perturb_(model, seed=4)
+    return ClipModel(model, tokenizer, Recipe(model=config, image_mean=CLIP_MEAN, image_std=CLIP_STD))

@@ -3,14 +3,21 @@ webdataset's ShardWriter, `s%07d` keys, `cls` or multi-line `txt`, `nshards.txt`
 them, and evaluate's table over several checkpoints."""
 
 import csv
-import io
 import json
 import os
 
 import pytest
 import torch
-import webdataset
-from helpers import COLORS, tiny_clip_model
+from benchmark_sets import (
+    COLOURS,
+    RETRIEVAL_CAPTIONS,
+    RETRIEVAL_COLOURS,
+    TEMPLATES,
+    image_bytes,
+    write_classification,
+    write_retrieval,
+)
+from helpers import tiny_clip_model
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -20,49 +27,6 @@ from clip_train.eval.wds_benchmark import BenchmarkFolderTask
 from clip_train.evaluate import run as evaluate
 from clip_train.export import main as export_main
 from clip_train.paths import CONFIG_DIR
-
-COLOURS = list(COLORS)  # red, green, blue, yellow: the class names, in class-index order
-TEMPLATES = ["a photo of a {c} thing.", "a {c} square."]
-
-
-def _image(colour: str, index: int, extension: str) -> bytes:
-    """A colour square with a white mark placed by `index`, so no two images tie."""
-    image = Image.new("RGB", (32, 32), COLORS[colour])
-    image.paste((255, 255, 255), (3 * (index % 9), 0, 3 * (index % 9) + 4, 4))
-    data = io.BytesIO()
-    image.save(data, format={"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[extension], quality=95)
-    return data.getvalue()
-
-
-def write_classification(root, labels: list[int], per_shard: int = 3) -> str:
-    """CLIP_benchmark's classification layout: test/{0..N-1}.tar of (image, cls), classnames and templates."""
-    os.makedirs(root / "test")
-    with webdataset.ShardWriter(str(root / "test" / "%d.tar"), maxcount=per_shard, verbose=0) as sink:
-        for index, label in enumerate(labels):
-            extension = ("webp", "png", "jpg")[index % 3]
-            sink.write({"__key__": f"s{index:07d}", extension: _image(COLOURS[label], index, extension), "cls": label})
-        shards = sink.shard
-    (root / "test" / "nshards.txt").write_text(f"{shards}\n")
-    (root / "classnames.txt").write_text("\n".join(COLOURS) + "\n")
-    (root / "zeroshot_classification_templates.txt").write_text("\n".join(TEMPLATES) + "\n")
-    return str(root)
-
-
-def write_retrieval(root, captions: list[list[str]], colours: list[str]) -> str:
-    """CLIP_benchmark's retrieval layout: (image, txt with one caption per line) and dataset_type.txt."""
-    os.makedirs(root / "test")
-    with webdataset.ShardWriter(str(root / "test" / "%d.tar"), maxcount=2, verbose=0) as sink:
-        for index, (lines, colour) in enumerate(zip(captions, colours)):
-            sink.write({"__key__": f"s{index:07d}", "jpg": _image(colour, index, "jpg"), "txt": "\n".join(lines)})
-        shards = sink.shard
-    (root / "test" / "nshards.txt").write_text(f"{shards}\n")
-    (root / "dataset_type.txt").write_text("retrieval\n")
-    return str(root)
-
-
-RETRIEVAL_CAPTIONS = [["a red square", "red, mark 0"], ["a green square"], ["a blue square", "blue 2", "a square of blue"],
-                      ["a yellow square", "yellow 3"], ["a red square again"]]  # fmt: skip
-RETRIEVAL_COLOURS = ["red", "green", "blue", "yellow", "red"]
 
 
 @torch.no_grad()
@@ -77,7 +41,7 @@ def _naive_top1(model, root: str, labels: list[int]) -> tuple[float, float]:
     hits = {label: [] for label in set(labels)}
     for index, label in enumerate(labels):
         extension = ("webp", "png", "jpg")[index % 3]
-        pixels = model.preprocess_encoded(_image(COLOURS[label], index, extension))[None]
+        pixels = model.preprocess_encoded(image_bytes(COLOURS[label], index, extension))[None]
         feature = model.model.encode_image(pixels).float()[0]
         hits[label].append(float(int((weights @ feature).argmax()) == label))
     top1 = sum(sum(h) for h in hits.values()) / len(labels)
@@ -99,7 +63,7 @@ def test_a_retrieval_folder_scores_as_a_caption_by_caption_reference(tmp_path):
     model = tiny_clip_model()
     got = BenchmarkFolderTask(root).run(model, 0, 1)
     with torch.no_grad():  # one image and one caption at a time; an image hits if any of its captions ranks first
-        images = torch.cat([model.model.encode_image(model.preprocess_encoded(_image(c, i, "jpg"))[None]).float()
+        images = torch.cat([model.model.encode_image(model.preprocess_encoded(image_bytes(c, i, "jpg"))[None]).float()
                             for i, c in enumerate(RETRIEVAL_COLOURS)])  # fmt: skip
         texts = [
             (owner, model.encode_text([caption])[0]) for owner, lines in enumerate(RETRIEVAL_CAPTIONS) for caption in lines
@@ -183,27 +147,34 @@ def test_evaluate_compares_a_checkpoint_and_its_export_on_a_suite_in_one_table(t
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()).keys() == results.keys()
 
 
-def test_compositional_suite_runs_the_sets_present_in_their_layouts(tmp_path):
-    from test_sugarcrepe import write_sugarcrepe
-    from test_winoground import write_winoground
+def _write_compositional_sets(root) -> None:
+    """sugarcrepe/: the 7 subset JSONs of one item each and val2017/; winoground/: examples.jsonl of one example and
+    images/, in the layouts their tasks read (tests/test_sugarcrepe.py and tests/test_winoground.py check those)."""
+    os.makedirs(root / "sugarcrepe" / "val2017")
+    Image.new("RGB", (24, 16), (200, 20, 20)).save(root / "sugarcrepe" / "val2017" / "000000008532.jpg")
+    for subset in ("add_att", "add_obj", "replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj"):
+        item = {"filename": "000000008532.jpg", "caption": "a red cup", "negative_caption": f"a blue cup ({subset})"}
+        (root / "sugarcrepe" / f"{subset}.json").write_text(json.dumps({"7": item}))
+    os.makedirs(root / "winoground" / "images")
+    for i, colour in enumerate(((200, 20, 20), (20, 20, 200))):
+        Image.new("RGB", (20, 12), colour).save(root / "winoground" / "images" / f"ex_0_img_{i}.png")
+    example = {"id": 0, "image_0": "ex_0_img_0", "image_1": "ex_0_img_1", "caption_0": "a red square",
+               "caption_1": "a blue square", "tag": "Object", "secondary_tag": "", "num_main_preds": 1,
+               "collapsed_tag": "Object"}  # fmt: skip
+    (root / "winoground" / "examples.jsonl").write_text(json.dumps(example) + "\n")
 
+
+def test_compositional_suite_runs_the_sets_present_in_their_layouts(tmp_path):
     from clip_train.eval.sugarcrepe import SugarCrepeTask
     from clip_train.eval.winoground import WinogroundTask
 
-    os.makedirs(tmp_path / "sets" / "sugarcrepe")
-    os.makedirs(tmp_path / "sets" / "winoground")
-    sugarcrepe = write_sugarcrepe(tmp_path / "sets" / "sugarcrepe")
-    winoground = write_winoground(tmp_path / "sets" / "winoground")
-    for subset in ("add_obj", "replace_att", "replace_obj", "replace_rel", "swap_att"):  # the fixture writes 2 of 7
-        (tmp_path / "sets" / "sugarcrepe" / f"{subset}.json").write_text(
-            (tmp_path / "sets" / "sugarcrepe" / "add_att.json").read_text()
-        )
+    _write_compositional_sets(tmp_path / "sets")
     suite = BenchmarkSuite("compositional", str(tmp_path / "sets"))
     assert set(suite.tasks) == {"benchmark/sugarcrepe", "benchmark/winoground"} and suite.absent == ["aro"]
     model = tiny_clip_model()
     summary = suite.summary(run_tasks(suite.tasks, model, 0, 1))
-    direct_sugarcrepe = SugarCrepeTask(root=sugarcrepe).run(model, 0, 1)
-    direct_winoground = WinogroundTask(root=winoground).run(model, 0, 1)
+    direct_sugarcrepe = SugarCrepeTask(root=str(tmp_path / "sets" / "sugarcrepe")).run(model, 0, 1)
+    direct_winoground = WinogroundTask(root=str(tmp_path / "sets" / "winoground")).run(model, 0, 1)
     assert summary == pytest.approx({
         "compositional/sugarcrepe": direct_sugarcrepe["mean"],
         **{f"compositional/winoground_{key}": direct_winoground[key] for key in ("text", "image", "group")},

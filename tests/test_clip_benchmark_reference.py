@@ -5,11 +5,11 @@ functions on its own reading of tiny sets in its webdataset layout; ours score t
 import open_clip
 import pytest
 import torch
+from benchmark_sets import RETRIEVAL_CAPTIONS, RETRIEVAL_COLOURS, write_classification, write_retrieval
 from clip_benchmark.datasets.builder import build_wds_dataset
 from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
+from helpers import clip_model
 from sklearn.metrics import balanced_accuracy_score
-from test_benchmarks import RETRIEVAL_CAPTIONS, RETRIEVAL_COLOURS, write_classification, write_retrieval
-from test_open_clip_format import clip_model
 
 from clip_train.eval.wds_benchmark import BenchmarkFolderTask
 from clip_train.export import export

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from helpers import colour_samples
+from helpers import caption_tokenizer, clip_model, colour_samples, perturb_
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -17,7 +17,6 @@ open_clip = pytest.importorskip(
     "open_clip", reason="OpenCLIP interop is checked against open_clip: pip install open-clip-torch"
 )
 
-from clip_train.data.tokenizer import train_caption_tokenizer  # noqa: E402
 from clip_train.export import export  # noqa: E402
 from clip_train.export import main as export_main  # noqa: E402
 from clip_train.inference import ClipModel  # noqa: E402
@@ -32,14 +31,6 @@ SMALL_OPEN_CLIP = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2},
 }
-
-
-def perturb_(model: torch.nn.Module, seed: int) -> None:
-    """Noise on every weight, so unit LayerNorm scales and zero biases cannot hide a mis-mapped tensor."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
 
 
 def caption_ids(batch: int, context: int, end_id: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,31 +110,9 @@ def test_unsupported_open_clip_options_are_named(tmp_path):
 
 # --- out ----------------------------------------------------------------------------------------
 
-CAPTIONS = [f"a {size} {colour} {shape}" for size in ("small", "big") for colour in ("red", "green", "blue")
-            for shape in ("square", "circle", "photo")]  # fmt: skip
+
 # ordinary captions: OpenCLIP cleans text first (ftfy, HTML entities, runs of whitespace collapsed)
 TEXTS = ["a red square", "a big blue circle on a green photo", "something else entirely, with punctuation!", ""]
-
-
-def caption_tokenizer():
-    return train_caption_tokenizer(CAPTIONS * 5, vocab_size=300)
-
-
-def clip_model(image_tower: dict, activation: str, image_size: int, **model_options) -> ClipModel:
-    """A random small ClipModel with a learnt BPE tokenizer (end of text its highest id) and the given image tower."""
-    tokenizer = caption_tokenizer()
-    config = {
-        "_target_": "clip_train.model.DualEncoder", "embed_dim": 24, "image_size": image_size, "context_length": 12,
-        "image_tower": {"_target_": "clip_train.model.ImageTower", "embed_dim": 24, "image_size": image_size,
-                        "pool": "token", "pretrained": False, **image_tower},
-        "text_tower": {"_target_": "clip_train.model.CausalTextTower", "embed_dim": 24, "vocab_size": len(tokenizer),
-                       "width": 32, "layers": 2, "heads": 2, "context_length": 12,
-                       "eos_token_id": tokenizer.eos_token_id, "activation": activation},
-        **model_options,
-    }  # fmt: skip
-    model = instantiate(config)
-    perturb_(model, seed=4)
-    return ClipModel(model, tokenizer, Recipe(model=config, image_mean=CLIP_MEAN, image_std=CLIP_STD))
 
 
 def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> torch.nn.Module:

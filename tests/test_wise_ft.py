@@ -6,8 +6,8 @@ import os
 
 import pytest
 import torch
+from helpers import clip_model
 from hydra import compose, initialize_config_dir
-from test_open_clip_format import clip_model
 
 import clip_train
 from clip_train.evaluate import run as evaluate
