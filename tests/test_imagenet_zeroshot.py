@@ -1,15 +1,14 @@
 """ImageNet zero-shot with one key: the bundled class names and prompts, its folder layouts, and
 `eval.zeroshot.NAME=ROOT` composed into a task node."""
 
-import io
 import os
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
+from table_model import TableModel
 
 from clip_train.eval.imagenet import imagenet_classes, imagenet_names
 from clip_train.eval.tasks import named_tasks
@@ -26,22 +25,13 @@ CLASSES = {
 }
 
 
-class PromptRecordingModel:
-    """A ClipModel stand-in: an image is its normalised mean RGB; a prompt is the RGB of the one class name it
-    holds (by `CLASSES`); every prompt encoded is recorded."""
-
-    device = torch.device("cpu")
+class PromptRecordingModel(TableModel):
+    """`TableModel` (an image is its normalised mean RGB) whose prompt embedding is the colour of the one class name
+    the prompt holds (by `CLASSES`); every prompt encoded is recorded."""
 
     def __init__(self):
-        self.model, self.embed_dim, self.prompts = self, 3, []
-
-    @staticmethod
-    def preprocess_encoded(data: bytes) -> torch.Tensor:
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        return torch.from_numpy(np.asarray(image.resize((4, 4)), dtype=np.float32)).permute(2, 0, 1)
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(pixels.mean(dim=(2, 3)), dim=-1)
+        super().__init__({})
+        self.prompts = []
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         self.prompts += prompts
