@@ -12,7 +12,7 @@ from clip_train.model import EmbeddingBagTextTower
 from clip_train.paths import CONFIG_DIR
 from clip_train.train import run
 
-SECTION = "### A new text tower"
+SECTION = "## A new text tower"
 PACKAGE = os.path.dirname(clip_train.__file__)
 
 

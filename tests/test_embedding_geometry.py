@@ -19,7 +19,7 @@ from clip_train.eval.embedding_geometry import EmbeddingGeometryTask
 from clip_train.eval.tasks import named_tasks, run_tasks
 from clip_train.paths import CONFIG_DIR
 
-SECTION = "### A new evaluation task"
+SECTION = "## A new evaluation task"
 SOURCE = os.path.join(os.path.dirname(__file__), "..", "clip_train", "eval", "embedding_geometry.py")
 
 

@@ -17,7 +17,7 @@ PRESETS = [preset for preset in options("model") if preset != "clip_pretrained"]
 def readme_memory_options() -> list[str]:
     """The override sets of the README's memory table whose keys are model keys, e.g.
     'model.image_tower.lock=true model.image_tower.unlocked_groups=N' with N made 1."""
-    rows = re.findall(r"^\| `(model\.[^|]*?)` \|", readme_section("## Scaling out"), flags=re.M)
+    rows = re.findall(r"^\| `(model\.[^|]*?)` \|", readme_section("# Scaling out"), flags=re.M)
     sets = [row.replace("`, `", "` `").replace("`", "").replace("=N", "=1") for row in rows]
     return [overrides for row in sets for overrides in ([row] if "lock" in row else row.split())]
 
