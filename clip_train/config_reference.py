@@ -68,8 +68,10 @@ def read_option(path: str) -> Option:
         if not stripped:
             continue
         if stripped.startswith("#"):
-            text = stripped.lstrip("#").strip()
-            (pending if seen_content else description).append(text)
+            if seen_content:
+                pending.append(stripped.lstrip("#").strip())
+            else:  # the file's description, shown as written: indentation after "# " is kept
+                description.append(stripped.removeprefix("#").removeprefix(" ").rstrip())
             continue
         seen_content = True
         if stripped.startswith("- "):  # an item of a block list: the defaults list's, or a key's value

@@ -44,7 +44,8 @@ def test_comments_values_and_defaults_are_read_as_written(tmp_path):
     path = tmp_path / "option.yaml"
     path.write_text(
         "# @package _global_\n"
-        "# python -m clip_train thing=option\n"
+        "# python -m clip_train thing=option \\\n"
+        "#     more=args\n"
         "defaults:\n"
         "  - override /data: webdataset  # your shards\n"
         "  - _self_\n"
@@ -59,7 +60,7 @@ def test_comments_values_and_defaults_are_read_as_written(tmp_path):
         "  - SIGUSR1  # requeue\n"
     )
     assert read_option(str(path)) == Option(
-        description=["@package _global_", "python -m clip_train thing=option"],
+        description=["@package _global_", "python -m clip_train thing=option \\", "    more=args"],
         defaults=["override /data: webdataset  (your shards)", "_self_"],
         keys=[
             Key("model", "", "the model"),
