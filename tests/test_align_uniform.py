@@ -1,4 +1,4 @@
-"""README's worked example of a new objective (alignment + uniformity): the README shows the real files, the
+"""docs/extending.md's worked example of a new objective (alignment + uniformity): the page shows the real files, the
 loss against a naive per-pair reference, exact under 2-process gloo DDP, and its config composed and trained
 for a few steps with the temperature frozen."""
 

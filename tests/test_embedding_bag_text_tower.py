@@ -1,4 +1,4 @@
-"""The README's worked example of a new text tower: its code and config are the package's, its
+"""docs/extending.md's worked example of a new text tower: its code and config are the package's, its
 command trains, the checkpoint loads, and the tower cannot see word order."""
 
 import os
