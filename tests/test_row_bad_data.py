@@ -10,13 +10,13 @@ from helpers import colour_samples, make_datamodule, png_bytes, rank_loader, tin
 from clip_train.data.bad_data import BAD_KINDS, BadSampleCounter
 from clip_train.data.pipeline import decode_pair
 from clip_train.data.shard_writer import Sample, write_shards
-from clip_train.data.source_kinds import ColumnKeys, row_source_units, source_kind, unit_samples
+from clip_train.data.source_kinds import row_source_units, source_kind, unit_samples
 from clip_train.eval.compositional import CompositionalTask
 
 
-def read_all(path: str, keys: ColumnKeys = ColumnKeys()) -> tuple[list[str], dict[str, int]]:
+def read_all(path: str) -> tuple[list[str], dict[str, int]]:
     """(the captions decoded, {bad kind: count}) of every unit of the source at `path`, as the pipeline decodes."""
-    units, _ = row_source_units(path, source_kind(path), "data.train", keys, rows_per_unit=4)
+    units, _ = row_source_units(path, source_kind(path), "data.train", rows_per_unit=4)
     counter = BadSampleCounter()
     pairs = [decode_pair(sample, counter) for sample in unit_samples(({"url": u} for u in units), counter)]
     return sorted(caption for _, caption, _ in filter(None, pairs)), {k: n for k, n in zip(BAD_KINDS, counter.counts) if n}
@@ -39,7 +39,8 @@ def test_a_csv_counts_a_missing_image_file_one_that_is_no_image_and_an_empty_cap
 
 def test_jsonl_lines_that_cannot_be_read_are_counted_not_fatal(tmp_path, good):
     bad = ["this line is no JSON", "[1, 2]", {"title": "a row without an image column"},
-           {"filepath": "images/gone.png", "title": "a lost square"}, {"filepath": f"images/{good[1].key}.png", "title": "  "}]  # fmt: skip
+           {"filepath": "images/gone.png", "title": "a lost square"},
+           {"filepath": f"images/{good[1].key}.png", "title": "  "}]  # fmt: skip
     captions, counts = read_all(write_source("jsonl", tmp_path, good, rows=bad))
     assert captions == sorted(s.caption for s in good)
     assert counts == {"unreadable_row": 3, "missing_image": 1, "empty_caption": 1}

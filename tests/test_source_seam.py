@@ -97,3 +97,14 @@ def test_every_shipped_kind_config_builds_the_kind_its_name_infers_and_reads(tmp
     assert isinstance(kind, kind_class(name)) and kind == build_kind(name) and source_kind(source) == name
     datamodule = instantiate(cfg.data)
     assert sum(len(batch["key"]) for batch in rank_loader(datamodule, 0, 1, training=True)) == 8
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("zip", r"data.kind='zip' is neither shards, one of folder, hf, table"), ("zip_parts.ZipPairs", "cannot import zip_parts"),
+     ("json.JSONDecoder", "nor the dotted path of a clip_train.data.row_source.RowSource class")],
+)  # fmt: skip
+def test_a_kind_that_names_no_row_source_is_refused_at_start_up(tmp_path, kind, message):
+    archive = write_zip(tmp_path / "pairs.zip", colour_samples(4, size=8))
+    with pytest.raises(ValueError, match=message):
+        make_datamodule(archive, kind=kind)

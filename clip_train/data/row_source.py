@@ -90,7 +90,10 @@ def kind_class(name: str) -> type[RowSource]:
     """The class of kind `name`: a shipped kind's short name, or a dotted `package.module.Class` path."""
     if _DOTTED.fullmatch(name):
         module, _, attribute = name.rpartition(".")
-        found = getattr(importlib.import_module(module), attribute, None)
+        try:
+            found = getattr(importlib.import_module(module), attribute, None)
+        except ImportError as error:
+            raise ValueError(f"data.kind={name!r}: cannot import {module} ({error}); is its folder on PYTHONPATH?") from error
     elif name in shipped_kinds():
         return kind_class(OmegaConf.load(os.path.join(KIND_CONFIGS, f"{name}.yaml"))["_target_"])
     else:
@@ -103,14 +106,14 @@ def kind_class(name: str) -> type[RowSource]:
     return found
 
 
-def build_kind(kind: "str | RowSource", options: Mapping[str, Any] = {}) -> RowSource:
+def build_kind(kind: "str | RowSource", options: Mapping[str, Any] | None = None) -> RowSource:
     """The kind `kind` names (a `kind_class` name) built with those of `options` its class takes (None ones left to
     its defaults); a `RowSource` as it is."""
     if isinstance(kind, RowSource):
         return kind
     cls = kind_class(kind)
     accepted = inspect.signature(cls).parameters
-    return cls(**{key: value for key, value in options.items() if key in accepted and value is not None})
+    return cls(**{key: value for key, value in (options or {}).items() if key in accepted and value is not None})
 
 
 def row_units(kind: RowSource, path: str, rows_per_unit: int) -> tuple[list[str], list[int]]:
