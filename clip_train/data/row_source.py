@@ -65,9 +65,11 @@ class RowSource:
         return False
 
     def parts(self, path: str) -> list[tuple[str, int]]:
+        """[(part, rows)] of the source at `path`, in order; ValueError naming the columns present for a missing one."""
         raise NotImplementedError
 
     def rows(self, part: str, start: int, stop: int) -> Iterator["Row | Unreadable"]:
+        """Rows start..stop-1 of `part`; OSError or ValueError for a part that cannot be read (the unit is counted)."""
         raise NotImplementedError
 
     @property
