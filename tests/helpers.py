@@ -121,6 +121,7 @@ def write_bad_shards(folder: str) -> tuple[list[str], dict[str, int], list[int]]
         "missing_caption": 1,
         "empty_caption": 1,
         "caption_not_utf8": 1,
+        "unreadable_row": 0,  # tars have no rows
         "empty_shard": 2,
         "truncated_tar": 2,
         "corrupt_tar": 1,
