@@ -18,6 +18,7 @@ import sys
 
 import hydra
 import lightning as L
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clip_train import compose_only
@@ -38,7 +39,8 @@ def run(cfg: DictConfig) -> dict | None:
     settings = CurationSettings.from_dict(OmegaConf.to_container(cfg.curate, resolve=True))
     data = cfg.data
     columns = ColumnKeys(data.img_key, data.caption_key, data.csv_separator)
-    units = expand_shards(data.train, "data.train", data.kind, columns, data.rows_per_unit)
+    kind = instantiate(data.kind) if isinstance(data.kind, DictConfig) else data.kind  # a config with _target_
+    units = expand_shards(data.train, "data.train", kind, columns, data.rows_per_unit)
     fabric = L.Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision)
     fabric.launch()
     model = load(cfg.checkpoint, device=fabric.device)

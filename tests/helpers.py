@@ -3,6 +3,7 @@
 Shared pytest fixtures live in tests/conftest.py instead. Sections, in order:
 
 - samples and shards: the colour squares, shards with planted bad data, tar members by hand
+- sources of every kind: the same samples as a CSV, JSONL or parquet table, an image folder, a saved HF dataset
 - tiny models: small dual encoders, a small CoCa, a tower outside timm, a `ClipModel` with a tokenizer
 - the tower contract: `check_tower`, the member-by-member check every `Tower` must pass
 - batches and gradients: hand-made float64 batches (with hard negatives), accumulated gradients,
@@ -17,6 +18,7 @@ that runs load from the command line by their `faults.` target).
 
 import copy
 import io
+import json
 import os
 import random
 import tarfile
@@ -119,6 +121,7 @@ def write_bad_shards(folder: str) -> tuple[list[str], dict[str, int], list[int]]
         "missing_caption": 1,
         "empty_caption": 1,
         "caption_not_utf8": 1,
+        "unreadable_row": 0,  # tars have no rows
         "empty_shard": 2,
         "truncated_tar": 2,
         "corrupt_tar": 1,
@@ -155,6 +158,62 @@ def write_mixed_shards(tmp_path) -> list[str]:
     _append_raw(path, {"000000102.png": bad_image.getvalue()[:40], "000000102.txt": b"truncated png"})
     write_shards(str(tmp_path), "clean", good[6:], samples_per_shard=100)
     return [path, str(tmp_path / "clean-00000.tar")]
+
+
+# ---------------------------------------------------------------------------------------------- sources of every kind
+
+SOURCE_FORMATS = ("csv", "parquet", "jsonl", "folder", "hf")  # a table of paths, of bytes, JSON lines, a folder, HF
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    return data.getvalue()
+
+
+def write_source(form: str, folder, samples: list[Sample], rows: list[dict] | None = None) -> str:
+    """`samples` as a source of `form` (one of SOURCE_FORMATS) under `folder`; returns its path.
+
+    csv: images/KEY.png + pairs.csv (tab-separated `filepath`, `title`, paths relative to the table); jsonl: the same
+    rows as JSON lines; parquet: the PNG bytes in `filepath` and `title`; folder: photos/KEY.png + photos/KEY.txt;
+    hf: a `datasets` Dataset (`image`, `text`) saved with save_to_disk in 3 Arrow files. `rows`: extra raw rows
+    appended to a table after the samples' ({"filepath": ..., "title": ...}, or a str: a raw JSONL line)."""
+    os.makedirs(folder, exist_ok=True)
+    if form in ("csv", "jsonl"):
+        os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+        for s in samples:
+            s.image.save(os.path.join(folder, "images", f"{s.key}.png"))
+        table = [{"filepath": f"images/{s.key}.png", "title": s.caption} for s in samples] + list(rows or [])
+        path = os.path.join(folder, f"pairs.{form}")
+        with open(path, "w") as f:
+            if form == "csv":
+                f.write("filepath\ttitle\n" + "".join(f"{r['filepath']}\t{r['title']}\n" for r in table))
+            else:
+                f.write("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in table))
+        return path
+    if form == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = [{"filepath": png_bytes(s.image), "title": s.caption} for s in samples] + list(rows or [])
+        path = os.path.join(folder, "pairs.parquet")
+        pq.write_table(pa.table({"filepath": [r["filepath"] for r in table], "title": [r["title"] for r in table]}), path)
+        return path
+    if form == "folder":
+        path = os.path.join(folder, "photos")
+        os.makedirs(path, exist_ok=True)
+        for s in samples:
+            s.image.save(os.path.join(path, f"{s.key}.png"))
+            with open(os.path.join(path, f"{s.key}.txt"), "w") as f:
+                f.write(s.caption)
+        return path
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    columns = {"image": [s.image for s in samples], "text": [s.caption for s in samples]}
+    path = os.path.join(folder, "hf")
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(path, num_shards=3)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- tiny models

@@ -10,12 +10,14 @@ Every skipped item has one kind from `BAD_KINDS` (a fixed order, so counts trave
     missing_caption   a sample without a txt member
     empty_caption     a caption that is only whitespace
     caption_not_utf8  caption bytes that are not UTF-8
+    unreadable_row    a row of a table, folder or dataset that cannot be read (a JSONL line that is no JSON object,
+                      a caption file gone after start-up; `clip_train.data.row_source`)
     empty_shard       a shard that holds no sample (a zero-byte file, or a tar with no members)
     truncated_tar     a tar that ends early (its samples before the cut are kept)
     corrupt_tar       bytes that are not a tar archive
     unreadable_shard  a shard that cannot be opened or read (deleted after start-up, a failed pipe: command)
 
-The first seven count samples; the last four count shards, one each. Together they are
+The first eight count samples; the last four count shards, one each. Together they are
 `data/bad_samples`: the items the stream skipped.
 """
 
@@ -35,6 +37,7 @@ SAMPLE_KINDS = (
     "missing_caption",
     "empty_caption",
     "caption_not_utf8",
+    "unreadable_row",
 )
 SHARD_KINDS = ("empty_shard", "truncated_tar", "corrupt_tar", "unreadable_shard")
 BAD_KINDS = SAMPLE_KINDS + SHARD_KINDS

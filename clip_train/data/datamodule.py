@@ -38,6 +38,7 @@ from clip_train.data.position import (
     resume_position,
 )
 from clip_train.data.reader_shares import coverage_problem
+from clip_train.data.row_source import RowSource
 from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
 from clip_train.data.source_kinds import ColumnKeys, unit_samples
 from clip_train.data.sources import parse_sources, shard_weights
@@ -82,7 +83,8 @@ class ShardDataModule(L.LightningDataModule):
         their older names. When neither train nor sources is set and `synthetic` is given, the embedded
         scene dataset fills in training and (unless val is given) validation. Your own training data
         without val runs without validation: the drawn set never stands in for your data.
-    kind: the kind of every source (shards, table, folder, hf) instead of the one inferred from its path.
+    kind: the kind of every source instead of the one inferred from its path: shards, table, folder, hf, the dotted
+        path of a `RowSource` class, or a `RowSource` (`data/kind=NAME`, built by Hydra from its config).
     img_key, caption_key, csv_separator: a table's or Hugging Face dataset's image and caption columns (default
         OpenCLIP's `filepath` and `title` for tables, `image` and `text` for Hugging Face) and a CSV's separator
         (default a tab, as OpenCLIP's `--csv-separator`).
@@ -137,7 +139,7 @@ class ShardDataModule(L.LightningDataModule):
         neighbour_pool: int = 1000,
         train: str | Sequence[str] | None = None,
         val: str | Sequence[str] | None = None,
-        kind: str | None = None,
+        kind: str | RowSource | None = None,
         img_key: str | None = None,
         caption_key: str | None = None,
         csv_separator: str = "\t",

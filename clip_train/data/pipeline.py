@@ -45,7 +45,7 @@ from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.neighbour_batches import neighbour_batches
 from clip_train.data.position import ResumePoint, seeded_torch, skip, stable_seed
 from clip_train.data.reader_shares import ReaderShare, ShardSlice, shard_order, slices, worker_batches
-from clip_train.data.source_kinds import unit_samples
+from clip_train.data.source_kinds import is_row_unit, unit_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -63,6 +63,9 @@ def decode_pair(
     url, where = sample["__url__"], f"{sample['__url__']}:{sample['__key__']}"
     image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
     members = sorted(k for k in sample if not k.startswith("__"))
+    if "__unreadable__" in sample:  # a row source's row that could not be read
+        counter.skip("unreadable_row", url, f"{where}: {sample['__unreadable__']}")
+        return None
     if image_bytes is None:
         why = sample.get("__missing__") or f"has {members}"  # a row source says why it has none
         counter.skip("missing_image", url, f"{where} has no image ({why})")
@@ -70,7 +73,7 @@ def decode_pair(
     if "txt" not in sample:
         counter.skip("missing_caption", url, f"{where} has no caption (has {members})")
         return None
-    if not image_bytes or not sample["txt"]:
+    if not image_bytes or (not sample["txt"] and not is_row_unit(url)):  # a row's empty cell is an empty caption
         counter.skip("empty_file", url, f"{where} has a zero-byte {'image' if not image_bytes else 'caption'}")
         return None
     try:

@@ -4,7 +4,8 @@ A sample is a dict with `__key__`, `__url__` (the unit it came from), the image 
 format's extension (`jpg`, `png`, `webp`; another format under `jpg`: decoding sniffs the bytes) and
 `txt`, the caption in UTF-8, exactly what `clip_train.data.shard_reader` makes of a tar; from there
 on decoding, bad-sample counting, shuffling, batching and resume do not know the source. An image
-that cannot be read leaves the sample without an image (counted as `missing_image`, with why).
+that cannot be read leaves the sample without an image (counted as `missing_image`, with why); a row that
+cannot be read at all is a sample with only `__unreadable__`, why (counted as `unreadable_row`).
 """
 
 import os
@@ -39,3 +40,8 @@ def row_sample(unit: str, key: str, caption, image, folder: str) -> dict:
         return sample
     sample[MEMBERS.get(extension.lower(), "jpg")] = data
     return sample
+
+
+def unreadable_sample(unit: str, key: str, why: str) -> dict:
+    """The sample of a row that cannot be read: no image, no caption, and why."""
+    return {"__key__": key, "__url__": unit, "__unreadable__": why}

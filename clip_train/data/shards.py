@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import braceexpand
 
 from clip_train.data.counted_sizes import counted_sizes
-from clip_train.data.folder_source import folder_pairs
-from clip_train.data.source_kinds import ColumnKeys, is_row_unit, row_source_units, source_kind, unit_size
+from clip_train.data.row_source import RowSource
+from clip_train.data.source_kinds import SHARDS, ColumnKeys, is_row_unit, row_source_units, source_kind, unit_size
 from clip_train.data.tar_count import looks_like_tar
 from clip_train.shard_patterns import brace_form
 
@@ -31,21 +31,22 @@ def is_remote(url: str) -> bool:
 def expand_shards(
     spec: str | Sequence[str],
     option: str,
-    kind: str | None = None,
+    kind: str | RowSource | None = None,
     columns: ColumnKeys = DEFAULT_COLUMNS,
     rows_per_unit: int = 10_000,
 ) -> list[str]:
     """All units named by `spec`, in order: tar shard URLs (local ones must exist), and the row units of any table,
-    image folder or Hugging Face dataset it names (`clip_train.data.source_kinds`; its kind inferred from the path
-    unless `kind` is given, its columns read as `columns` says). `option` names the config key."""
+    image folder, Hugging Face dataset or other kind it names (`clip_train.data.source_kinds`; its kind inferred
+    from the path unless `kind` is given: a name, a dotted class path or a `RowSource`; its columns read as
+    `columns` says). `option` names the config key."""
     patterns = [spec] if isinstance(spec, str) else list(spec)
     urls = []
     for pattern in patterns:
         for alternative in str(pattern).split("::"):
             for url in braceexpand.braceexpand(alternative):
                 local = not is_remote(url) and not is_row_unit(url)
-                path_kind = kind or (source_kind(url) if local and os.path.exists(url.removeprefix("file:")) else "shards")
-                if path_kind != "shards" and not (path_kind == "folder" and _holds_tars_only(url)):
+                path_kind = kind or (source_kind(url) if local and os.path.exists(url.removeprefix("file:")) else SHARDS)
+                if path_kind != SHARDS:
                     urls.extend(row_source_units(url, path_kind, option, columns, rows_per_unit)[0])
                     continue
                 urls.extend(_glob(url, option) if local and any(c in url for c in "*?[") else [url])
@@ -67,12 +68,6 @@ def expand_shards(
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{option}: shard {missing[0]!r} does not exist{more}")
     return urls
-
-
-def _holds_tars_only(url: str) -> bool:
-    """A folder of .tar files and no captioned image: the user meant its shards (and is told how to name them)."""
-    folder = url.removeprefix("file:")
-    return bool(glob.glob(os.path.join(glob.escape(folder), "*.tar"))) and not folder_pairs(folder)[0]
 
 
 def _name_the_shards(folder: str, option: str) -> str:
