@@ -9,5 +9,13 @@ from clip_train.model.siglip_text_tower import SiglipTextTower
 from clip_train.model.text_tower import CausalTextTower, PretrainedTextTower
 from clip_train.model.tower import Tower
 
-__all__ = ["CausalTextTower", "CoCa", "DualEncoder", "EmbeddingBagTextTower", "ImageTower", "PretrainedTextTower",
-           "SiglipTextTower", "Tower"]
+__all__ = [
+    "CausalTextTower",
+    "CoCa",
+    "DualEncoder",
+    "EmbeddingBagTextTower",
+    "ImageTower",
+    "PretrainedTextTower",
+    "SiglipTextTower",
+    "Tower",
+]
