@@ -126,8 +126,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         compile_model(model)
     recipe = Recipe(
         model=architecture_config(OmegaConf.to_container(model_cfg), model),  # rebuilds without weight sources
-        image_mean=tuple(cfg.data.image_mean),
-        image_std=tuple(cfg.data.image_std),
+        image_mean=datamodule.image_mean,
+        image_std=datamodule.image_std,
+        image_resize=datamodule.image_resize,
         tokenizer_source=datamodule.tokenizer_source,
         tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
     )

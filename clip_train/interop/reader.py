@@ -8,18 +8,20 @@ from clip_train.interop.pretrained import OPEN_CLIP_FOLDER_CONFIG, OPEN_CLIP_FOL
 
 CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 ACCEPTED_LAYOUTS = (
-    "a transformers CLIPModel folder (config.json with model_type 'clip' + model.safetensors or pytorch_model.bin), "
+    "a transformers CLIPModel or SiglipModel folder (config.json with model_type 'clip' or 'siglip' + "
+    "model.safetensors or pytorch_model.bin), "
     f"an OpenCLIP checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}), or an OpenCLIP hub folder "
     f"({' or '.join(OPEN_CLIP_FOLDER_WEIGHTS)} + {OPEN_CLIP_FOLDER_CONFIG})"
 )
 
 
-def _is_transformers_clip(folder: str) -> bool:
+def _transformers_model_type(folder: str) -> str | None:
+    """The `model_type` of the transformers config.json in `folder`, or None when there is none."""
     config = os.path.join(folder, "config.json")
     if not os.path.isfile(config):
-        return False
+        return None
     with open(config) as f:
-        return json.load(f).get("model_type") == "clip"
+        return json.load(f).get("model_type")
 
 
 def _is_open_clip(path: str) -> bool:
@@ -36,10 +38,15 @@ def init_from(path: str) -> PretrainedCLIP:
     Each format's reader is imported only when its format is found.
     """
     path = os.path.expanduser(resolve_source(path))
-    if os.path.isdir(path) and _is_transformers_clip(path):
+    model_type = _transformers_model_type(path) if os.path.isdir(path) else None
+    if model_type == "clip":
         from clip_train.interop.hf_clip import read_hf_clip
 
         return read_hf_clip(path)
+    if model_type == "siglip":
+        from clip_train.interop.hf_siglip import read_hf_siglip
+
+        return read_hf_siglip(path)
     if os.path.exists(path) and _is_open_clip(path):
         from clip_train.interop.open_clip_format import read_open_clip
 
