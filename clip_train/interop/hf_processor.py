@@ -2,9 +2,9 @@
 
 Both reproduce our evaluation inputs: the tokenizer gives our ids (it is our tokenizer, saved,
 truncating at the context length; for SigLIP's text tower giving no attention mask), the image
-processor our `eval_transform` (shorter side
-resized bicubic to the image size and centre crop, or the whole image resized to the square,
-as the recipe's `image_resize` says; the recipe's mean and std).
+processor our `eval_transform` (shorter side resized bicubic to the image size and centre crop,
+or the whole image resized to the square, as the recipe's `image_resize` says; the recipe's
+mean and std).
 """
 
 import copy
