@@ -63,7 +63,8 @@ def test_siglip_model_reads_into_equal_embeddings_and_sigmoid_probabilities(tmp_
         "text": (ours_text - reference_text).abs().max().item(),
         "probabilities": (ours_probs - reference_probs).abs().max().item(),
     }
-    print(f"read_hf_siglip: max abs differences {differences}; probabilities span {reference_probs.aminmax()}")
+    low, high = reference_probs.aminmax()
+    print(f"read_hf_siglip: max abs differences {differences}; probabilities from {low:.2f} to {high:.2f}")
     torch.testing.assert_close(ours_image, reference_image, rtol=0, atol=1e-5)
     torch.testing.assert_close(ours_text, reference_text, rtol=0, atol=1e-5)
     torch.testing.assert_close(ours_probs, reference_probs, rtol=0, atol=1e-5)
@@ -146,8 +147,13 @@ def test_a_siglip_run_exports_as_a_siglip_model_the_pipeline_agrees_with(fine_tu
         image_features, text_features = ours.encode_image(images), ours.encode_text(texts)
         reference = theirs(pixel_values=pixels, **tokens).logits_per_image.sigmoid()
         theirs_image = F.normalize(_features(theirs.get_image_features(pixel_values=pixels)), dim=-1)
+        theirs_text = F.normalize(_features(theirs.get_text_features(**tokens)), dim=-1)
     ours_probs = _sigmoid_probabilities(ours.model, image_features, text_features)
+    print(f"exported SiglipModel: max abs difference image {(theirs_image - image_features).abs().max().item():.2e}, "
+          f"text {(theirs_text - text_features).abs().max().item():.2e}, "
+          f"probabilities {(reference - ours_probs).abs().max().item():.2e}")  # fmt: skip
     torch.testing.assert_close(theirs_image, image_features, rtol=0, atol=1e-5)
+    torch.testing.assert_close(theirs_text, text_features, rtol=0, atol=1e-5)
     torch.testing.assert_close(reference, ours_probs, rtol=0, atol=1e-5)
     classify = pipeline("zero-shot-image-classification", model=out, device="cpu")
     results = classify(images, candidate_labels=list(COLORS), hypothesis_template="a {} square")
