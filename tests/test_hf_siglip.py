@@ -70,6 +70,14 @@ def test_siglip_model_reads_into_equal_embeddings_and_sigmoid_probabilities(tmp_
     torch.testing.assert_close(ours_probs, reference_probs, rtol=0, atol=1e-5)
 
 
+def test_a_siglip_source_without_its_bias_names_the_loss(tmp_path):
+    save_small_siglip(str(tmp_path / "siglip"))
+    pretrained = init_from(str(tmp_path / "siglip"))
+    model = instantiate(pretrained.model_config | {"init_logit_bias": None})  # as model.init_logit_bias=null makes it
+    with pytest.raises(ValueError, match="has a logit_bias .* train it with loss=siglip"):
+        load_pretrained_weights(model, pretrained)
+
+
 def test_the_sources_preprocessing_comes_along_unless_set(tmp_path, compose_config):
     """A CLIP whose processor normalises otherwise than OpenAI's (before: data.image_mean stayed OpenAI's), and a
     SigLIP (mean and std 0.5, no crop); a key the user sets wins, the others still come from the source."""

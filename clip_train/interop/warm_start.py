@@ -68,6 +68,11 @@ def load_pretrained_weights(model: torch.nn.Module, pretrained: PretrainedCLIP) 
     state = match_model_state(pretrained.state_dict, model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [key for key in missing if key not in ADDED_BY_OPTIONS]
+    if unexpected == ["logit_bias"]:
+        raise ValueError(
+            "model.init_from has a logit_bias (a SigLIP, trained with a sigmoid loss) but the model built has none: "
+            "train it with loss=siglip, which reads it, and leave model.init_logit_bias unset"
+        )
     if missing or unexpected:
         raise ValueError(
             f"model.init_from weights do not fit the model built from its config: "
