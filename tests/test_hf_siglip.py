@@ -5,6 +5,7 @@ pipeline that agree with it. The source's preprocessing comes along for a CLIP t
 import json
 import os
 
+import huggingface_hub.constants
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,18 @@ def test_siglip_model_reads_into_equal_embeddings_and_sigmoid_probabilities(tmp_
     torch.testing.assert_close(ours_image, reference_image, rtol=0, atol=1e-5)
     torch.testing.assert_close(ours_text, reference_text, rtol=0, atol=1e-5)
     torch.testing.assert_close(ours_probs, reference_probs, rtol=0, atol=1e-5)
+
+
+def test_a_siglip_hub_id_in_the_local_cache_reads_as_its_folder(tmp_path, monkeypatch):
+    """google/siglip-* as the hub cache lays it out (models--ORG--NAME/snapshots/<commit>/, refs/main)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--google--siglip-tiny-test"
+    os.makedirs(repo / "refs")
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_small_siglip(str(repo / "snapshots" / ("0" * 40)))
+    from_cache, from_folder = init_from("google/siglip-tiny-test"), init_from(str(repo / "snapshots" / ("0" * 40)))
+    assert from_cache.model_config == from_folder.model_config and from_cache.preprocessing["image_resize"] == "squash"
+    assert all(torch.equal(from_cache.state_dict[name], value) for name, value in from_folder.state_dict.items())
 
 
 def test_a_siglip_source_without_its_bias_names_the_loss(tmp_path):
