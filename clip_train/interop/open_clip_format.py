@@ -256,7 +256,7 @@ def _preprocessing(preprocess_cfg: dict, path: str) -> dict:
 
 # `ImageTower` arguments that are ours, not timm's: a tower with any other argument built a trunk
 # timm's default for its name does not reproduce.
-IMAGE_TOWER_OWN_ARGUMENTS = {"_target_", "model_name", "embed_dim", "image_size", "pool", "pretrained",
+IMAGE_TOWER_OWN_ARGUMENTS = {"_target_", "model_name", "embed_dim", "image_size", "pool", "pretrained", "projection",
                              "patch_dropout", "grad_checkpointing", "lock", "unlocked_groups", "freeze_norm"}  # fmt: skip
 
 
@@ -391,7 +391,10 @@ def _vision_config(model: ClipModel, text_activation: str) -> tuple[dict, dict[s
         vision_cfg = {"timm_model_name": tower_config["model_name"], "timm_model_pretrained": False,
                       "timm_pool": tower_config.get("pool", "token"), "timm_proj": "linear", "image_size": size}  # fmt: skip
         weights = {"visual.trunk." + key: value for key, value in trunk.state_dict().items()}
-        weights["visual.head.proj.weight"] = tower.projection.weight
+        if isinstance(tower.projection, torch.nn.Identity):  # the pooled features are the shared space (SigLIP's)
+            vision_cfg["timm_proj"] = "none"
+        else:
+            weights["visual.head.proj.weight"] = tower.projection.weight
         return vision_cfg, weights, text_activation == "quick_gelu"
     raise ValueError(f"image tower {tower_config['model_name']}: OpenCLIP cannot express it: {layout}; {default}")
 
