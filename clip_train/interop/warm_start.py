@@ -6,8 +6,8 @@ Before anything is built, the source's model config replaces the `model` node, w
 remaining `model.*` keys (locking, patch dropout, checkpointing, a loss's logit bias) merged on
 top, and its tokenizer becomes `data.tokenizer` when that is unset, so text ids mean what the
 weights learnt (a source without one needs `data.tokenizer` set). So does its image preprocessing
-(`data.image_mean`, `data.image_std`, `data.image_resize`), each where the user left it unset (null). After the model is built,
-every source weight is loaded, strictly. The run's recipe then holds the resolved config, not
+(`data.image_mean`, `data.image_std`, `data.image_resize`), each where the user left it unset
+(null). After the model is built, every source weight is loaded, strictly. The run's recipe then holds the resolved config, not
 the path: its checkpoints rebuild without the source.
 """
 
