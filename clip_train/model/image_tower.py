@@ -27,7 +27,8 @@ class ImageTower(nn.Module):
     lock: freeze the trunk but its last `unlocked_groups` timm layer groups (LiT); with
         `freeze_norm=False` its norm layers keep training.
     projection: "linear" (a matrix, CLIP's) or "none": the pooled features are the shared space's (SigLIP's
-        attention-pooled ViTs, OpenCLIP's `timm_proj: none`); then `embed_dim` must be the trunk's width.
+        attention-pooled ViTs, OpenCLIP's `timm_proj: none`); then `embed_dim` must be the trunk's width, and
+        `lock` with no unlocked group freezes the whole tower (LiT's locked image tower: nothing projects after it).
     """
 
     def __init__(
