@@ -39,7 +39,9 @@ def export(model: ClipModel, out: str) -> None:
     model.recipe.write(out)
     model.tokenizer.save_pretrained(out)
     size = model.model.image_size
-    preprocessing = {"image_size": size, "resize": "shorter side, bicubic", "crop": "center",
+    squash = model.recipe.image_resize == "squash"
+    preprocessing = {"image_size": size, "resize": "whole image, bicubic" if squash else "shorter side, bicubic",
+                     "crop": None if squash else "center",
                      "image_mean": list(model.recipe.image_mean), "image_std": list(model.recipe.image_std)}  # fmt: skip
     with open(os.path.join(out, PREPROCESS_FILE), "w") as f:
         json.dump(preprocessing, f, indent=2)

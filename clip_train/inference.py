@@ -42,10 +42,14 @@ class ClipModel:
         self.tokenizer = tokenizer
         self.tokenize = Tokenize(tokenizer, model.context_length)  # exactly as in training
         self.recipe = recipe
-        self.preprocess = eval_transform(model.image_size, recipe.image_mean, recipe.image_std)
+        self.preprocess = eval_transform(model.image_size, recipe.image_mean, recipe.image_std, recipe.image_resize)
         # encoded bytes -> pixels as validation in training makes them (the evaluation readers' path)
         self.preprocess_encoded = functools.partial(
-            eval_pixels, image_size=model.image_size, mean=recipe.image_mean, std=recipe.image_std
+            eval_pixels,
+            image_size=model.image_size,
+            mean=recipe.image_mean,
+            std=recipe.image_std,
+            resize=recipe.image_resize,
         )
 
     @property

@@ -14,6 +14,8 @@ Layouts, by the `version` key:
     2 the same keys, and `version`, so that a later layout change can be told apart and read. A CoCa
         model config no longer holds `caption_loss_weight` and `contrastive_loss_weight`: they moved to
         the objective (`loss=coca`), so reading version 1 drops them (they never shaped the model).
+        An optional `image_resize` (evaluation resizing, `clip_train.data.transforms.RESIZE_MODES`) came
+        with SigLIP sources; a recipe without it resizes `shortest`, as every model before did.
 """
 
 import json
@@ -33,6 +35,8 @@ VERSION_1_LOSS_KEYS = ("caption_loss_weight", "contrastive_loss_weight")
 class Recipe:
     """model: the resolved model config, a dict `hydra.utils.instantiate` builds the model from.
     image_mean, image_std: the per-channel normalisation the model was trained with (RGB, 0-1 scale).
+    image_resize: how evaluation resizes an image to the model's square: "shortest" (shorter side, centre
+        crop) or "squash" (the whole image).
     tokenizer_source: what `data.tokenizer` named (a hub name or folder; a learnt tokenizer's cache folder).
     tokenizer_files: the tokenizer itself, {file name: text}; a checkpoint carries it, an export has
         the files beside the recipe instead. None: not carried.
@@ -45,6 +49,7 @@ class Recipe:
     tokenizer_source: str | None = None
     tokenizer_files: dict[str, str] | None = None
     version: int = VERSION
+    image_resize: str = "shortest"
 
     def to_dict(self) -> dict:
         """Plain data (dicts, lists, strings, numbers) in the current layout, for a checkpoint or JSON."""
@@ -53,6 +58,7 @@ class Recipe:
             "model": self.model,
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
+            "image_resize": self.image_resize,
         }
         if self.tokenizer_source is not None:
             recipe["tokenizer"] = self.tokenizer_source
@@ -79,6 +85,7 @@ class Recipe:
             tokenizer_source=recipe.get("tokenizer"),
             tokenizer_files=recipe.get("tokenizer_files"),
             version=version,
+            image_resize=recipe.get("image_resize", "shortest"),
         )
 
     @classmethod

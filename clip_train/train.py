@@ -113,6 +113,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_tokenizer_fits(model_cfg.text_tower.vocab_size, datamodule.tokenizer)
     if "eos_token_id" in model_cfg.text_tower:
         model_cfg.text_tower.eos_token_id = datamodule.tokenizer.eos_token_id
+    if "pad_token_id" in model_cfg.text_tower and model_cfg.text_tower.pad_token_id is None:
+        model_cfg.text_tower.pad_token_id = datamodule.tokenizer.pad_token_id
     resume = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
     if resume is not None:
         check_resumable(resume, OmegaConf.to_container(model_cfg))
@@ -124,8 +126,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         compile_model(model)
     recipe = Recipe(
         model=architecture_config(OmegaConf.to_container(model_cfg), model),  # rebuilds without weight sources
-        image_mean=tuple(cfg.data.image_mean),
-        image_std=tuple(cfg.data.image_std),
+        image_mean=datamodule.image_mean,
+        image_std=datamodule.image_std,
+        image_resize=datamodule.image_resize,
         tokenizer_source=datamodule.tokenizer_source,
         tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
     )

@@ -16,7 +16,12 @@ from clip_train.model import DualEncoder
 
 SMALL_IMAGE = ["+model.image_tower.depth=2", "+model.image_tower.num_heads=2", "+model.image_tower.width=32"]
 SMALL_CNN = ["+model.image_tower.depths=[1,1,1,1]", "+model.image_tower.dims=[8,16,32,64]"]  # timm ConvNeXt's arguments
-SMALL_TEXT = {"causal": ["model.text_tower.width=32", "model.text_tower.layers=2", "model.text_tower.heads=2"]}
+SMALL_TEXT = {
+    "causal": ["model.text_tower.width=32", "model.text_tower.layers=2", "model.text_tower.heads=2"],
+    "siglip": ["model.text_tower.width=32", "model.text_tower.layers=2", "model.text_tower.heads=2"],
+    "xlm": [f"model.text_tower.transformers_config.{key}={value}" for key, value in
+            (("hidden_size", 32), ("num_hidden_layers", 2), ("num_attention_heads", 2), ("intermediate_size", 64))],
+}  # fmt: skip
 VOCAB = 100
 
 
@@ -47,7 +52,8 @@ def test_text_tower_configs_meet_the_contract(compose_config, bert_folder, optio
 
 @pytest.mark.parametrize("preset", [name for name in options("model") if name != "clip_pretrained"])  # see test_hf_clip_import
 def test_image_tower_configs_meet_the_contract(compose_config, preset):
-    cfg = compose_config(f"model={preset}", *(SMALL_CNN if preset.startswith("convnext") else SMALL_IMAGE))
+    unprojected = ["model.embed_dim=32"] if preset.startswith("siglip") else []  # its pooled width is the shared space
+    cfg = compose_config(f"model={preset}", *(SMALL_CNN if preset.startswith("convnext") else SMALL_IMAGE), *unprojected)
     tower = instantiate(cfg.model.image_tower)
     size = cfg.model.image_size
     check_tower(tower, (torch.randn(2, 3, size, size),), cfg.model.embed_dim)

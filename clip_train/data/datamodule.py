@@ -98,6 +98,9 @@ class ShardDataModule(L.LightningDataModule):
         batch_size × ranks; otherwise setup warns how many samples repeat or are skipped
         (`clip_train.data.reader_shares`).
     resampled: draw training shards with replacement (an endless stream, best at scale).
+    image_mean, image_std: the normalisation (RGB, 0-1 scale); None: OpenAI CLIP's. image_resize: evaluation
+        resizing (`clip_train.data.transforms.RESIZE_MODES`); None: `shortest`. `model.init_from` fills in its
+        source's for whichever is None (`clip_train.interop.warm_start`).
     sources: instead of `train_shards`, several sets `[{shards, weight, name}, ...]` mixed by
         weight in the resampled stream (`clip_train.data.sources`).
     tokenizer: a transformers tokenizer name or folder; unset means a BPE vocabulary of
@@ -126,8 +129,9 @@ class ShardDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         tokenizer_vocab_size: int = 16384,
         tokenizer_max_captions: int = 200_000,
-        image_mean: Sequence[float] = CLIP_MEAN,
-        image_std: Sequence[float] = CLIP_STD,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        image_resize: str | None = None,
         crop_scale: Sequence[float] = (0.9, 1.0),
         synthetic: SyntheticShards | None = None,
         max_bad_sample_rate: float = 0.2,
@@ -199,10 +203,13 @@ class ShardDataModule(L.LightningDataModule):
             self.tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
-        self.train_image_transform, self.eval_image_transform = train_crop(image_size, crop_scale), eval_crop(image_size)
+        self.image_resize = image_resize or "shortest"
+        self.train_image_transform = train_crop(image_size, crop_scale)
+        self.eval_image_transform = eval_crop(image_size, self.image_resize)
         self.train_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, crop_scale))
         self.eval_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, None))
-        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.image_mean = CLIP_MEAN if image_mean is None else tuple(image_mean)
+        self.image_std = CLIP_STD if image_std is None else tuple(image_std)
         self.bad_data = BadDataPolicy(max_bad_sample_rate, bad_sample_rate_min_items)
         tokenize = Tokenize(self.tokenizer, self.context_length)
         self.negatives = NegativeCaptions(text_hard_negatives, tokenize, hard_negative_kinds) if text_hard_negatives else None

@@ -19,8 +19,10 @@ from clip_train.data.image_decode import decode_rgb
 from clip_train.data.transforms import eval_crop, min_decoded_side
 
 
-def eval_pixels(data: bytes, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Encoded image bytes -> (3, image_size, image_size) float32, normalised with `mean` and `std` (RGB, 0-1 scale).
-    Raises what `decode_rgb` raises for bytes that are no image."""
-    pixels = eval_crop(image_size)(decode_rgb(data, min_short_side=min_decoded_side(image_size, None)))
+def eval_pixels(
+    data: bytes, image_size: int, mean: Sequence[float], std: Sequence[float], resize: str = "shortest"
+) -> torch.Tensor:
+    """Encoded image bytes -> (3, image_size, image_size) float32, resized by `resize` (`eval_crop`), normalised with
+    `mean` and `std` (RGB, 0-1 scale). Raises what `decode_rgb` raises for bytes that are no image."""
+    pixels = eval_crop(image_size, resize)(decode_rgb(data, min_short_side=min_decoded_side(image_size, None)))
     return normalize_images(pixels.unsqueeze(0), mean, std)[0]

@@ -124,6 +124,11 @@ class Tokenize:
 
     def __call__(self, captions: list[str]) -> dict:
         tokens = self.tokenizer(
-            captions, padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+            captions,
+            padding="max_length",
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+            return_attention_mask=True,  # also from a tokenizer that leaves it out (SigLIP's: its model reads no mask)
         )
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}

@@ -23,6 +23,14 @@ from torchvision.transforms import v2
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BICUBIC = v2.InterpolationMode.BICUBIC
+# evaluation resizing, by OpenCLIP's names: shortest = shorter side to S, then the centre S×S (CLIP's);
+# squash = the whole image to S×S, aspect ratio not kept, nothing cropped (SigLIP's)
+RESIZE_MODES = ("shortest", "squash")
+
+
+def _check_resize(resize: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"data.image_resize must be one of {RESIZE_MODES}, got {resize!r}")
 
 
 def train_crop(image_size: int, crop_scale: Sequence[float] = (0.9, 1.0)) -> v2.RandomResizedCrop:
@@ -31,8 +39,12 @@ def train_crop(image_size: int, crop_scale: Sequence[float] = (0.9, 1.0)) -> v2.
     return v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=BICUBIC, antialias=True)
 
 
-def eval_crop(image_size: int) -> v2.Compose:
-    """(3, h, w) uint8 -> (3, image_size, image_size) uint8: shorter side resized, then the centre cropped."""
+def eval_crop(image_size: int, resize: str = "shortest") -> v2.Compose:
+    """(3, h, w) uint8 -> (3, image_size, image_size) uint8: shorter side resized, then the centre cropped; or with
+    `resize="squash"` the whole image resized to the square."""
+    _check_resize(resize)
+    if resize == "squash":
+        return v2.Compose([v2.Resize((image_size, image_size), interpolation=BICUBIC, antialias=True)])
     return v2.Compose([v2.Resize(image_size, interpolation=BICUBIC, antialias=True), v2.CenterCrop(image_size)])
 
 
@@ -49,13 +61,12 @@ def min_decoded_side(image_size: int, crop_scale: Sequence[float] | None) -> int
     return math.ceil((image_size + 1) / min(crop_scale))
 
 
-def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
-    """PIL image -> (3, image_size, image_size) float, normalised: shorter side resized, then the centre cropped."""
-    return T.Compose(
-        [
-            T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop(image_size),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
+def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float], resize: str = "shortest") -> T.Compose:
+    """PIL image -> (3, image_size, image_size) float, normalised: shorter side resized, then the centre cropped; or
+    with `resize="squash"` the whole image resized to the square."""
+    _check_resize(resize)
+    if resize == "squash":
+        sizing = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC)]
+    else:
+        sizing = [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)]
+    return T.Compose([*sizing, T.ToTensor(), T.Normalize(mean, std)])

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from transformers import CLIPConfig
 
 from clip_train.interop.hf_clip_keys import clip_to_ours
+from clip_train.interop.preprocessor_config import read_preprocessing
 from clip_train.interop.pretrained import PretrainedCLIP
 
 # (width, depth, heads, patch size, MLP width) -> timm architecture, without its activation suffix
@@ -72,7 +73,7 @@ def text_tower_config(text: dict, embed_dim: int, folder: str) -> dict:
     }  # fmt: skip
 
 
-def _weights(folder: str) -> dict[str, torch.Tensor]:
+def hf_weights(folder: str) -> dict[str, torch.Tensor]:
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.isfile(index):
         with open(index) as f:
@@ -82,7 +83,7 @@ def _weights(folder: str) -> dict[str, torch.Tensor]:
         return load_file(os.path.join(folder, "model.safetensors"))
     if os.path.isfile(os.path.join(folder, "pytorch_model.bin")):
         return torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="cpu", weights_only=True)
-    raise ValueError(f"{folder} has a CLIP config.json but no model.safetensors(.index.json) or pytorch_model.bin")
+    raise ValueError(f"{folder} has a transformers config.json but no model.safetensors(.index.json) or pytorch_model.bin")
 
 
 def read_hf_clip(folder: str) -> PretrainedCLIP:
@@ -90,7 +91,7 @@ def read_hf_clip(folder: str) -> PretrainedCLIP:
     config = CLIPConfig.from_pretrained(folder)  # fills in the defaults a saved config may leave out
     vision, text = config.vision_config.to_dict(), config.text_config.to_dict()
     embed_dim = config.projection_dim
-    state = clip_to_ours(_weights(folder), vision["num_hidden_layers"], folder)
+    state = clip_to_ours(hf_weights(folder), vision["num_hidden_layers"], folder)
     logit_scale = float(state["logit_scale"])
     model_config = {
         "_target_": "clip_train.model.DualEncoder",
@@ -103,4 +104,4 @@ def read_hf_clip(folder: str) -> PretrainedCLIP:
         "text_tower": text_tower_config(text, embed_dim, folder),
     }
     has_tokenizer = any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
-    return PretrainedCLIP(model_config, state, folder if has_tokenizer else None)
+    return PretrainedCLIP(model_config, state, folder if has_tokenizer else None, read_preprocessing(folder))

@@ -17,6 +17,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip_keys import ours_to_clip
 from clip_train.interop.hf_clip_text import clip_text_config
+from clip_train.interop.timm_tower import state_with_image_projection
 from clip_train.model import ImageTower
 
 LAYER_NORM_EPS = 1e-5  # CLIPVisionConfig's default, and timm's CLIP ViTs'
@@ -80,7 +81,7 @@ def as_clip_model(model: ClipModel) -> CLIPModel:
         projection_dim=dual_encoder.embed_dim, logit_scale_init_value=dual_encoder.logit_scale.item(),
     )  # fmt: skip
     clip = CLIPModel(config)
-    weights = ours_to_clip(dual_encoder.state_dict(), len(trunk.blocks))
+    weights = ours_to_clip(state_with_image_projection(dual_encoder), len(trunk.blocks))
     with torch.no_grad():
         clip.load_state_dict(weights, strict=True)
     return clip.eval()

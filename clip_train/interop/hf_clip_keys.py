@@ -41,12 +41,12 @@ def _renamed(depth: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def _pop_prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def pop_prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Remove the entries under `prefix` from `state`; return them without it."""
     return {key.removeprefix(prefix): state.pop(key) for key in [key for key in state if key.startswith(prefix)]}
 
 
-def _take(state: dict[str, Tensor], key: str, source: str) -> Tensor:
+def take(state: dict[str, Tensor], key: str, source: str) -> Tensor:
     if key not in state:
         raise ValueError(f"{source} has no weight {key}")
     return state.pop(key)
@@ -55,19 +55,19 @@ def _take(state: dict[str, Tensor], key: str, source: str) -> Tensor:
 def clip_to_ours(clip: dict[str, Tensor], depth: int, source: str) -> dict[str, Tensor]:
     """A `CLIPModel` state dict with `depth` vision layers -> our `DualEncoder` keys; a weight left over is an error."""
     clip = {key: value for key, value in clip.items() if key not in NOT_WEIGHTS}
-    vision = _pop_prefixed(clip, "vision_model.")
-    trunk = {timm_name: _take(vision, clip_name, source) for clip_name, timm_name in _renamed(depth)}
-    trunk["cls_token"] = _take(vision, "embeddings.class_embedding", source).reshape(1, 1, -1)
-    trunk["pos_embed"] = _take(vision, "embeddings.position_embedding.weight", source).unsqueeze(0)
+    vision = pop_prefixed(clip, "vision_model.")
+    trunk = {timm_name: take(vision, clip_name, source) for clip_name, timm_name in _renamed(depth)}
+    trunk["cls_token"] = take(vision, "embeddings.class_embedding", source).reshape(1, 1, -1)
+    trunk["pos_embed"] = take(vision, "embeddings.position_embedding.weight", source).unsqueeze(0)
     for i in range(depth):
         for kind in ("weight", "bias"):
-            parts = [_take(vision, f"encoder.layers.{i}.self_attn.{p}_proj.{kind}", source) for p in "qkv"]
+            parts = [take(vision, f"encoder.layers.{i}.self_attn.{p}_proj.{kind}", source) for p in "qkv"]
             trunk[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(parts)
     ours = {f"image_tower.trunk.{key}": value for key, value in trunk.items()}
-    ours["image_tower.projection.weight"] = _take(clip, "visual_projection.weight", source)
-    ours["text_tower.projection.weight"] = _take(clip, "text_projection.weight", source)
-    ours["logit_scale"] = _take(clip, "logit_scale", source).reshape(1)  # ours is (1,), which FSDP can shard
-    ours |= {f"text_tower.transformer.{TEXT_MODEL_LEVEL}{key}": w for key, w in _pop_prefixed(clip, "text_model.").items()}
+    ours["image_tower.projection.weight"] = take(clip, "visual_projection.weight", source)
+    ours["text_tower.projection.weight"] = take(clip, "text_projection.weight", source)
+    ours["logit_scale"] = take(clip, "logit_scale", source).reshape(1)  # ours is (1,), which FSDP can shard
+    ours |= {f"text_tower.transformer.{TEXT_MODEL_LEVEL}{key}": w for key, w in pop_prefixed(clip, "text_model.").items()}
     leftover = sorted(vision) + sorted(clip)
     if leftover:
         raise ValueError(f"{source} has weights a CLIP-layout ViT + CLIP text model do not: {leftover[:5]}")
@@ -77,13 +77,13 @@ def clip_to_ours(clip: dict[str, Tensor], depth: int, source: str) -> dict[str, 
 def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
     """Inverse of `clip_to_ours`: our `DualEncoder` state dict (either transformers version's text keys) -> `CLIPModel` keys."""
     ours = dict(ours)
-    trunk = _pop_prefixed(ours, "image_tower.trunk.")
-    vision = {clip_name: _take(trunk, timm_name, "the image trunk") for clip_name, timm_name in _renamed(depth)}
-    vision["embeddings.class_embedding"] = _take(trunk, "cls_token", "the image trunk").reshape(-1)
-    vision["embeddings.position_embedding.weight"] = _take(trunk, "pos_embed", "the image trunk").squeeze(0)
+    trunk = pop_prefixed(ours, "image_tower.trunk.")
+    vision = {clip_name: take(trunk, timm_name, "the image trunk") for clip_name, timm_name in _renamed(depth)}
+    vision["embeddings.class_embedding"] = take(trunk, "cls_token", "the image trunk").reshape(-1)
+    vision["embeddings.position_embedding.weight"] = take(trunk, "pos_embed", "the image trunk").squeeze(0)
     for i in range(depth):
         for kind in ("weight", "bias"):
-            q, k, v = _take(trunk, f"blocks.{i}.attn.qkv.{kind}", "the image trunk").chunk(3)
+            q, k, v = take(trunk, f"blocks.{i}.attn.qkv.{kind}", "the image trunk").chunk(3)
             vision |= {f"encoder.layers.{i}.self_attn.{p}_proj.{kind}": w for p, w in zip("qkv", (q, k, v), strict=True)}
     if trunk:
         raise ValueError(f"the image trunk has weights a CLIP vision model does not: {sorted(trunk)[:5]}")
@@ -91,7 +91,7 @@ def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
     clip["visual_projection.weight"] = ours.pop("image_tower.projection.weight")
     clip["text_projection.weight"] = ours.pop("text_tower.projection.weight")
     clip["logit_scale"] = ours.pop("logit_scale").reshape(())  # transformers keeps it 0-d
-    text = _pop_prefixed(ours, "text_tower.transformer.")
+    text = pop_prefixed(ours, "text_tower.transformer.")
     clip |= {f"text_model.{key.removeprefix('text_model.')}": weight for key, weight in text.items()}
     if ours:
         raise ValueError(f"weights a CLIPModel has no place for: {sorted(ours)[:5]}")

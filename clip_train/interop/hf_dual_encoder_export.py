@@ -18,6 +18,7 @@ from transformers import TimmWrapperConfig, VisionTextDualEncoderConfig, VisionT
 
 from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip_text import clip_text_config
+from clip_train.interop.timm_tower import state_with_image_projection
 
 OUR_PREFIX_TO_THEIRS = {
     "image_tower.trunk.": "vision_model.timm_model.",
@@ -48,7 +49,7 @@ def as_dual_encoder_model(model: ClipModel) -> VisionTextDualEncoderModel:
         projection_dim=dual_encoder.embed_dim, logit_scale_init_value=dual_encoder.logit_scale.item(),
     )  # fmt: skip
     exported = VisionTextDualEncoderModel(config)
-    ours = dual_encoder.state_dict()
+    ours = state_with_image_projection(dual_encoder)
     weights, unplaced = {}, []
     for key, value in ours.items():
         prefix = next((prefix for prefix in OUR_PREFIX_TO_THEIRS if key.startswith(prefix)), None)

@@ -1,7 +1,8 @@
 """`export format=hf`: a folder transformers loads with `AutoModel` / `CLIPModel.from_pretrained` / `pipeline`.
 
-    config.json, model.safetensors      a CLIPModel when the image trunk is a CLIP-layout ViT (then also
-                                        pipeline("zero-shot-image-classification")), else a
+    config.json, model.safetensors      a SiglipModel when the model has SigLIP's text tower (then its whole
+                                        layout is required), a CLIPModel when the image trunk is a CLIP-layout
+                                        ViT (both also pipeline("zero-shot-image-classification")), else a
                                         VisionTextDualEncoderModel over a TimmWrapperModel
     tokenizer files                     ours: AutoTokenizer gives our ids
     preprocessor_config.json            a CLIPImageProcessor doing our evaluation preprocessing
@@ -20,13 +21,18 @@ from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip_export import as_clip_model, clip_layout_differences
 from clip_train.interop.hf_dual_encoder_export import as_dual_encoder_model
 from clip_train.interop.hf_processor import save_processor_files
+from clip_train.interop.hf_siglip_export import as_siglip_model
 from clip_train.interop.timm_tower import timm_image_tower
+from clip_train.model import SiglipTextTower
 
 TOLERANCE = 1e-4  # on unit vectors; float32 kernels in another order differ by ~1e-6
 
 
 def as_transformers_model(model: ClipModel) -> PreTrainedModel:
-    """A `CLIPModel` where the image trunk allows, else a `VisionTextDualEncoderModel`, with `model`'s weights."""
+    """A `SiglipModel` for SigLIP's layout, a `CLIPModel` where the image trunk allows, else a
+    `VisionTextDualEncoderModel`, with `model`'s weights."""
+    if isinstance(model.model.text_tower, SiglipTextTower):
+        return as_siglip_model(model)
     if clip_layout_differences(timm_image_tower(model, "format=hf")):
         return as_dual_encoder_model(model)
     return as_clip_model(model)
@@ -46,9 +52,10 @@ def check_same_features(model: ClipModel, exported: PreTrainedModel) -> None:
     tokens = model.tokenize(["a photo of a cat", "two"])
     ids, mask = tokens["input_ids"].to(model.device), tokens["attention_mask"].to(model.device)
     exported = exported.to(model.device)
+    text_inputs = {"input_ids": ids} if exported.config.model_type == "siglip" else {"input_ids": ids, "attention_mask": mask}
     pairs = {
         "image": (model.model.encode_image(pixels), _features(exported.get_image_features(pixel_values=pixels))),
-        "text": (model.model.encode_text(ids, mask), _features(exported.get_text_features(input_ids=ids, attention_mask=mask))),
+        "text": (model.model.encode_text(ids, mask), _features(exported.get_text_features(**text_inputs))),
     }
     for side, (ours, theirs) in pairs.items():
         difference = (ours.float() - F.normalize(theirs.float(), dim=-1)).abs().max().item()

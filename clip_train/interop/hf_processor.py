@@ -1,16 +1,21 @@
 """The processor files of a transformers export: the tokenizer and a `CLIPImageProcessor`.
 
 Both reproduce our evaluation inputs: the tokenizer gives our ids (it is our tokenizer, saved,
-truncating at the context length), the image processor our `eval_transform` (shorter side
-resized bicubic to the image size, centre crop, the recipe's mean and std).
+truncating at the context length; for SigLIP's text tower giving no attention mask), the image
+processor our `eval_transform` (shorter side resized bicubic to the image size and centre crop,
+or the whole image resized to the square, as the recipe's `image_resize` says; the recipe's
+mean and std).
 """
 
 import copy
+import json
+import os
 
 from transformers import CLIPImageProcessor, PreTrainedTokenizerBase
 from transformers.image_utils import PILImageResampling
 
 from clip_train.inference import ClipModel
+from clip_train.model import SiglipTextTower
 
 # transformers' CLIPTextModel reads an end-of-text id of 2 as "pool at the highest id" (old hub configs)
 LEGACY_ARGMAX_ID = 2
@@ -36,16 +41,29 @@ def end_of_text_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return eos
 
 
+def _declare_input_names(folder: str, names: list[str]) -> None:
+    """Make the saved tokenizer in `folder` return only `names` (tokenizer_config.json's `model_input_names`,
+    which `save_pretrained` does not write from the attribute)."""
+    path = os.path.join(folder, "tokenizer_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    with open(path, "w") as f:
+        json.dump(config | {"model_input_names": names}, f, indent=2)
+
+
 def save_processor_files(model: ClipModel, out: str) -> None:
     """Write the tokenizer and `preprocessor_config.json` (a `CLIPImageProcessor`) into `out`."""
     tokenizer = copy.deepcopy(model.tokenizer)
     tokenizer.model_max_length = model.model.context_length  # truncation=True cuts where ours does
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(out)
-    size = model.model.image_size
+    if isinstance(model.model.text_tower, SiglipTextTower):  # SigLIP's text model reads no mask: give none
+        _declare_input_names(out, ["input_ids"])
+    size, crop = model.model.image_size, model.recipe.image_resize == "shortest"
     CLIPImageProcessor(
-        do_resize=True, size={"shortest_edge": size}, resample=PILImageResampling.BICUBIC,
-        do_center_crop=True, crop_size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
+        do_resize=True, size={"shortest_edge": size} if crop else {"height": size, "width": size},
+        resample=PILImageResampling.BICUBIC, do_center_crop=crop, crop_size={"height": size, "width": size},
+        do_rescale=True, rescale_factor=1 / 255,
         do_normalize=True, image_mean=list(model.recipe.image_mean), image_std=list(model.recipe.image_std),
         do_convert_rgb=True,
     ).save_pretrained(out)  # fmt: skip

@@ -49,6 +49,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clip_train.data.tokenizer import Tokenize
+from clip_train.data.transforms import RESIZE_MODES
 from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip import image_tower_config, text_tower_config
 from clip_train.interop.hf_clip_keys import TEXT_MODEL_LEVEL
@@ -189,6 +190,7 @@ def read_open_clip(path: str) -> PretrainedCLIP:
     """
     with open(_config_beside(path)) as f:
         config = json.load(f)
+    preprocessing = _preprocessing(config.get("preprocess_cfg", {}), path)
     config = config.get("model_cfg", config)
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
     if "multimodal_cfg" in config:
@@ -237,14 +239,24 @@ def read_open_clip(path: str) -> PretrainedCLIP:
     if "logit_bias" in state:
         model_config["init_logit_bias"] = float(state["logit_bias"].reshape(()))
         ours["logit_bias"] = state["logit_bias"].reshape(1)
-    return PretrainedCLIP(model_config=model_config, state_dict=ours, tokenizer=None)
+    return PretrainedCLIP(model_config=model_config, state_dict=ours, tokenizer=None, preprocessing=preprocessing)
+
+
+def _preprocessing(preprocess_cfg: dict, path: str) -> dict:
+    """OpenCLIP's `preprocess_cfg` (mean, std, resize_mode) -> our `data.*` keys; {} for a config without one."""
+    preprocessing = {ours: list(preprocess_cfg[theirs]) for theirs, ours in (("mean", "image_mean"), ("std", "image_std"))
+                     if theirs in preprocess_cfg}  # fmt: skip
+    resize = preprocess_cfg.get("resize_mode")
+    if resize is not None and resize not in RESIZE_MODES:
+        raise ValueError(f"{path}: preprocess_cfg.resize_mode={resize!r}; only {RESIZE_MODES} are supported")
+    return preprocessing | ({"image_resize": resize} if resize else {})
 
 
 # --- out --------------------------------------------------------------------------------------
 
 # `ImageTower` arguments that are ours, not timm's: a tower with any other argument built a trunk
 # timm's default for its name does not reproduce.
-IMAGE_TOWER_OWN_ARGUMENTS = {"_target_", "model_name", "embed_dim", "image_size", "pool", "pretrained",
+IMAGE_TOWER_OWN_ARGUMENTS = {"_target_", "model_name", "embed_dim", "image_size", "pool", "pretrained", "projection",
                              "patch_dropout", "grad_checkpointing", "lock", "unlocked_groups", "freeze_norm"}  # fmt: skip
 
 
@@ -379,7 +391,10 @@ def _vision_config(model: ClipModel, text_activation: str) -> tuple[dict, dict[s
         vision_cfg = {"timm_model_name": tower_config["model_name"], "timm_model_pretrained": False,
                       "timm_pool": tower_config.get("pool", "token"), "timm_proj": "linear", "image_size": size}  # fmt: skip
         weights = {"visual.trunk." + key: value for key, value in trunk.state_dict().items()}
-        weights["visual.head.proj.weight"] = tower.projection.weight
+        if isinstance(tower.projection, torch.nn.Identity):  # the pooled features are the shared space (SigLIP's)
+            vision_cfg["timm_proj"] = "none"
+        else:
+            weights["visual.head.proj.weight"] = tower.projection.weight
         return vision_cfg, weights, text_activation == "quick_gelu"
     raise ValueError(f"image tower {tower_config['model_name']}: OpenCLIP cannot express it: {layout}; {default}")
 
@@ -405,7 +420,7 @@ def write_open_clip(model: ClipModel, out: str) -> None:
         weights["logit_bias"] = state["logit_bias"].reshape(())  # OpenCLIP's default layout is 0-d
     preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe.image_mean),
                       "std": list(model.recipe.image_std), "interpolation": "bicubic",
-                      "resize_mode": "shortest"}  # as eval_transform: shorter side, bicubic, centre crop  # fmt: skip
+                      "resize_mode": model.recipe.image_resize}  # as eval_transform resizes  # fmt: skip
     os.makedirs(out, exist_ok=True)
     save_file({key: value.detach().contiguous() for key, value in weights.items()}, os.path.join(out, WEIGHTS_FILE))
     with open(os.path.join(out, OPEN_CLIP_FOLDER_CONFIG), "w") as f:

@@ -29,8 +29,11 @@ class PretrainedCLIP:
         installed transformers' `CLIPTextModel` names), `text_tower.projection.weight`, `logit_scale`.
     tokenizer: a local folder `transformers.AutoTokenizer` loads, whose ids the text weights were
         trained on; None when the source carries no tokenizer files.
+    preprocessing: the `data.*` image preprocessing the weights were trained with, as far as the source
+        says (`image_mean`, `image_std`, `image_resize`); a key the source does not give is absent.
     """
 
     model_config: dict
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     tokenizer: str | None = None
+    preprocessing: dict = field(default_factory=dict)

@@ -5,8 +5,9 @@
 Before anything is built, the source's model config replaces the `model` node, with the user's
 remaining `model.*` keys (locking, patch dropout, checkpointing, a loss's logit bias) merged on
 top, and its tokenizer becomes `data.tokenizer` when that is unset, so text ids mean what the
-weights learnt (a source without one needs `data.tokenizer` set). After the model is built,
-every source weight is loaded, strictly. The run's recipe then holds the resolved config, not
+weights learnt (a source without one needs `data.tokenizer` set). So does its image preprocessing
+(`data.image_mean`, `data.image_std`, `data.image_resize`), each where the user left it unset
+(null). After the model is built, every source weight is loaded, strictly. The run's recipe then holds the resolved config, not
 the path: its checkpoints rebuild without the source.
 """
 
@@ -47,6 +48,9 @@ def start_from_pretrained(cfg: DictConfig) -> PretrainedCLIP | None:
     with open_dict(cfg):
         cfg.model = OmegaConf.merge(pretrained.model_config, options)
         cfg.data.tokenizer = cfg.data.get("tokenizer") or pretrained.tokenizer
+        for key, value in pretrained.preprocessing.items():
+            if cfg.data.get(key) is None:
+                cfg.data[key] = value
     return pretrained
 
 
@@ -64,6 +68,11 @@ def load_pretrained_weights(model: torch.nn.Module, pretrained: PretrainedCLIP) 
     state = match_model_state(pretrained.state_dict, model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [key for key in missing if key not in ADDED_BY_OPTIONS]
+    if unexpected == ["logit_bias"]:
+        raise ValueError(
+            "model.init_from has a logit_bias (a SigLIP, trained with a sigmoid loss) but the model built has none: "
+            "train it with loss=siglip, which reads it, and leave model.init_logit_bias unset"
+        )
     if missing or unexpected:
         raise ValueError(
             f"model.init_from weights do not fit the model built from its config: "

@@ -26,6 +26,9 @@ class ImageTower(nn.Module):
         the shared space's size. Other timm arguments (depth, num_heads, act_layer) pass through.
     lock: freeze the trunk but its last `unlocked_groups` timm layer groups (LiT); with
         `freeze_norm=False` its norm layers keep training.
+    projection: "linear" (a matrix, CLIP's) or "none": the pooled features are the shared space's (SigLIP's
+        attention-pooled ViTs, OpenCLIP's `timm_proj: none`); then `embed_dim` must be the trunk's width, and
+        `lock` with no unlocked group freezes the whole tower (LiT's locked image tower: nothing projects after it).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class ImageTower(nn.Module):
         unlocked_groups: int = 0,
         freeze_norm: bool = True,
         width: int | None = None,
+        projection: str = "linear",
         **timm_kwargs,
     ):
         super().__init__()
@@ -72,12 +76,25 @@ class ImageTower(nn.Module):
         built_from = {key: value for key, value in create.items() if key not in TRAINING_ONLY_ARGUMENTS}
         self.timm_arguments = {"model_name": model_name, **({"img_size": image_size} if sized else {}), **built_from}
         self.token_width = self.trunk.num_features
-        self.projection = nn.Linear(self.token_width, embed_dim, bias=False)
-        nn.init.normal_(self.projection.weight, std=self.token_width**-0.5)
+        self.projection = self._projection(projection, model_name)
         if grad_checkpointing:
             self.set_grad_checkpointing()
         if lock:
             self.lock(unlocked_groups, freeze_norm)
+
+    def _projection(self, kind: str, model_name: str) -> nn.Module:
+        if kind == "none":
+            if self.token_width != self.embed_dim:
+                raise ValueError(
+                    f"model.image_tower.projection=none: {model_name} pools {self.token_width}-d features, but "
+                    f"embed_dim={self.embed_dim}; without a projection they must be equal"
+                )
+            return nn.Identity()
+        if kind != "linear":
+            raise ValueError(f"model.image_tower.projection must be 'linear' or 'none', got {kind!r}")
+        projection = nn.Linear(self.token_width, self.embed_dim, bias=False)
+        nn.init.normal_(projection.weight, std=self.token_width**-0.5)
+        return projection
 
     def lock(self, unlocked_groups: int = 0, freeze_norm: bool = True) -> None:
         """Freeze the trunk but its last `unlocked_groups` timm layer groups (see `lock_timm_trunk`)."""

@@ -13,6 +13,25 @@ from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel, P
 from clip_train.model.locking import lock_text_transformer
 
 TEXT_ACTIVATIONS = ("quick_gelu", "gelu")
+PROJECTIONS = ("linear", "mlp")
+
+
+def text_projection(kind: str, width: int, embed_dim: int, bias: bool = False) -> nn.Module:
+    """The map (B, width) -> (B, embed_dim) into the shared space.
+
+    linear: one matrix (CLIP's). mlp: OpenCLIP's head for transformers text models (`hf_proj_type: mlp`),
+    Linear -> GELU -> Linear through (width + embed_dim) // 2, without biases.
+    """
+    if kind == "linear":
+        projection = nn.Linear(width, embed_dim, bias=bias)
+        nn.init.normal_(projection.weight, std=width**-0.5)
+        if bias:
+            nn.init.zeros_(projection.bias)
+        return projection
+    if kind == "mlp":
+        hidden = (width + embed_dim) // 2
+        return nn.Sequential(nn.Linear(width, hidden, bias=False), nn.GELU(), nn.Linear(hidden, embed_dim, bias=False))
+    raise ValueError(f"model.text_tower.projection must be one of {PROJECTIONS}, got {kind!r}")
 
 
 def _embedding_weights(tower: nn.Module) -> set[str]:
@@ -34,12 +53,11 @@ class TransformerTextTower(nn.Module):
     """What both towers share: a transformers model `transformer` giving (B, L, W) states, a `projection`
     (W -> embed_dim), and the `Tower` members but `forward_tokens`, which pools as the subclass does."""
 
-    def __init__(self, transformer: nn.Module, embed_dim: int):
+    def __init__(self, transformer: nn.Module, embed_dim: int, projection: str = "linear", projection_bias: bool = False):
         super().__init__()
         self.transformer = transformer
         self.embed_dim, self.token_width = embed_dim, transformer.config.hidden_size
-        self.projection = nn.Linear(self.token_width, embed_dim, bias=False)
-        nn.init.normal_(self.projection.weight, std=self.token_width**-0.5)
+        self.projection = text_projection(projection, self.token_width, embed_dim, projection_bias)
 
     def _apply_memory_options(self, grad_checkpointing: bool, lock: bool, unlocked_layers: int, freeze_norm: bool):
         if grad_checkpointing:
@@ -135,6 +153,10 @@ class PretrainedTextTower(TransformerTextTower):
     meta-device copy (the FLOPs count) cannot take. `pretrained=False` keeps the random weights.
     `vocab_size` is the tokenizer's; it must fit the model's embedding table.
 
+    projection: "linear" (one matrix) or "mlp" (OpenCLIP's `hf_proj_type: mlp`, see `text_projection`).
+    pooler_layer: False builds the model without the pooler head the tower never uses (`add_pooling_layer=False`,
+        as OpenCLIP builds its mean-pooled towers); True keeps it, frozen (below).
+
     transformers_config: the model's transformers config as a dict (`PretrainedConfig.to_dict()`); when
         given, the architecture is built from it and `name_or_path` is never read (with `pretrained=False`).
         A checkpoint's recipe carries it (`clip_train.model.weight_sources`), so the tower rebuilds
@@ -158,13 +180,16 @@ class PretrainedTextTower(TransformerTextTower):
         unlocked_layers: int = 0,
         freeze_norm: bool = True,
         transformers_config: dict | None = None,
+        projection: str = "linear",
+        pooler_layer: bool = True,
     ):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"model.text_tower.pooling must be 'mean' or 'cls', got {pooling!r}")
-        transformer = AutoModel.from_config(_transformers_config(name_or_path, transformers_config))
+        without_pooler = {} if pooler_layer else {"add_pooling_layer": False}
+        transformer = AutoModel.from_config(_transformers_config(name_or_path, transformers_config), **without_pooler)
         if pretrained:
-            transformer.load_state_dict(AutoModel.from_pretrained(name_or_path).state_dict())
-        super().__init__(transformer, embed_dim)
+            transformer.load_state_dict(AutoModel.from_pretrained(name_or_path, **without_pooler).state_dict())
+        super().__init__(transformer, embed_dim, projection)
         self.pooling = pooling
         table = self.transformer.get_input_embeddings().num_embeddings
         if vocab_size > table:
