@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from clip_train.model.locking import lock_timm_trunk
+from clip_train.model.lora import add_lora, refuse_lock_with_lora
 
 TRAINING_ONLY_ARGUMENTS = {"pretrained", "pretrained_cfg_overlay", "patch_drop_rate"}
 
@@ -26,6 +27,8 @@ class ImageTower(nn.Module):
         the shared space's size. Other timm arguments (depth, num_heads, act_layer) pass through.
     lock: freeze the trunk but its last `unlocked_groups` timm layer groups (LiT); with
         `freeze_norm=False` its norm layers keep training.
+    lora: LoRA adapters on the trunk (`clip_train.model.lora`: rank, alpha, dropout, target_modules); rank 0 or
+        None: none. Only the adapters and the projection then train.
     """
 
     def __init__(
@@ -41,9 +44,11 @@ class ImageTower(nn.Module):
         unlocked_groups: int = 0,
         freeze_norm: bool = True,
         width: int | None = None,
+        lora: dict | None = None,
         **timm_kwargs,
     ):
         super().__init__()
+        refuse_lock_with_lora(lock, lora, "model.image_tower")
         self.image_size, self.embed_dim = image_size, embed_dim
         if patch_dropout:  # only token-based trunks take it
             timm_kwargs["patch_drop_rate"] = patch_dropout
@@ -78,6 +83,7 @@ class ImageTower(nn.Module):
             self.set_grad_checkpointing()
         if lock:
             self.lock(unlocked_groups, freeze_norm)
+        self.lora = add_lora(self.trunk, lora, "model.image_tower.lora")
 
     def lock(self, unlocked_groups: int = 0, freeze_norm: bool = True) -> None:
         """Freeze the trunk but its last `unlocked_groups` timm layer groups (see `lock_timm_trunk`)."""
