@@ -34,6 +34,7 @@ from clip_train.training.checkpointing import AtomicCheckpointIO
 from clip_train.training.console_logging import print_each_line_once
 from clip_train.training.module import ClipModule
 from clip_train.training.preemption import Preempted
+from clip_train.training.teacher import attach_teachers
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tokenizer_source=datamodule.tokenizer_source,
         tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
     )
+    loss = instantiate(cfg.loss)
+    attach_teachers(loss, datamodule.tokenizer, model.image_size, model.context_length, cfg.data.image_mean, cfg.data.image_std)
     module = ClipModule(
         model=model,
-        loss=instantiate(cfg.loss),
+        loss=loss,
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler),
         accumulate=cfg.optim.accumulate,
