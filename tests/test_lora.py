@@ -3,6 +3,8 @@ merged export against the adapted model and a hand-computed merge, and a checkpo
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import BertConfig, BertModel
 
 import clip_train
+from clip_train.checkpoint_file import read_checkpoint
 from clip_train.export import main as export_main
 from clip_train.interop import init_from
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
@@ -148,7 +151,8 @@ def test_the_merged_export_has_plain_weights_and_encodes_as_the_adapted_model(lo
     plain = exported.model.state_dict()
     assert not [key for key in plain if "lora_" in key or "base_layer" in key]
     assert "lora" not in json.dumps(Recipe.read(str(tmp_path / "export")).model)
-    for layer, scale in (("image_tower.trunk.blocks.1.attn.qkv", 16 / 4), ("text_tower.transformer.encoder.layers.0.mlp.fc2", 4 / 4)):
+    layers = {"image_tower.trunk.blocks.1.attn.qkv": 16 / 4, "text_tower.transformer.encoder.layers.0.mlp.fc2": 4 / 4}
+    for layer, scale in layers.items():  # alpha / rank: the image tower's alpha is the preset's 16
         a, b = weights[f"{layer}.lora_A.default.weight"], weights[f"{layer}.lora_B.default.weight"]
         merged_by_hand = weights[f"{layer}.base_layer.weight"] + scale * b @ a  # W + (alpha / rank) B A
         torch.testing.assert_close(plain[f"{layer}.weight"], merged_by_hand, rtol=0, atol=1e-6)
@@ -157,3 +161,36 @@ def test_the_merged_export_has_plain_weights_and_encodes_as_the_adapted_model(lo
         pixels = (images - 0.5) / 0.25
         torch.testing.assert_close(exported.model.encode_image(pixels), tuned.model.encode_image(pixels), rtol=0, atol=1e-5)
     torch.testing.assert_close(exported.encode_text(TEXTS), tuned.encode_text(TEXTS), rtol=0, atol=1e-5)
+
+
+def _fit(run_dir, *overrides: str) -> str:
+    """`python -m clip_train` in a subprocess; its console output."""
+    command = [sys.executable, "-m", "clip_train", "debug=fast", "logger=[]", "trainer.enable_progress_bar=false",
+               f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_with_accumulation_resumes_to_the_uninterrupted_weights(tmp_path):
+    """2 gloo processes, 2 micro-batches per step, adapter dropout on: resumed from step 2 of 4, the run ends on the
+    weights of the run that was not interrupted; the logged trainable count is the adapters', projections' and
+    temperature's, counted from the checkpoint."""
+    common = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "optim.accumulate=2", "trainer.max_steps=4",
+              "trainer.limit_val_batches=0", "eval=none", "callbacks.model_checkpoint.every_n_train_steps=2",
+              "model.image_tower.lora.rank=4", "model.text_tower.lora.rank=4", "model.image_tower.lora.dropout=0.1",
+              "model.text_tower.lora.dropout=0.1")  # fmt: skip
+    output = _fit(tmp_path / "straight", *common)
+    _fit(tmp_path / "resumed", *common, f"ckpt_path={tmp_path}/straight/checkpoints/step00000002.ckpt")
+    straight, resumed = (
+        read_checkpoint(str(tmp_path / name / "checkpoints" / "last.ckpt"), "test")["state_dict"]
+        for name in ("straight", "resumed")
+    )
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    counted = sum(v.numel() for k, v in straight.items() if ".lora_" in k or k.endswith(("projection.weight", "logit_scale")))
+    total = sum(v.numel() for v in straight.values())
+    adapters = sum(v.numel() for k, v in straight.items() if ".lora_" in k)
+    assert f"trainable parameters: {counted:,} of {total:,}" in output and f"LoRA adapters: {adapters:,}" in output
