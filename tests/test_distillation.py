@@ -45,11 +45,14 @@ def naive_distillation(image, text, logit_scale, teacher_image, teacher_text, te
         student_log_total = torch.log(sum(torch.exp(s) for s in student_row))
         return -sum(torch.exp(t) / teacher_total * (s - student_log_total) for s, t in zip(student_row, teacher_row))
 
-    per_image = sum(row_loss([scale * torch.dot(image[i], text[j]) for j in range(n)],
-                             [teacher_scale * torch.dot(teacher_image[i], teacher_text[j]) for j in range(n)]) for i in range(n))  # fmt: skip
-    per_text = sum(row_loss([scale * torch.dot(text[i], image[j]) for j in range(n)],
-                            [teacher_scale * torch.dot(teacher_text[i], teacher_image[j]) for j in range(n)]) for i in range(n))  # fmt: skip
-    return (per_image / n + per_text / n) / 2
+    def direction(rows, columns, teacher_rows, teacher_columns) -> torch.Tensor:
+        return sum(
+            row_loss([scale * torch.dot(rows[i], columns[j]) for j in range(n)],
+                     [teacher_scale * torch.dot(teacher_rows[i], teacher_columns[j]) for j in range(n)])
+            for i in range(n)
+        ) / n  # fmt: skip
+
+    return (direction(image, text, teacher_image, teacher_text) + direction(text, image, teacher_text, teacher_image)) / 2
 
 
 def test_the_loss_equals_a_naive_loop_and_open_clips_distill_clip_loss():
@@ -167,7 +170,8 @@ def test_distillation_under_fsdp_shards_the_teacher_and_leaves_it_out_of_the_che
                "trainer.max_steps=2", "trainer.limit_val_batches=0", "optim.accumulate=2", "eval=none", "logger=[]",
                "trainer.enable_progress_bar=false", "loss=distill", f"loss.terms.distill_loss.teacher={trained_checkpoint}",
                "loss.weights.distill_loss=0.5", f"hydra.run.dir={tmp_path}/run",
-               "+callbacks.teacher._target_=faults.TeacherState", f"+callbacks.teacher.path={tmp_path}/teacher.jsonl"]  # fmt: skip
+               "+callbacks.teacher._target_=faults.TeacherState",
+               f"+callbacks.teacher.path={tmp_path}/teacher.jsonl"]  # fmt: skip
     env = os.environ | {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -77,6 +77,8 @@ class Teacher:
         dtype = self.model.logit_scale.dtype  # a model converted whole (bf16-true) takes its own dtype
         inputs = {"image": images.to(dtype), "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         image_features, text_features = self.model(inputs)
+        if hasattr(self.model, "reshard"):  # FSDP2 keeps the root's parameters gathered after forward for the backward
+            self.model.reshard()  # that follows; none follows here, so the teacher gives them back
         return {"teacher_image_features": image_features, "teacher_text_features": text_features}
 
 
