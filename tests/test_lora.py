@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,9 +19,12 @@ from transformers import BertConfig, BertModel
 
 import clip_train
 from clip_train.checkpoint_file import read_checkpoint
+from clip_train.export import export
 from clip_train.export import main as export_main
+from clip_train.inference import ClipModel
 from clip_train.interop import init_from
 from clip_train.model import CausalTextTower, DualEncoder, ImageTower, PretrainedTextTower
+from clip_train.model.lora import config_without_adapters
 from clip_train.objectives import InfoNCE
 from clip_train.paths import CONFIG_DIR
 from clip_train.recipe import Recipe
@@ -194,3 +198,32 @@ def test_lora_under_ddp_with_accumulation_resumes_to_the_uninterrupted_weights(t
     total = sum(v.numel() for v in straight.values())
     adapters = sum(v.numel() for k, v in straight.items() if ".lora_" in k)
     assert f"trainable parameters: {counted:,} of {total:,}" in output and f"LoRA adapters: {adapters:,}" in output
+
+
+@pytest.mark.slow
+def test_wise_ft_of_a_lora_checkpoint_interpolates_its_merged_weights_with_the_source(lora_run, tmp_path):
+    """The source as an export of the LoRA model's base (adapters dropped, not merged): WiSE-FT at alpha 1 is the merged
+    model, at alpha 0 the base, at 0.5 their mean."""
+    run_dir, _ = lora_run
+    checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
+    base = clip_train.load(checkpoint)
+    for tower in (base.model.image_tower, base.model.text_tower):
+        tower.lora.tuner.unload()
+        tower.lora = None
+    export(ClipModel(base.model, base.tokenizer, replace(base.recipe, model=config_without_adapters(base.recipe.model))),
+           str(tmp_path / "base"))  # fmt: skip
+    export_main([f"checkpoint={checkpoint}", f"out={tmp_path}/merged"])
+    merged_weights = clip_train.load(str(tmp_path / "merged")).model.state_dict()
+    base_weights = clip_train.load(str(tmp_path / "base")).model.state_dict()
+    for alpha, expected in ((1, merged_weights), (0, base_weights)):
+        export_main(
+            [f"checkpoint={checkpoint}", f"out={tmp_path}/{alpha}", f"wise_ft.source={tmp_path}/base", f"wise_ft.alpha={alpha}"]
+        )
+        mixed = clip_train.load(str(tmp_path / str(alpha))).model.state_dict()
+        for key in expected:
+            torch.testing.assert_close(mixed[key], expected[key], rtol=0, atol=0, msg=key)
+    export_main([f"checkpoint={checkpoint}", f"out={tmp_path}/half", f"wise_ft.source={tmp_path}/base", "wise_ft.alpha=0.5"])
+    half = clip_train.load(str(tmp_path / "half")).model.state_dict()
+    layer = "image_tower.trunk.blocks.0.attn.qkv.weight"
+    assert not torch.equal(merged_weights[layer], base_weights[layer])
+    torch.testing.assert_close(half[layer], (merged_weights[layer] + base_weights[layer]) / 2)
