@@ -19,6 +19,7 @@ from transformers import BertConfig, BertModel
 
 import clip_train
 from clip_train.checkpoint_file import read_checkpoint
+from clip_train.evaluate import run as evaluate
 from clip_train.export import export
 from clip_train.export import main as export_main
 from clip_train.inference import ClipModel
@@ -227,3 +228,16 @@ def test_wise_ft_of_a_lora_checkpoint_interpolates_its_merged_weights_with_the_s
     layer = "image_tower.trunk.blocks.0.attn.qkv.weight"
     assert not torch.equal(merged_weights[layer], base_weights[layer])
     torch.testing.assert_close(half[layer], (merged_weights[layer] + base_weights[layer]) / 2)
+
+    def evaluated(out: str, *overrides: str) -> dict:
+        (tmp_path / out).mkdir()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("evaluate", overrides=[*overrides, "eval.images_per_class=2", "eval.num_workers=0",
+                                                 "eval.progress=false", f"paths.output_dir={tmp_path}/{out}"])  # fmt: skip
+        return evaluate(cfg)
+
+    sweep = evaluated("sweep", f"checkpoint={checkpoint}", f"wise_ft.source={tmp_path}/base", "wise_ft.alphas=[0,1]")
+    alone = evaluated("alone", f"checkpoint={tmp_path}/merged")
+    assert {name: value for name, value in alone.items() if isinstance(value, float)} == pytest.approx(
+        {name: value for name, value in sweep["alpha=1"].items() if isinstance(value, float)}, abs=1e-6
+    )
