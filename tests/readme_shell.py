@@ -1,9 +1,11 @@
-"""The README's shell blocks, run through a real bash as a user pastes them, with every launcher made a dry run.
+"""The shell blocks of README.md and of every docs page, run through a real bash as a user pastes them, with every
+launcher made a dry run.
 
 Shims first on PATH stand in for the programs a block would start (`shim_folder`):
-- `python -m clip_train`, `python -m clip_train.evaluate` and `python -m clip_train.curate` run for real, with
-  $CLIP_TRAIN_COMPOSE_ONLY set: the entry point checks the command line, composes each job's config into a JSON-lines
-  file and exits (clip_train/compose_only.py); any other `python` command (pytest, benchmarks, export) only succeeds;
+- `python -m clip_train`, `python -m clip_train.evaluate`, `python -m clip_train.curate` and `python -m clip_train.vlm`
+  (ENTRY_POINTS) run for real, with $CLIP_TRAIN_COMPOSE_ONLY set: the entry point checks the command line, composes
+  each job's config into a JSON-lines file and exits (clip_train/compose_only.py); any other `python` command
+  (pytest, benchmarks, export) only succeeds;
 - `sbatch [options] SCRIPT ARGS` runs SCRIPT with bash, as SLURM would, with the SLURM variables it reads set;
 - `srun CMD` runs CMD; `torchrun [options] -m MODULE ARGS` runs `python -m MODULE ARGS`;
 - `pip` and `img2dataset` only succeed.
@@ -17,12 +19,13 @@ import shlex
 import subprocess
 import sys
 
-from readme_code import README
+from readme_code import documents, read_document
 
+ENTRY_POINTS = ("clip_train", "clip_train.evaluate", "clip_train.curate", "clip_train.vlm")
 SHIMS = {
-    "python": """#!/bin/bash
-if [ "$1" = "-m" ] && { [ "$2" = clip_train ] || [ "$2" = clip_train.evaluate ] || [ "$2" = clip_train.curate ]; }; then
-    exec "$REAL_PYTHON" "$@"
+    "python": f"""#!/bin/bash
+if [ "$1" = "-m" ]; then
+    case "$2" in {" | ".join(ENTRY_POINTS)}) exec "$REAL_PYTHON" "$@" ;; esac
 fi
 """,
     "sbatch": """#!/bin/bash
@@ -40,11 +43,14 @@ exec python "$@"
 SHARD_KEYS = re.compile(r"^\+*((?:data\.)?\w*shards|eval\.tasks\.[\w.]*shards)=(.*)$")
 
 
-def bash_blocks() -> list[tuple[int, str]]:
-    """(line number, text) of every ```bash block of the README."""
-    with open(README) as f:
-        readme = f.read()
-    return [(readme[: m.start()].count("\n") + 2, m.group(1)) for m in re.finditer(r"```bash\n(.*?)```", readme, flags=re.S)]
+def bash_blocks() -> list[tuple[str, str]]:
+    """("FILE:LINE" of its first command, text) of every ```bash block of README.md and the docs pages, in that order."""
+    blocks = []
+    for path in documents():
+        text = read_document(path)
+        for m in re.finditer(r"```bash\n(.*?)```", text, flags=re.S):
+            blocks.append((f"{path}:{text[: m.start()].count(chr(10)) + 2}", m.group(1)))
+    return blocks
 
 
 def fill_placeholders(block: str) -> str:
@@ -58,7 +64,7 @@ def shard_patterns(block: str) -> dict[str, str]:
     patterns = {}
     for command in re.sub(r"\\\n", " ", block).splitlines():
         words = shlex.split(command, comments=True)
-        if not ("clip_train" in words or "clip_train.evaluate" in words or any(w.endswith(".sbatch") for w in words)):
+        if not (set(ENTRY_POINTS) & set(words) or any(w.endswith(".sbatch") for w in words)):
             continue
         for word in words:
             match = SHARD_KEYS.match(word)

@@ -1,4 +1,4 @@
-"""README's worked example of a new objective (alignment + uniformity): the README shows the real files, the
+"""docs/extending.md's worked example of a new objective (alignment + uniformity): the page shows the real files, the
 loss against a naive per-pair reference, exact under 2-process gloo DDP, and its config composed and trained
 for a few steps with the temperature frozen."""
 
@@ -20,7 +20,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_readme_shows_the_real_file_and_config():
-    section = readme_section("### A new objective")
+    section = readme_section("## A new objective")
     for language, path in (("python", "clip_train/objectives/align_uniform.py"), ("yaml", "configs/loss/align_uniform.yaml")):
         with open(os.path.join(ROOT, path)) as f:
             assert re.findall(rf"```{language}\n(.*?)```", section, flags=re.S) == [f.read()], path

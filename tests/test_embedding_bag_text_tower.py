@@ -1,4 +1,4 @@
-"""The README's worked example of a new text tower: its code and config are the package's, its
+"""docs/extending.md's worked example of a new text tower: its code and config are the package's, its
 command trains, the checkpoint loads, and the tower cannot see word order."""
 
 import os
@@ -12,7 +12,7 @@ from clip_train.model import EmbeddingBagTextTower
 from clip_train.paths import CONFIG_DIR
 from clip_train.train import run
 
-SECTION = "### A new text tower"
+SECTION = "## A new text tower"
 PACKAGE = os.path.dirname(clip_train.__file__)
 
 

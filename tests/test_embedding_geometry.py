@@ -1,6 +1,6 @@
-"""The README's worked example of a new evaluation task (alignment, uniformity, modality gap): composed from
-the real config tree as the README runs it, checked against a direct computation on one process and on two
-gloo ranks, and the README's blocks checked against the files they show."""
+"""docs/extending.md's worked example of a new evaluation task (alignment, uniformity, modality gap): composed from
+the real config tree as the page runs it, checked against a direct computation on one process and on two
+gloo ranks, and the page's blocks checked against the files they show."""
 
 import os
 import shlex
@@ -19,7 +19,7 @@ from clip_train.eval.embedding_geometry import EmbeddingGeometryTask
 from clip_train.eval.tasks import named_tasks, run_tasks
 from clip_train.paths import CONFIG_DIR
 
-SECTION = "### A new evaluation task"
+SECTION = "## A new evaluation task"
 SOURCE = os.path.join(os.path.dirname(__file__), "..", "clip_train", "eval", "embedding_geometry.py")
 
 

@@ -29,6 +29,7 @@ LAYERS = [
         "__main__",
         "cli",
         "compose_only",
+        "config_reference",
         "override_check",
         "evaluate",
         "export",

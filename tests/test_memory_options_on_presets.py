@@ -1,4 +1,4 @@
-"""Every memory option README "Scaling out" names works as written (`key=value`, no `+`) on every model preset:
+"""Every memory option docs/scaling-out.md names works as written (`key=value`, no `+`) on every model preset:
 composed from the real configs and built on the meta device (no memory, no weights)."""
 
 import re
@@ -15,9 +15,9 @@ PRESETS = [preset for preset in options("model") if preset != "clip_pretrained"]
 
 
 def readme_memory_options() -> list[str]:
-    """The override sets of the README's memory table whose keys are model keys, e.g.
+    """The override sets of the memory table of docs/scaling-out.md whose keys are model keys, e.g.
     'model.image_tower.lock=true model.image_tower.unlocked_groups=N' with N made 1."""
-    rows = re.findall(r"^\| `(model\.[^|]*?)` \|", readme_section("## Scaling out"), flags=re.M)
+    rows = re.findall(r"^\| `(model\.[^|]*?)` \|", readme_section("# Scaling out"), flags=re.M)
     sets = [row.replace("`, `", "` `").replace("`", "").replace("=N", "=1") for row in rows]
     return [overrides for row in sets for overrides in ([row] if "lock" in row else row.split())]
 

@@ -1,5 +1,6 @@
-"""Every shell block of the README, pasted into bash as written: it runs, and every shard pattern reaches the config
-whole (an unquoted brace range is expanded by bash into one argument per shard, and only the last would count)."""
+"""Every shell block of README.md and of the docs pages, pasted into bash as written: it runs, and every shard pattern
+reaches the config whole (an unquoted brace range is expanded by bash into one argument per shard, and only the last
+would count)."""
 
 import math
 import os
@@ -15,13 +16,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("line, block", bash_blocks(), ids=[f"README.md:{line}" for line, _ in bash_blocks()])
-def test_readme_shell_block_runs_and_passes_every_shard_pattern_whole(line, block, tmp_path):
+@pytest.mark.parametrize("where, block", bash_blocks(), ids=[where for where, _ in bash_blocks()])
+def test_docs_shell_block_runs_and_passes_every_shard_pattern_whole(where, block, tmp_path):
     done, configs = run_block(block, str(tmp_path), REPO)
-    assert done.returncode == 0, f"README.md:{line} failed in bash:\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, f"{where} failed in bash:\n{done.stderr[-2000:]}"
     for key, pattern in shard_patterns(block).items():
         reached = [config_value(config, key) for config in configs]
-        assert pattern in reached, f"README.md:{line}: {key}={pattern} reached the config as {reached}"
+        assert pattern in reached, f"{where}: {key}={pattern} reached the config as {reached}"
 
 
 @pytest.mark.slow
@@ -29,9 +30,9 @@ def test_the_readme_own_shards_command_is_a_real_pre_training_run(tmp_path, monk
     """The first own-shards command of the README, composed as bash passes it, then resolved as a training process
     on a node would resolve it: the epochs set the length (the data module's epoch; CC3M's 2.8M pairs at 8 × 256:
     1368 batches, 43,776 steps), the workers follow the CPUs and the precision the GPUs, on 8 devices."""
-    line, block = next((line, block) for line, block in bash_blocks() if "data.train_shards" in block)  # the first
+    where, block = next((w, block) for w, block in bash_blocks() if w.startswith("README.md:") and "data.train_shards" in block)
     done, configs = run_block(block, str(tmp_path), REPO)
-    assert done.returncode == 0, f"README.md:{line}: {done.stderr[-2000:]}"
+    assert done.returncode == 0, f"{where}: {done.stderr[-2000:]}"
     (composed,) = configs
     config = OmegaConf.create(composed)
     trainer, data = config.trainer, config.data
