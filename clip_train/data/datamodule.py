@@ -82,7 +82,7 @@ class ShardDataModule(L.LightningDataModule):
         their older names. When neither train nor sources is set and `synthetic` is given, the embedded
         scene dataset fills in training and (unless val is given) validation. Your own training data
         without val runs without validation: the drawn set never stands in for your data.
-    kind: the kind of every source (shards, table, folder, hf) instead of the one inferred from its path.
+    kind: the kind of every source (shards, table, folder, hf, classes) instead of the one inferred from its path.
     img_key, caption_key, csv_separator: a table's or Hugging Face dataset's image and caption columns (default
         OpenCLIP's `filepath` and `title` for tables, `image` and `text` for Hugging Face) and a CSV's separator
         (default a tab, as OpenCLIP's `--csv-separator`).

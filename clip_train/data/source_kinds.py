@@ -3,6 +3,8 @@
     tar shards    a brace pattern, list or wildcard of .tar files (local or remote)  `clip_train.data.shards`
     table         a .csv, .tsv, .jsonl or .parquet file of image paths or bytes and captions  `table_source`
     folder        a folder of KEY.jpg + KEY.txt pairs, at any depth                 `folder_source`
+    classes       an ImageFolder ROOT/CLASS/*.jpg, captioned by class name and template (FLYP; only by
+                  `data.kind=classes`, never inferred)                               `class_folder_source`
     hf            a Hugging Face `datasets` folder saved with `save_to_disk`, or one .arrow file  `arrow_source`
 
 `source_kind` infers the kind from the path, as OpenCLIP's `--dataset-type auto` does (`data.kind`
@@ -29,6 +31,7 @@ from clip_train.data.arrow_source import (
     is_saved_dataset,
 )
 from clip_train.data.bad_data import BadSampleCounter
+from clip_train.data.class_folder_source import class_folder, class_folder_samples
 from clip_train.data.folder_source import folder_pairs, folder_samples
 from clip_train.data.shard_reader import shard_samples
 from clip_train.data.table_source import (
@@ -41,8 +44,8 @@ from clip_train.data.table_source import (
 )
 
 log = logging.getLogger(__name__)
-KINDS = ("shards", "table", "folder", "hf")
-ROW_KINDS = ("table", "folder", "hf")
+KINDS = ("shards", "table", "folder", "hf", "classes")
+ROW_KINDS = ("table", "folder", "hf", "classes")
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def source_kind(path: str) -> str:
 
 
 def _unit(kind: str, path: str, keys: ColumnKeys, start: int, stop: int) -> str:
-    options = urlencode({k: v for k, v in asdict(keys).items() if v is not None}) if kind != "folder" else ""
+    options = urlencode({k: v for k, v in asdict(keys).items() if v is not None}) if kind not in ("folder", "classes") else ""
     return f"{kind}:{path}?{options}#{start}:{stop}"
 
 
@@ -107,6 +110,8 @@ def row_source_units(
         if uncaptioned:
             log.warning("%s: %d images have no KEY.txt caption beside them and are left out", path, uncaptioned)
         units, sizes = _ranges(kind, local, len(pairs), keys, rows_per_unit)
+    elif kind == "classes":
+        units, sizes = _ranges(kind, local, len(class_folder(local)[0]), keys, rows_per_unit)
     elif kind == "hf":
         for file in arrow_files(local) if os.path.isdir(local) else [local]:
             more = _ranges(kind, file, arrow_rows(file, keys.img_key, keys.caption_key), keys, rows_per_unit)
@@ -151,6 +156,8 @@ def unit_samples(units: Iterator[dict], counter: BadSampleCounter) -> Iterator[d
                 rows = table_samples(url, path, start, stop, options["img_key"], options["caption_key"], options["separator"])
             elif kind == "folder":
                 rows = folder_samples(url, path, start, stop)
+            elif kind == "classes":
+                rows = class_folder_samples(url, path, start, stop)
             else:
                 rows = arrow_samples(url, path, start, stop, options["img_key"], options["caption_key"])
             yield from rows

@@ -3,6 +3,7 @@
 import json
 import os
 
+from clip_train.interop.export_source import is_clip_train_export, read_clip_train_export
 from clip_train.interop.hub_cache import resolve_source
 from clip_train.interop.pretrained import OPEN_CLIP_FOLDER_CONFIG, OPEN_CLIP_FOLDER_WEIGHTS, PretrainedCLIP
 
@@ -10,7 +11,7 @@ CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 ACCEPTED_LAYOUTS = (
     "a transformers CLIPModel folder (config.json with model_type 'clip' + model.safetensors or pytorch_model.bin), "
     f"an OpenCLIP checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}), or an OpenCLIP hub folder "
-    f"({' or '.join(OPEN_CLIP_FOLDER_WEIGHTS)} + {OPEN_CLIP_FOLDER_CONFIG})"
+    f"({' or '.join(OPEN_CLIP_FOLDER_WEIGHTS)} + {OPEN_CLIP_FOLDER_CONFIG}), or a folder written by clip_train.export"
 )
 
 
@@ -40,6 +41,8 @@ def init_from(path: str) -> PretrainedCLIP:
         from clip_train.interop.hf_clip import read_hf_clip
 
         return read_hf_clip(path)
+    if os.path.isdir(path) and is_clip_train_export(path):
+        return read_clip_train_export(path)
     if os.path.exists(path) and _is_open_clip(path):
         from clip_train.interop.open_clip_format import read_open_clip
 
