@@ -74,6 +74,7 @@ class ClipModule(L.LightningModule):
         (`clip_train.recipe`), and kept as `self.recipe`.
     temperature_lr_scale: the learning rate of `logit_scale` and `logit_bias` as a multiple of the optimizer's
         (`clip_train.training.optim.parameter_groups`).
+    layer_decay: layer-wise learning-rate decay of both towers (`clip_train.training.layer_decay`); None: off.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class ClipModule(L.LightningModule):
         recipe: Recipe | None = None,
         max_consecutive_bad_steps: int | None = 5,
         temperature_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
     ):
         super().__init__()
         check_objective(model, loss)
@@ -98,7 +100,7 @@ class ClipModule(L.LightningModule):
         self.model, self.loss = model, loss
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
         self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm
-        self.temperature_lr_scale = temperature_lr_scale
+        self.temperature_lr_scale, self.layer_decay = temperature_lr_scale, layer_decay
         self.automatic_optimization = False
         self.samples_seen = 0
         self.bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # per kind, on the batches' device: no host sync
@@ -221,7 +223,7 @@ class ClipModule(L.LightningModule):
             self.last_validated_step = self.global_step
 
     def configure_optimizers(self):
-        groups = parameter_groups(self.model, self.temperature_lr_scale)
+        groups = parameter_groups(self.model, self.temperature_lr_scale, self.layer_decay)
         optimizer = scale_learning_rates(self.make_optimizer(params=groups))
         scheduler = self.make_scheduler(optimizer, total_steps=self._total_optimizer_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
