@@ -140,6 +140,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         max_consecutive_bad_steps=cfg.optim.max_consecutive_bad_steps,
         temperature_lr_scale=cfg.optim.temperature_lr_scale,
         layer_decay=cfg.optim.get("layer_decay"),
+        ema_decay=(cfg.optim.get("ema") or {}).get("decay"),
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
