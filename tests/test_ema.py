@@ -63,7 +63,8 @@ def _overrides(run_dir, shards: str, *more: str) -> list[str]:
         f"paths.output_dir={run_dir}", "data=webdataset", f"data.train='{shards}'", f"data.val='{shards}'",
         "data.batch_size=8", "data.num_workers=0", "data.tokenizer_vocab_size=300", "model=test", "logger=[]",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", f"optim.ema.decay={DECAY}",
-        "optim.optimizer.lr=1e-2", "optim/scheduler=const", "optim.scheduler.warmup_steps=1", "eval=none", "+callbacks.weights._target_=faults.StepWeights",
+        "optim.optimizer.lr=1e-2", "optim/scheduler=const", "optim.scheduler.warmup_steps=1", "eval=none",
+        "+callbacks.weights._target_=faults.StepWeights",
         f"+callbacks.weights.path={run_dir}/weights", *more,
     ]  # fmt: skip
 

@@ -83,7 +83,7 @@ def write_class_folders(
         with open(os.path.join(staging, "templates.txt"), "w") as f:
             f.write("\n".join(templates) + "\n")
         with open(os.path.join(staging, "classnames.txt"), "w") as f:
-            f.write("\n".join(_class_name(kind, label) for label in classes) + "\n")
+            f.write("\n".join(_class_name(kind, label) for label in sorted(classes)) + "\n")  # folder order
         os.rename(staging, root)
     except OSError:
         if not os.path.isdir(root):  # another process winning the rename is fine
