@@ -43,7 +43,8 @@ from clip_train.data.source_kinds import ColumnKeys, unit_samples
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
-from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side, train_crop
+from clip_train.data.augmentation import train_transform
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side
 from clip_train.distributed import broadcast_from_rank_0, launcher_rank
 
 # Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool
@@ -106,6 +107,8 @@ class ShardDataModule(L.LightningDataModule):
         kinds (`clip_train.data.caption_negatives`), for the loss's extra columns; 0 for none.
     neighbour_share, neighbour_pool: fill this share of each training batch with couples of caption-word
         neighbours found among `neighbour_pool` waiting pairs (`clip_train.data.neighbour_batches`).
+    augment: training augmentation after the crop (colour jitter, grayscale, RandAugment; OpenCLIP's --aug-cfg),
+        all off by default (`clip_train.data.augmentation`).
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class ShardDataModule(L.LightningDataModule):
         caption_key: str | None = None,
         csv_separator: str = "\t",
         rows_per_unit: int = 10_000,
+        augment: Mapping | None = None,
     ):
         super().__init__()
         train_shards, self._train_option = _one_of(train, train_shards, "data.train", "data.train_shards")
@@ -197,7 +201,8 @@ class ShardDataModule(L.LightningDataModule):
             self.tokenizer_urls(), cache_dir, tokenizer_vocab_size, tokenizer_max_captions
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
-        self.train_image_transform, self.eval_image_transform = train_crop(image_size, crop_scale), eval_crop(image_size)
+        self.train_image_transform = train_transform(image_size, crop_scale, augment)
+        self.eval_image_transform = eval_crop(image_size)
         self.train_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, crop_scale))
         self.eval_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, None))
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
