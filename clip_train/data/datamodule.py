@@ -23,6 +23,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
+from clip_train.data.augmentation import train_transform
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
 from clip_train.data.caption_negatives import KINDS
 from clip_train.data.device_normalize import normalize_batch
@@ -43,7 +44,6 @@ from clip_train.data.source_kinds import ColumnKeys, unit_samples
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
-from clip_train.data.augmentation import train_transform
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side
 from clip_train.distributed import broadcast_from_rank_0, launcher_rank
 
