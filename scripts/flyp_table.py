@@ -13,7 +13,8 @@ the base model there, then runs, each as the command it prints:
                        the test split at its end
 
 and prints the table (mean ± standard deviation over the seeds) as docs/fine-tuning/flyp.md shows it, also
-written to OUT/table.md.
+written to OUT/table.md. A step whose run folder already holds its metrics.json is not run again, so an
+interrupted measurement, or one with more seeds, reuses what is done.
 """
 
 import argparse
@@ -58,17 +59,9 @@ def main() -> None:
 
     def evaluate(name: str, *overrides: str) -> dict:
         folder = os.path.join(out, name)
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "clip_train.evaluate",
-                f"hydra.run.dir={folder}",
-                "eval=none",
-                "eval.progress=false",
-                *overrides,
-            ]
-        )
+        if not os.path.isfile(os.path.join(folder, "metrics.json")):
+            evaluation = [sys.executable, "-m", "clip_train.evaluate", f"hydra.run.dir={folder}", "eval=none"]
+            _run([*evaluation, "eval.progress=false", *overrides])
         return _metrics(folder)
 
     before = evaluate("zeroshot_before", f"checkpoint={export}", f"+eval.zeroshot.looks={test}")["zeroshot/looks/top1"]
@@ -81,6 +74,9 @@ def main() -> None:
             ]
         )
         run = os.path.join(out, f"flyp_seed{seed}")
+        if os.path.isfile(os.path.join(run, "metrics.json")):
+            flyp.append(_metrics(run)["zeroshot/classes/top1"])
+            continue
         _run([
             sys.executable, "-m", "clip_train", "experiment=flyp", f"model.init_from={export}",
             f"data.train={looks}/train", f"data.val={test}", f"seed={seed}", f"hydra.run.dir={run}",
