@@ -43,6 +43,7 @@ def test_each_parameter_learns_at_lr_times_decay_to_its_depth_below_the_top():
         assert rate[id(parameter)] == pytest.approx(LR * DECAY ** (top - layer), rel=1e-12), name
         assert decay[id(parameter)] == (0.0 if name in skip else 0.1), name
     assert len(rate) == len(list(model.parameters()))
+    assert optimizer.param_groups[0]["lr"] == LR  # the rate the training step logs as `lr` is the full one
 
 
 def test_an_sgd_step_moves_each_parameter_by_its_own_rate_times_its_gradient():

@@ -58,11 +58,12 @@ def parameter_groups(model: nn.Module, temperature_lr_scale: float = 1.0, layer_
 
 
 def _by_scale(named: list[tuple[str, nn.Parameter]], scales: dict[str, float], options: dict) -> list[dict]:
-    """One group per distinct scale among `named` parameters, in order of first appearance, with `options`."""
+    """One group per distinct scale among `named` parameters, the largest scale first (so the first group, whose
+    rate the training step logs as `lr`, learns at the full rate when `named` holds a tower's top), with `options`."""
     parts: dict[float, list[nn.Parameter]] = {}
     for name, parameter in named:
         parts.setdefault(scales[name], []).append(parameter)
-    return [{"params": params, "lr_scale": scale, **options} for scale, params in parts.items()]
+    return [{"params": parts[scale], "lr_scale": scale, **options} for scale in sorted(parts, reverse=True)]
 
 
 def scale_learning_rates(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
