@@ -135,7 +135,8 @@ def _load_checkpoint(path: str) -> ClipModel:
         raise ValueError(f"{path}: {error}") from error
     if recipe is None or recipe.tokenizer_files is None or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a clip_train checkpoint: it has no state_dict and model recipe (with its tokenizer)")
-    state_dict = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    weights = checkpoint.get("ema_state_dict", checkpoint["state_dict"])  # a run with optim.ema: its average
+    state_dict = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
     return _build(recipe, state_dict, tokenizer_from_files(recipe.tokenizer_files), path)
 
 

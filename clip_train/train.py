@@ -146,6 +146,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         recipe=recipe,
         max_consecutive_bad_steps=cfg.optim.max_consecutive_bad_steps,
         temperature_lr_scale=cfg.optim.temperature_lr_scale,
+        layer_decay=cfg.optim.get("layer_decay"),
+        ema_decay=(cfg.optim.get("ema") or {}).get("decay"),
     )
     log.info(trainable_parameter_report(module.model))
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []

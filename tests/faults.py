@@ -162,3 +162,23 @@ class TeacherState(L.Callback):
             "training": teacher.model.training,
             "trainable": any(p.requires_grad or p.grad is not None for p in parameters),
         })  # fmt: skip
+
+
+class StepWeights(L.Callback):
+    """Saves the model's state at the start of training and after every training batch, one list per rank, to
+    `path`.rank<R>.pt: [state at step 0, after step 1, ...] (tensors cloned to the CPU)."""
+
+    def __init__(self, path: str):
+        self.path, self.states = path, []
+
+    def _record(self, pl_module) -> None:
+        self.states.append({name: value.detach().cpu().clone() for name, value in pl_module.model.state_dict().items()})
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._record(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._record(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.save(self.states, f"{self.path}.rank{trainer.global_rank}.pt")

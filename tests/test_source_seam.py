@@ -17,6 +17,7 @@ from clip_train.data.bad_data import BAD_KINDS
 from clip_train.data.position import position_state
 from clip_train.data.row_source import build_kind, kind_class, shipped_kinds
 from clip_train.data.source_kinds import source_kind
+from clip_train.eval.synthetic_sets import write_class_folders
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs", "data.md")
 
@@ -88,20 +89,25 @@ def test_a_kind_named_by_its_class_path_reads_and_counts_a_row_it_cannot_read(tm
 @pytest.mark.parametrize("name", shipped_kinds())
 def test_every_shipped_kind_config_builds_the_kind_its_name_infers_and_reads(tmp_path, compose_config, name):
     """data/kind=NAME builds the same kind as data.kind=NAME (the config's options are the class defaults), the
-    kind inferred from a path of that kind; a source of it reads through the composed data module."""
-    form = {"table": "csv", "folder": "folder", "hf": "hf"}[name]
-    source = write_source(form, tmp_path, colour_samples(8, size=8))
+    kind inferred from a path of that kind (`classes` is named, never inferred: an ImageFolder of classes is a
+    folder of images); a source of it reads through the composed data module."""
+    if name == "classes":
+        source = write_class_folders("colours", str(tmp_path), per_class=1, image_size=8)  # 8 colours, 1 image each
+    else:
+        source = write_source({"table": "csv", "folder": "folder", "hf": "hf"}[name], tmp_path, colour_samples(8, size=8))
     cfg = compose_config("model=test", "data=webdataset", f"data/kind={name}", f"data.train={source}",
                          "data.batch_size=4", "data.num_workers=0", "data.tokenizer_vocab_size=300")  # fmt: skip
     kind = instantiate(cfg.data.kind)
-    assert isinstance(kind, kind_class(name)) and kind == build_kind(name) and source_kind(source) == name
+    assert isinstance(kind, kind_class(name)) and kind == build_kind(name)
+    assert (source_kind(source) == name) == (name != "classes")
     datamodule = instantiate(cfg.data)
     assert sum(len(batch["key"]) for batch in rank_loader(datamodule, 0, 1, training=True)) == 8
 
 
 @pytest.mark.parametrize(
     ("kind", "message"),
-    [("zip", r"data.kind='zip' is neither shards, one of folder, hf, table"), ("zip_parts.ZipPairs", "cannot import zip_parts"),
+    [("zip", r"data.kind='zip' is neither shards, one of classes, folder, hf, table"),
+     ("zip_parts.ZipPairs", "cannot import zip_parts"),
      ("json.JSONDecoder", "nor the dotted path of a clip_train.data.row_source.RowSource class")],
 )  # fmt: skip
 def test_a_kind_that_names_no_row_source_is_refused_at_start_up(tmp_path, kind, message):

@@ -23,6 +23,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
+from clip_train.data.augmentation import train_transform
 from clip_train.data.bad_data import BadDataPolicy, BadSampleCounter
 from clip_train.data.caption_negatives import KINDS
 from clip_train.data.device_normalize import normalize_batch
@@ -44,7 +45,7 @@ from clip_train.data.source_kinds import ColumnKeys, unit_samples
 from clip_train.data.sources import parse_sources, shard_weights
 from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
-from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side, train_crop
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side
 from clip_train.distributed import broadcast_from_rank_0, launcher_rank
 
 # Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool
@@ -83,7 +84,7 @@ class ShardDataModule(L.LightningDataModule):
         their older names. When neither train nor sources is set and `synthetic` is given, the embedded
         scene dataset fills in training and (unless val is given) validation. Your own training data
         without val runs without validation: the drawn set never stands in for your data.
-    kind: the kind of every source instead of the one inferred from its path: shards, table, folder, hf, the dotted
+    kind: the kind of every source instead of the one inferred from its path: shards, table, folder, hf, classes, the dotted
         path of a `RowSource` class, or a `RowSource` (`data/kind=NAME`, built by Hydra from its config).
     img_key, caption_key, csv_separator: a table's or Hugging Face dataset's image and caption columns (default
         OpenCLIP's `filepath` and `title` for tables, `image` and `text` for Hugging Face) and a CSV's separator
@@ -111,6 +112,8 @@ class ShardDataModule(L.LightningDataModule):
         kinds (`clip_train.data.caption_negatives`), for the loss's extra columns; 0 for none.
     neighbour_share, neighbour_pool: fill this share of each training batch with couples of caption-word
         neighbours found among `neighbour_pool` waiting pairs (`clip_train.data.neighbour_batches`).
+    augment: training augmentation after the crop (colour jitter, grayscale, RandAugment; OpenCLIP's --aug-cfg),
+        all off by default (`clip_train.data.augmentation`).
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class ShardDataModule(L.LightningDataModule):
         caption_key: str | None = None,
         csv_separator: str = "\t",
         rows_per_unit: int = 10_000,
+        augment: Mapping | None = None,
     ):
         super().__init__()
         train_shards, self._train_option = _one_of(train, train_shards, "data.train", "data.train_shards")
@@ -204,7 +208,7 @@ class ShardDataModule(L.LightningDataModule):
         )
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.image_resize = image_resize or "shortest"
-        self.train_image_transform = train_crop(image_size, crop_scale)
+        self.train_image_transform = train_transform(image_size, crop_scale, augment)
         self.eval_image_transform = eval_crop(image_size, self.image_resize)
         self.train_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, crop_scale))
         self.eval_decode = functools.partial(decode_rgb, min_short_side=min_decoded_side(image_size, None))

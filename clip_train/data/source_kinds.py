@@ -4,6 +4,7 @@
     table         a .csv, .tsv, .jsonl or .parquet file of image paths or bytes and captions  `table_source`
     folder        a folder of KEY.jpg + KEY.txt pairs, at any depth                 `folder_source`
     hf            a Hugging Face `datasets` folder saved with `save_to_disk`, or one .arrow file  `arrow_source`
+    classes       an ImageFolder ROOT/CLASS/*.jpg captioned by class name (FLYP; named, never inferred)  `class_folder_source`
     your own      any `RowSource` class, named by its dotted path or a config      `clip_train.data.row_source`
 
 `source_kind` infers the kind from the path by asking each kind clip_train ships (`configs/data/kind/`) whether

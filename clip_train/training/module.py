@@ -49,6 +49,8 @@ from clip_train.objectives import Objective, check_objective
 from clip_train.objectives.distillation import teachers
 from clip_train.recipe import Recipe
 from clip_train.training.accumulation import contrastive_backward
+from clip_train.training.ema import CHECKPOINT_KEY as EMA_KEY
+from clip_train.training.ema import WeightAverage
 from clip_train.training.fsdp import whole
 from clip_train.training.numerics import BadStepGuard, clip_to_norm_, local_grads, step_verdict
 from clip_train.training.optim import parameter_groups, scale_learning_rates
@@ -75,6 +77,9 @@ class ClipModule(L.LightningModule):
         (`clip_train.recipe`), and kept as `self.recipe`.
     temperature_lr_scale: the learning rate of `logit_scale` and `logit_bias` as a multiple of the optimizer's
         (`clip_train.training.optim.parameter_groups`).
+    layer_decay: layer-wise learning-rate decay of both towers (`clip_train.training.layer_decay`); None: off.
+    ema_decay: keep an EMA of the weights at this decay (`clip_train.training.ema`), which validation, the
+        evaluation tasks, checkpoints' `ema_state_dict` and so `clip_train.load` and export use; None: off.
     """
 
     def __init__(
@@ -88,6 +93,8 @@ class ClipModule(L.LightningModule):
         recipe: Recipe | None = None,
         max_consecutive_bad_steps: int | None = 5,
         temperature_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
+        ema_decay: float | None = None,
     ):
         super().__init__()
         check_objective(model, loss)
@@ -99,7 +106,9 @@ class ClipModule(L.LightningModule):
         self.model, self.loss = model, loss
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
         self.accumulate, self.gradient_clip_norm = accumulate, gradient_clip_norm
-        self.temperature_lr_scale = temperature_lr_scale
+        self.temperature_lr_scale, self.layer_decay = temperature_lr_scale, layer_decay
+        self.ema_decay, self.ema = ema_decay, None
+        self._ema_state_to_restore: dict | None = None
         self.automatic_optimization = False
         self.samples_seen = 0
         self.bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long)  # per kind, on the batches' device: no host sync
@@ -137,6 +146,8 @@ class ClipModule(L.LightningModule):
             optimizer.step()  # with a scaler: unscale, step, update
             scheduler.step()
             self.model.clamp_logit_scale_()
+            if self.ema_decay is not None:
+                self.weight_average().update(self.model)
         else:  # no parameter, optimizer-state or schedule update; the step count does not advance
             if scaler is not None:  # the scaler records the overflow, then backs its scale off
                 scaler.unscale_(optimizer.optimizer)
@@ -177,6 +188,16 @@ class ClipModule(L.LightningModule):
         """
         clip_to_norm_(local_grads(self.parameters()), self.gradient_clip_norm * loss_scale, grad_norm)
 
+    def weight_average(self) -> WeightAverage:
+        """The EMA, made on first use from the weights then in the model (after a resume restored them), and
+        given the resumed checkpoint's average when there is one."""
+        if self.ema is None:
+            self.ema = WeightAverage(self.model, self.ema_decay)
+            if self._ema_state_to_restore is not None:
+                self.ema.load_checkpoint_state(self._ema_state_to_restore)
+                self._ema_state_to_restore = None
+        return self.ema
+
     def _last_checkpoint(self) -> str | None:
         callback = self.trainer.checkpoint_callback
         return (getattr(callback, "last_model_path", None) or getattr(callback, "best_model_path", None)) or None
@@ -188,6 +209,8 @@ class ClipModule(L.LightningModule):
         """Under `trainer=fsdp` the strategy shards the model here, on each rank, before the optimizer is built
         (`clip_train.training.fsdp`); other strategies wrap the module themselves."""
         shard = getattr(self.trainer.strategy, "shard", None)
+        if shard is not None and self.ema_decay is not None:
+            raise ValueError("optim.ema.decay is not supported with trainer=fsdp (the average would need sharding too)")
         if shard is not None:
             shard(self.model)
             for teacher in teachers(self.loss):  # a distillation teacher is sharded like the student
@@ -199,6 +222,8 @@ class ClipModule(L.LightningModule):
         super().on_validation_model_eval()
         self._gathered = ExitStack()
         self._gathered.enter_context(getattr(self.trainer.strategy, "gathered", nullcontext)())
+        if self.ema_decay is not None:  # validation and the evaluation tasks see the average
+            self._gathered.enter_context(self.weight_average().swapped_in(self.model))
 
     def on_validation_model_train(self) -> None:
         self._gathered.close()
@@ -224,7 +249,7 @@ class ClipModule(L.LightningModule):
             self.last_validated_step = self.global_step
 
     def configure_optimizers(self):
-        groups = parameter_groups(self.model, self.temperature_lr_scale)
+        groups = parameter_groups(self.model, self.temperature_lr_scale, self.layer_decay)
         optimizer = scale_learning_rates(self.make_optimizer(params=groups))
         scheduler = self.make_scheduler(optimizer, total_steps=self._total_optimizer_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -243,6 +268,8 @@ class ClipModule(L.LightningModule):
             "skipped_steps": self.bad_steps.skipped,
         }
         checkpoint["rng_states"] = every_rank_rng_states()  # runs on every rank; rank 0 writes the file
+        if self.ema_decay is not None:
+            checkpoint[EMA_KEY] = self.weight_average().checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # keys of transformers 4 or 5, and the 0-d temperature of checkpoints before issue 23; under FSDP the
@@ -250,6 +277,8 @@ class ClipModule(L.LightningModule):
         if "state_dict" in checkpoint:
             checkpoint["state_dict"] = match_model_state(checkpoint["state_dict"], self.state_dict())
         fit_0d_optimizer_moments(checkpoint.get("optimizer_states", []))
+        if self.ema_decay is not None and EMA_KEY in checkpoint:  # without one, the average starts from the weights
+            self._ema_state_to_restore = match_model_state(checkpoint[EMA_KEY], self.state_dict())
         counters = checkpoint.get("counters", {})
         self.samples_seen = counters.get("samples_seen", 0)
         bad_samples = counters.get("bad_samples", {})  # {kind: count}
@@ -268,7 +297,10 @@ class ClipModule(L.LightningModule):
                 teacher.model.to(self.device)
 
     def on_train_start(self) -> None:
-        """Random states come back only now, after the DataLoaders have drawn their worker seeds."""
+        """Random states come back only now, after the DataLoaders have drawn their worker seeds. The EMA starts
+        here, from the weights training starts with (or a resumed checkpoint's average)."""
+        if self.ema_decay is not None:
+            self.weight_average()
         if self._rng_states_to_restore is not None:
             set_rng_states(self._rng_states_to_restore, self.local_rank)
             self._rng_states_to_restore = None

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from clip_train.training.layer_decay import layer_lr_scales
+
 
 def no_decay_names(model: nn.Module) -> set[str]:
     """Qualified names of the parameters that must not be decayed: those of fewer than 2 dimensions,
@@ -27,13 +29,15 @@ def no_decay_names(model: nn.Module) -> set[str]:
 TEMPERATURE_NAMES = ("logit_scale", "logit_bias")
 
 
-def parameter_groups(model: nn.Module, temperature_lr_scale: float = 1.0) -> list[dict]:
+def parameter_groups(model: nn.Module, temperature_lr_scale: float = 1.0, layer_decay: float | None = None) -> list[dict]:
     """Two groups: decayed at the optimizer's `weight_decay`, and not decayed; frozen parameters are left out.
 
     temperature_lr_scale: unless 1, the model's own `logit_scale` and `logit_bias` form a third group, not decayed,
         whose `lr_scale` multiplies the optimizer's rate (`scale_learning_rates`). Adam moves a parameter by about
         its learning rate per step whatever its gradient, so at 5e-4 a log-temperature moves by 0.15 at most in
         300 steps: in a short run the temperature and SigLIP's bias stay where they started.
+    layer_decay: unless None, each of the two groups is split by layer, each part with the `lr_scale` of
+        `clip_train.training.layer_decay.layer_lr_scales` (LLRD; the temperature's scale stays its own).
     """
     skip = no_decay_names(model)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -42,10 +46,24 @@ def parameter_groups(model: nn.Module, temperature_lr_scale: float = 1.0) -> lis
         {"params": [p for name, p in trainable if name not in skip | temperature]},
         {"params": [p for name, p in trainable if name in skip - temperature], "weight_decay": 0.0},
     ]
+    if layer_decay is not None:
+        scales = layer_lr_scales(model, layer_decay)
+        decayed = [(name, p) for name, p in trainable if name not in skip | temperature]
+        kept = [(name, p) for name, p in trainable if name in skip - temperature]
+        groups = _by_scale(decayed, scales, {}) + _by_scale(kept, scales, {"weight_decay": 0.0})
     if temperature:
         params = [p for name, p in trainable if name in temperature]
         groups.append({"params": params, "weight_decay": 0.0, "lr_scale": temperature_lr_scale})
     return groups
+
+
+def _by_scale(named: list[tuple[str, nn.Parameter]], scales: dict[str, float], options: dict) -> list[dict]:
+    """One group per distinct scale among `named` parameters, the largest scale first (so the first group, whose
+    rate the training step logs as `lr`, learns at the full rate when `named` holds a tower's top), with `options`."""
+    parts: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in named:
+        parts.setdefault(scales[name], []).append(parameter)
+    return [{"params": parts[scale], "lr_scale": scale, **options} for scale in sorted(parts, reverse=True)]
 
 
 def scale_learning_rates(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
