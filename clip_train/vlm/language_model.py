@@ -1,0 +1,45 @@
+"""The language model and its tokenizer: a local transformers causal LM, or a tiny one built from a config.
+
+With `lm` unset nothing downloads: the tokenizer is a word-level one learnt from the training conversations
+(`clip_train.vlm.text`) and the LM a small transformers config (`lm_config`, e.g. a LlamaConfig) with that
+vocabulary, trained from scratch. With `lm=FOLDER` the folder's tokenizer and weights are used, `<image>` and
+the location tokens added to the tokenizer and the embeddings grown to fit.
+"""
+
+from collections.abc import Iterable
+
+from hydra.utils import instantiate
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from clip_train.data.tokenizer import load_tokenizer
+from clip_train.vlm.conversations import IMAGE
+from clip_train.vlm.text import build_word_tokenizer, location_token_names
+
+MODES = ("full", "frozen")
+
+
+def build_language_model(lm: str | None, lm_config, texts: Iterable[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(causal LM, tokenizer): from the folder `lm`, or from `lm_config` (a Hydra node of a transformers config)
+    over a word tokenizer of `texts`."""
+    if lm is None:
+        tokenizer = build_word_tokenizer(texts)
+        config = instantiate(lm_config, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        return AutoModelForCausalLM.from_config(config), tokenizer
+    tokenizer = load_tokenizer(lm)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(lm)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"lm={lm!r} is not a local transformers causal LM folder ({type(error).__name__}: {error})") from error
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE, *location_token_names()]})
+    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError(f"lm={lm!r}: its tokenizer has no bos/eos tokens to open and close a turn with")
+    model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
+
+
+def set_language_model_mode(model: PreTrainedModel, mode: str) -> None:
+    """`full` trains every LM weight, `frozen` none (LLaVA's align stage)."""
+    if mode not in MODES:
+        raise ValueError(f"stage lm mode {mode!r}: choose one of {list(MODES)}")
+    model.requires_grad_(mode == "full")
