@@ -1,0 +1,52 @@
+"""VQAv2's answer normalisation and accuracy, on hand-worked cases; grounding's IoU on hand boxes."""
+
+import pytest
+
+from clip_train.vlm.answers import normalize_answer, vqa_accuracy
+from clip_train.vlm.vqa import box_from_tokens, iou, score
+
+
+@pytest.mark.parametrize(
+    "raw, normal",
+    [
+        ("Two", "2"),
+        ("two.", "2"),
+        ("The Red", "red"),
+        ("a circle!", "circle"),
+        ("  Yes  ", "yes"),
+        ("dont know", "don't know"),
+        ("3.5", "3.5"),  # a full stop before a digit stays
+        ("left-hand", "left hand"),  # a hyphen inside a word becomes a space
+        ("red , blue", "red blue"),  # a comma beside a space goes
+        ("1,000", "1000"),  # a comma between digits goes
+        ("None", "0"),
+        ("an Apple\n", "apple"),
+    ],
+)
+def test_normalisation_by_hand(raw, normal):
+    assert normalize_answer(raw) == normal
+
+
+def test_one_reference_is_exact_match_after_normalisation():
+    assert vqa_accuracy("Two.", ["2"]) == 1.0
+    assert vqa_accuracy("three", ["2"]) == 0.0
+
+
+def test_ten_references_score_min_one_third_of_matches_over_leave_one_out():
+    # 2 of 10 say "red": each left-out subset of 9 holds 2 matches (8 subsets) or 1 (2 subsets)
+    references = ["red"] * 2 + ["pink"] * 8
+    assert vqa_accuracy("Red", references) == pytest.approx((8 * 2 / 3 + 2 * 1 / 3) / 10)
+    assert vqa_accuracy("red", ["red"] * 3 + ["pink"] * 7) == pytest.approx((7 * 1.0 + 3 * 2 / 3) / 10)
+    assert vqa_accuracy("red", ["red"] * 4 + ["pink"] * 6) == 1.0
+    with pytest.raises(ValueError, match="reference"):
+        vqa_accuracy("red", [])
+
+
+def test_grounding_scores_iou_of_location_boxes():
+    assert box_from_tokens("<loc_100> <loc_200><loc_300> <loc_400>") == (0.1, 0.2, 0.3, 0.4)
+    assert box_from_tokens("<loc_100><loc_200>") is None
+    assert iou((0.0, 0.0, 0.2, 0.2), (0.1, 0.0, 0.3, 0.2)) == pytest.approx(0.02 / 0.06)
+    reference = "<loc_0><loc_0><loc_200><loc_200>"
+    assert score("grounding", "<loc_0><loc_0><loc_200><loc_150>", reference) == 1.0  # IoU 0.75
+    assert score("grounding", "<loc_100><loc_0><loc_300><loc_200>", reference) == 0.0  # IoU 1/3
+    assert score("grounding", "red", reference) == 0.0
