@@ -2,11 +2,13 @@
 
 from collections.abc import Callable
 
+import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from clip_train.vlm.conversations import Conversation
+from clip_train.vlm.sampler import ResumableSampler
 from clip_train.vlm.text import IGNORE, encode_conversation
 
 
@@ -52,3 +54,20 @@ class PadConversations:
         if "pixels" in items[0]:
             batch["pixels"] = torch.stack([item["pixels"] for item in items])
         return batch
+
+
+class ConversationDataModule(L.LightningDataModule):
+    """A stage's loader, built once Lightning knows this rank, the world and (when resuming) the step reached:
+    a `ResumableSampler` then continues exactly where the checkpoint stopped."""
+
+    def __init__(self, dataset: ConversationDataset, batch_size: int, num_workers: int, seed: int, pad_id: int):
+        super().__init__()
+        self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
+        self.collate = PadConversations(pad_id)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        start = trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
+        sampler = ResumableSampler(len(self.dataset), self.seed, trainer.global_rank, trainer.world_size, start)
+        return DataLoader(self.dataset, self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=self.collate, persistent_workers=self.num_workers > 0)  # fmt: skip

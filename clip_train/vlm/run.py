@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data = {name: read_conversations(path) for name, path in files.items()}
     texts = _texts(data["captions"]) + _texts(data["train"])
     trainer_settings = OmegaConf.to_container(cfg.trainer)
-    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed)
     model, tokenizer = build_vlm(cfg, clip, texts, blind=False)
     metrics = {}
     for stage in [cfg.stage] if cfg.stage else STAGES:

@@ -11,10 +11,9 @@ import os
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
 
 from clip_train.data.tokenizer import tokenizer_files
-from clip_train.vlm.data import ConversationDataset, PadConversations
+from clip_train.vlm.data import ConversationDataModule, ConversationDataset
 from clip_train.vlm.language_model import set_language_model_mode
 from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.module import VisionLanguageModule
@@ -34,27 +33,26 @@ class SaveTokenizer(L.Callback):
 
 def train_stage(
     name: str, model: VisionLanguageModel, tokenizer, conversations, preprocess, settings, trainer_settings: dict,
-    run_dir: str, batch_size: int, num_workers: int,
+    run_dir: str, batch_size: int, num_workers: int, seed: int = 0, callbacks: tuple = (),
 ) -> VisionLanguageModel:
     """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode, lr, warmup_steps,
-    weight_decay) and return it; `trainer_settings` pass to lightning.Trainer (devices, strategy, precision,
-    accumulate_grad_batches, ...)."""
+    weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
+    `trainer_settings` pass to lightning.Trainer (devices, strategy, precision, accumulate_grad_batches, ...),
+    and `callbacks` are added to the stage's checkpointing."""
     set_language_model_mode(model.language_model, settings.lm)
     if model.connector is not None:
         model.connector.requires_grad_(True)
     folder = os.path.join(run_dir, name)
     last = os.path.join(folder, "checkpoints", "last.ckpt")
     dataset = ConversationDataset(conversations, tokenizer, preprocess, with_image=not model.blind)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True,
-                        collate_fn=PadConversations(tokenizer.pad_token_id), persistent_workers=num_workers > 0)  # fmt: skip
-    if len(loader) == 0:
-        raise ValueError(f"stage {name}: {len(dataset)} conversations make no batch of {batch_size}")
+    data = ConversationDataModule(dataset, batch_size, num_workers, seed, tokenizer.pad_token_id)
     module = VisionLanguageModule(model, settings.lr, settings.weight_decay, settings.warmup_steps, settings.steps)
     saves = ModelCheckpoint(os.path.join(folder, "checkpoints"), save_last=True, save_top_k=0,
-                            every_n_train_steps=settings.get("save_every_n_steps") or settings.steps)  # fmt: skip
+                            every_n_train_steps=settings.checkpoint_every_n_steps or settings.steps)  # fmt: skip
     trainer = L.Trainer(
-        **trainer_settings, max_steps=settings.steps, default_root_dir=folder, callbacks=[saves, SaveTokenizer(tokenizer)],
+        **trainer_settings, max_steps=settings.steps, default_root_dir=folder, callbacks=[saves, SaveTokenizer(tokenizer), *callbacks],
         logger=CSVLogger(folder, name="csv", version=""), enable_model_summary=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False,
     )  # fmt: skip
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=last if os.path.isfile(last) else None)
+    trainer.fit(module, datamodule=data, ckpt_path=last if os.path.isfile(last) else None)
     return model
