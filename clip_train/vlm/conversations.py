@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGE = "<image>"
 DESCRIBE = "describe the image."
-VERSION = 2  # in the cache folder name: a change to the questions writes a new set
+VERSION = 3  # in the cache folder name: a change to the questions writes a new set
 
 
 @dataclass(frozen=True)

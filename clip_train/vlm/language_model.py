@@ -26,11 +26,14 @@ def build_language_model(lm: str | None, lm_config, texts: Iterable[str]) -> tup
         config = instantiate(lm_config, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
         return AutoModelForCausalLM.from_config(config), tokenizer
-    tokenizer = load_tokenizer(lm)
     try:
         model = AutoModelForCausalLM.from_pretrained(lm)
     except (OSError, ValueError) as error:
         raise ValueError(f"lm={lm!r} is not a local transformers causal LM folder ({type(error).__name__}: {error})") from error
+    try:
+        tokenizer = load_tokenizer(lm)
+    except ValueError as error:
+        raise ValueError(f"lm={lm!r}: no tokenizer in the folder ({error})") from error
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE, *location_token_names()]})
     if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError(f"lm={lm!r}: its tokenizer has no bos/eos tokens to open and close a turn with")

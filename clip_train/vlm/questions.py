@@ -5,7 +5,7 @@ names one group; a shape may repeat, so questions that name a shape count or col
 question type asks what the image alone can answer:
 
     color     what color is the circle?                        -> red      (only when one group has that shape)
-    count     how many squares are there?                      -> 2        (0 for a shape that is absent)
+    count     how many squares / red objects are there?       -> 2        (0 for one that is absent)
     shape     what shape is the blue object?                   -> triangle
     position  where is the green cross?                        -> left     (one group: its region)
               is the red circle above or below the blue square? -> above (two groups)
@@ -52,10 +52,14 @@ def _color(scene: Scene, rng: random.Random) -> Question | None:
 
 
 def _count(scene: Scene, rng: random.Random) -> Question:
-    present = [group.shape for group in scene.groups]
-    shape = rng.choice(present) if rng.random() < 0.8 else rng.choice([s for s in SHAPES if s not in present])
-    total = sum(group.count for group in scene.groups if group.shape == shape)
-    return Question("count", f"how many {plural(shape)} are there?", str(total))
+    """By colour or by shape, half each; a fifth of them name one the scene lacks (answer 0)."""
+    by_color = rng.random() < 0.5
+    present = [group.color if by_color else group.shape for group in scene.groups]
+    absent = [word for word in (COLORS if by_color else SHAPES) if word not in present]
+    word = rng.choice(present) if rng.random() < 0.8 else rng.choice(absent)
+    total = sum(group.count for group in scene.groups if word in (group.color, group.shape))
+    what = f"{word} objects" if by_color else plural(word)
+    return Question("count", f"how many {what} are there?", str(total))
 
 
 def _shape(scene: Scene, rng: random.Random) -> Question:

@@ -1,0 +1,88 @@
+"""`python -m clip_train.vlm`: its dry run, refused keys and settings, and every shipped config group option built."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from tiny_vlm import WORDS
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from clip_train.paths import CONFIG_DIR
+from clip_train.vlm.language_model import build_language_model
+from clip_train.vlm.run import conversation_files, run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _vlm(tmp_path, *arguments: str, compose_only: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    if compose_only:
+        env["CLIP_TRAIN_COMPOSE_ONLY"] = str(tmp_path / "composed.jsonl")
+    return subprocess.run([sys.executable, "-m", "clip_train.vlm", *arguments], env=env, capture_output=True, text=True)
+
+
+def test_the_dry_run_composes_the_command_as_typed(tmp_path):
+    done = _vlm(tmp_path, "stage=align", "vision.checkpoint=runs/last.ckpt", "lm=/models/tiny", "trainer.devices=2")
+    assert done.returncode == 0, done.stderr
+    (composed,) = [json.loads(line) for line in (tmp_path / "composed.jsonl").read_text().splitlines()]
+    assert (composed["stage"], composed["lm"], composed["vision"]["checkpoint"]) == ("align", "/models/tiny", "runs/last.ckpt")
+    assert composed["trainer"]["devices"] == 2 and composed["connector"]["_target_"].endswith("MlpConnector")
+
+
+def test_a_misspelt_key_is_named_before_anything_runs(tmp_path):
+    done = _vlm(tmp_path, "vision.chekpoint=x", compose_only=False)
+    assert done.returncode != 0 and "vision.chekpoint" in done.stderr and "checkpoint" in done.stderr
+
+
+def _config(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("vlm", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ((), "vision.checkpoint is required"),
+        (("vision.checkpoint=x.ckpt", "stage=pretrain"), "stage=pretrain"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(_config(tmp_path, *overrides))
+
+
+def test_the_users_files_come_all_three_or_none(tmp_path):
+    with pytest.raises(ValueError, match=r"missing \['data.test'\]"):
+        conversation_files(_config(tmp_path, "data.captions=c.json", "data.train=t.json"), 32)
+
+
+@pytest.mark.parametrize("option", sorted(os.listdir(os.path.join(CONFIG_DIR, "vlm", "lm_config"))))
+def test_every_lm_config_builds_a_causal_lm_over_the_word_tokenizer(tmp_path, option):
+    cfg = _config(tmp_path, f"vlm/lm_config@lm_config={option.removesuffix('.yaml')}")
+    model, tokenizer = build_language_model(None, cfg.lm_config, WORDS)
+    ids = torch.tensor([tokenizer("what color is the square? red")["input_ids"]])
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert tokenizer.convert_tokens_to_ids(["<image>", "<loc_999>"]) != [tokenizer.unk_token_id] * 2
+    connector = instantiate(cfg.connector, image_width=24, lm_width=model.get_input_embeddings().embedding_dim)
+    assert connector(torch.zeros(2, 5, 24)).shape == (2, 5, model.get_input_embeddings().embedding_dim)
+
+
+def test_a_local_lm_folder_gets_the_image_and_location_tokens(tmp_path):
+    words = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "red": 4, "square": 5}
+    backend = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    LlamaForCausalLM(LlamaConfig(vocab_size=6, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path / "lm")  # fmt: skip
+    tokenizer.save_pretrained(tmp_path / "lm")
+    model, loaded = build_language_model(str(tmp_path / "lm"), None, [])
+    assert len(loaded) == 6 + 1 + 1000 and model.get_input_embeddings().num_embeddings == len(loaded)
+    assert loaded("<s> red <image> <loc_7>")["input_ids"][:4] == [1, 4, *loaded.convert_tokens_to_ids(["<image>", "<loc_7>"])]
+    with pytest.raises(ValueError, match="not a local transformers causal LM"):
+        build_language_model(str(tmp_path), None, [])
