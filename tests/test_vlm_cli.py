@@ -77,7 +77,9 @@ def test_a_local_lm_folder_gets_the_image_and_location_tokens(tmp_path):
     words = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "red": 4, "square": 5}
     backend = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     LlamaForCausalLM(LlamaConfig(vocab_size=6, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                  num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path / "lm")  # fmt: skip
     tokenizer.save_pretrained(tmp_path / "lm")

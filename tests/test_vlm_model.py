@@ -17,7 +17,9 @@ def _conversation(*pairs) -> Conversation:
 
 def test_labels_cover_the_answers_and_their_end_only():
     _, tokenizer = tiny_vlm()
-    ids, labels = encode_conversation(tokenizer, _conversation(("what color is the square?", "red"), ("how many circles?", "2")))
+    ids, labels = encode_conversation(
+        tokenizer, _conversation(("what color is the square?", "red"), ("how many circles?", "2"))
+    )
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens == [
         "<s>", "user", ":", "<image>", "what", "color", "is", "the", "square", "?", "assistant", ":", "red", "</s>",

@@ -2,9 +2,10 @@
 
 The rules are those of the VQAv2 evaluation (Antol et al. 2015; Goyal et al. 2017): lower case; punctuation
 dropped where it touches a space (or a comma between digits), turned into a space elsewhere; a full stop kept
-only before a digit ("2.5"; the official script's rule); number words zero..ten as digits; the articles a, an, the dropped; apostrophe-less
-contractions given their apostrophe. Accuracy against ten human answers is min(1, matches / 3), averaged over
-the ten leave-one-out subsets of nine; against one reference answer this is exact match.
+only before a digit ("2.5"; the official script's rule); number words zero..ten as digits; the articles a, an,
+the dropped; apostrophe-less contractions given their apostrophe. Accuracy against ten human answers is
+min(1, matches / 3), averaged over the ten leave-one-out subsets of nine; against one reference answer this
+is exact match.
 """
 
 import re

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
-from clip_train.data.scenes import draw_scene, describe_scene
+from clip_train.data.scenes import describe_scene, draw_scene
 from clip_train.vlm.questions import scene_questions
 
 log = logging.getLogger(__name__)

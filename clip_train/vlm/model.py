@@ -30,7 +30,11 @@ class VisionLanguageModel(nn.Module):
         return self.vision is None
 
     def splice(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixels: torch.Tensor | None, labels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixels: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, L) ids -> (inputs_embeds (B, L', D), attention_mask (B, L'), labels (B, L') or None), L' = L + N - 1
         with image tokens (whose mask is 1 and label IGNORE) in place of `<image>`; L' = L when blind."""
@@ -64,7 +68,12 @@ class VisionLanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixels: torch.Tensor | None, eos_id: int, max_new_tokens: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixels: torch.Tensor | None,
+        eos_id: int,
+        max_new_tokens: int,
     ) -> list[list[int]]:
         """Greedy answers to LEFT-padded prompts (B, L): each row's new ids, up to and without its `eos_id`."""
         embeds, mask, _ = self.splice(input_ids, attention_mask, pixels)

@@ -69,12 +69,16 @@ def build_vlm(cfg: DictConfig, clip, texts: list[str], blind: bool):
     vision = connector = None
     if not blind:
         vision = ImageFeatures(clip.model.image_tower, cfg.vision.layer, cfg.vision.with_cls, cfg.vision.unlocked_layers)
-        connector = instantiate(cfg.connector, image_width=vision.width, lm_width=language_model.get_input_embeddings().embedding_dim)
+        connector = instantiate(
+            cfg.connector, image_width=vision.width, lm_width=language_model.get_input_embeddings().embedding_dim
+        )
     model = VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids("<image>"), vision, connector)
     if state is not None and not blind:
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not name.startswith("vision.") for name in missing):
-            raise ValueError(f"init_from={cfg.init_from} does not fit this VLM (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"init_from={cfg.init_from} does not fit this VLM (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     return model, tokenizer
 
 
@@ -95,7 +99,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for stage in [cfg.stage] if cfg.stage else STAGES:
         started = time.perf_counter()
         conversations = data["captions"] if stage == "align" else data["train"]
-        train_stage(stage, model, tokenizer, conversations, clip.preprocess, cfg.stages[stage], trainer_settings, run_dir, **loader)
+        train_stage(
+            stage, model, tokenizer, conversations, clip.preprocess, cfg.stages[stage], trainer_settings, run_dir, **loader
+        )
         metrics[f"time/{stage}_s"] = time.perf_counter() - started
     if cfg.stage != "align":
         metrics |= evaluate_questions(model, tokenizer, data["test"], clip.preprocess, cfg.eval.batch_size)

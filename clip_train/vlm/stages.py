@@ -32,8 +32,18 @@ class SaveTokenizer(L.Callback):
 
 
 def train_stage(
-    name: str, model: VisionLanguageModel, tokenizer, conversations, preprocess, settings, trainer_settings: dict,
-    run_dir: str, batch_size: int, num_workers: int, seed: int = 0, callbacks: tuple = (),
+    name: str,
+    model: VisionLanguageModel,
+    tokenizer,
+    conversations,
+    preprocess,
+    settings,
+    trainer_settings: dict,
+    run_dir: str,
+    batch_size: int,
+    num_workers: int,
+    seed: int = 0,
+    callbacks: tuple = (),
 ) -> VisionLanguageModel:
     """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode, lr, warmup_steps,
     weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
@@ -50,9 +60,9 @@ def train_stage(
     saves = ModelCheckpoint(os.path.join(folder, "checkpoints"), save_last=True, save_top_k=0,
                             every_n_train_steps=settings.checkpoint_every_n_steps or settings.steps)  # fmt: skip
     trainer = L.Trainer(
-        **trainer_settings, max_steps=settings.steps, default_root_dir=folder, callbacks=[saves, SaveTokenizer(tokenizer), *callbacks],
-        logger=CSVLogger(folder, name="csv", version=""), enable_model_summary=False, num_sanity_val_steps=0,
-        use_distributed_sampler=False,
+        **trainer_settings, max_steps=settings.steps, default_root_dir=folder,
+        callbacks=[saves, SaveTokenizer(tokenizer), *callbacks], logger=CSVLogger(folder, name="csv", version=""),
+        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=last if os.path.isfile(last) else None)
     return model

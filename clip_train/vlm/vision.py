@@ -43,13 +43,17 @@ class ImageFeatures(nn.Module):
         if isinstance(blocks, torch.nn.Sequential | torch.nn.ModuleList):
             read = self.layer % len(blocks)
             if not 0 < unlocked_layers <= read + 1:
-                raise ValueError(f"vision.unlocked_layers={unlocked_layers}: layer {self.layer} is block {read}, so 1..{read + 1}")
+                raise ValueError(
+                    f"vision.unlocked_layers={unlocked_layers}: layer {self.layer} is block {read}, so 1..{read + 1}"
+                )
             for block in list(blocks)[read + 1 - unlocked_layers : read + 1]:
                 block.requires_grad_(True)
         elif self.layer == -1:
             lock_timm_trunk(self.trunk, unlocked_layers, freeze_norm=True)
         else:
-            raise ValueError(f"vision.unlocked_layers: {type(self.trunk).__name__} has no block list; unlock with vision.layer=-1")
+            raise ValueError(
+                f"vision.unlocked_layers: {type(self.trunk).__name__} has no block list; unlock with vision.layer=-1"
+            )
 
     def train(self, mode: bool = True) -> "ImageFeatures":
         """A frozen tower stays in evaluation mode (no dropout, fixed norms) while the rest of the VLM trains."""

@@ -45,7 +45,10 @@ def score(kind: str | None, prediction: str, answer: str) -> float:
 
 @torch.no_grad()
 def answer(
-    model: VisionLanguageModel, tokenizer, questions: list[tuple[str, str]], preprocess: Callable | None,
+    model: VisionLanguageModel,
+    tokenizer,
+    questions: list[tuple[str, str]],
+    preprocess: Callable | None,
     max_new_tokens: int = 6,
 ) -> list[str]:
     """Greedy answers to [(image path, question)], one batch, prompts left-padded."""
@@ -65,8 +68,12 @@ def answer(
 
 
 def evaluate_questions(
-    model: VisionLanguageModel, tokenizer, conversations: list[Conversation], preprocess: Callable | None,
-    batch_size: int = 64, prefix: str = "",
+    model: VisionLanguageModel,
+    tokenizer,
+    conversations: list[Conversation],
+    preprocess: Callable | None,
+    batch_size: int = 64,
+    prefix: str = "",
 ) -> dict[str, float]:
     """{prefix + "vqa/<type>", prefix + "vqa/mean", prefix + "grounding/acc@0.5" if asked} over the first turn of
     every conversation (its question type from `question_types`), on this rank's share, summed over ranks."""
