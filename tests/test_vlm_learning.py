@@ -11,8 +11,8 @@ from clip_train.paths import CONFIG_DIR
 from clip_train.vlm.run import run
 
 TINY = [
-    "data.scenes.num_train=160", "data.scenes.num_test=40", "data.scenes.kinds=[color,count]", "data.batch_size=16",
-    "stages.align.steps=10", "stages.instruct.steps=150", "stages.instruct.lr=3e-3", "lm_config.hidden_size=64",
+    "data.scenes.num_train=300", "data.scenes.num_test=30", "data.scenes.kinds=[color]", "data.batch_size=16",
+    "stages.align.steps=5", "stages.instruct.steps=250", "stages.instruct.lr=3e-3", "lm_config.hidden_size=64",
     "lm_config.intermediate_size=128", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
 ]  # fmt: skip
 
@@ -25,7 +25,7 @@ def test_the_default_command_beats_the_blind_baseline_on_colour(trained_checkpoi
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f) == metrics
     for prefix in ("", "blind/"):
-        assert {f"{prefix}vqa/color", f"{prefix}vqa/count", f"{prefix}vqa/mean"} <= set(metrics)
+        assert {f"{prefix}vqa/color", f"{prefix}vqa/mean"} <= set(metrics)
     assert all(os.path.isfile(tmp_path / stage / "checkpoints" / "last.ckpt") for stage in ("align", "instruct", "blind"))
-    # measured: vqa/color 0.93 against blind/vqa/color 0.15 (8 colours; a blind model can at best guess one)
+    # measured: vqa/color 0.71 against blind/vqa/color 0.07 (8 colours: blind, the LM can only guess)
     assert metrics["vqa/color"] >= metrics["blind/vqa/color"] + 0.4, metrics
