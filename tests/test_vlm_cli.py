@@ -15,7 +15,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from clip_train.paths import CONFIG_DIR
 from clip_train.vlm.language_model import build_language_model
-from clip_train.vlm.run import conversation_files, run
+from clip_train.inference import load
+from clip_train.vlm.run import build_vlm, conversation_files, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,3 +89,20 @@ def test_a_local_lm_folder_gets_the_image_and_location_tokens(tmp_path):
     assert loaded("<s> red <image> <loc_7>")["input_ids"][:4] == [1, 4, *loaded.convert_tokens_to_ids(["<image>", "<loc_7>"])]
     with pytest.raises(ValueError, match="not a local transformers causal LM"):
         build_language_model(str(tmp_path), None, [])
+
+
+@pytest.mark.slow
+def test_instruct_starts_from_the_align_stage_it_is_given(trained_checkpoint, tmp_path):
+    tiny = [f"vision.checkpoint={trained_checkpoint}", "data.scenes.num_train=20", "data.scenes.num_test=4",
+            "data.batch_size=4", "stages.align.steps=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]  # fmt: skip
+    run(_config(tmp_path / "align", "stage=align", *tiny))
+    saved = torch.load(tmp_path / "align/align/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    cfg = _config(tmp_path / "instruct", f"init_from={tmp_path}/align/align/checkpoints/last.ckpt", *tiny)
+    clip = load(trained_checkpoint)
+    started, tokenizer = build_vlm(cfg, clip, [], blind=False)  # no texts: the vocabulary comes from the checkpoint
+    for name, value in started.state_dict().items():
+        if not name.startswith("vision."):
+            torch.testing.assert_close(value, saved[f"model.{name}"], msg=name)
+    fresh, _ = build_vlm(_config(tmp_path / "fresh", *tiny), clip, ["what color"], blind=False)
+    assert not torch.equal(fresh.connector.layers[0].weight[:1], started.connector.layers[0].weight[:1])
+    assert tokenizer.convert_tokens_to_ids("triangle") != tokenizer.unk_token_id

@@ -18,11 +18,13 @@ from clip_train.vlm.text import build_word_tokenizer, location_token_names
 MODES = ("full", "frozen")
 
 
-def build_language_model(lm: str | None, lm_config, texts: Iterable[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def build_language_model(
+    lm: str | None, lm_config, texts: Iterable[str], tokenizer: PreTrainedTokenizerBase | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(causal LM, tokenizer): from the folder `lm`, or from `lm_config` (a Hydra node of a transformers config)
-    over a word tokenizer of `texts`."""
+    over `tokenizer` (a stage checkpoint's) or else a word tokenizer of `texts`."""
     if lm is None:
-        tokenizer = build_word_tokenizer(texts)
+        tokenizer = build_word_tokenizer(texts) if tokenizer is None else tokenizer
         config = instantiate(lm_config, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
         return AutoModelForCausalLM.from_config(config), tokenizer

@@ -63,9 +63,10 @@ def build_vlm(cfg: DictConfig, clip, texts: list[str], blind: bool):
     """(VisionLanguageModel, tokenizer), the LM seeded by `seed` so that the blind baseline starts from the same LM."""
     tokenizer_state, state = _start_weights(cfg)
     L.seed_everything(cfg.seed)
-    language_model, tokenizer = build_language_model(cfg.lm, cfg.lm_config, texts)
-    if tokenizer_state is not None:
-        tokenizer = tokenizer_from_files(tokenizer_state)
+    saved_tokenizer = tokenizer_from_files(tokenizer_state) if tokenizer_state is not None else None
+    language_model, tokenizer = build_language_model(cfg.lm, cfg.lm_config, texts, saved_tokenizer)
+    if saved_tokenizer is not None:
+        tokenizer = saved_tokenizer
     vision = connector = None
     if not blind:
         vision = ImageFeatures(clip.model.image_tower, cfg.vision.layer, cfg.vision.with_cls, cfg.vision.unlocked_layers)
