@@ -13,9 +13,9 @@ from tiny_vlm import WORDS
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from clip_train.inference import load
 from clip_train.paths import CONFIG_DIR
 from clip_train.vlm.language_model import build_language_model
-from clip_train.inference import load
 from clip_train.vlm.run import build_vlm, conversation_files, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
