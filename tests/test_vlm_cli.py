@@ -93,8 +93,10 @@ def test_a_local_lm_folder_gets_the_image_and_location_tokens(tmp_path):
 
 @pytest.mark.slow
 def test_instruct_starts_from_the_align_stage_it_is_given(trained_checkpoint, tmp_path):
-    tiny = [f"vision.checkpoint={trained_checkpoint}", "data.scenes.num_train=20", "data.scenes.num_test=4",
-            "data.batch_size=4", "stages.align.steps=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]  # fmt: skip
+    tiny = [
+        f"vision.checkpoint={trained_checkpoint}", "data.scenes.num_train=20", "data.scenes.num_test=4", "data.batch_size=4",
+        "stages.align.steps=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
     run(_config(tmp_path / "align", "stage=align", *tiny))
     saved = torch.load(tmp_path / "align/align/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     cfg = _config(tmp_path / "instruct", f"init_from={tmp_path}/align/align/checkpoints/last.ckpt", *tiny)
