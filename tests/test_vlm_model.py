@@ -8,6 +8,7 @@ from tiny_vlm import tiny_vlm
 
 from clip_train.vlm.conversations import Conversation, Turn
 from clip_train.vlm.data import PadConversations
+from clip_train.vlm.language_model import set_language_model_mode
 from clip_train.vlm.text import IGNORE, encode_conversation, prompt_ids
 
 
@@ -129,3 +130,28 @@ def test_the_image_placeholder_is_required_once_and_refused_when_blind():
     with_image = torch.tensor([prompt_ids(tokenizer, "what color is the square?", with_image=True)])
     with pytest.raises(ValueError, match="blind"):
         blind.splice(with_image, torch.ones_like(with_image), None)
+
+
+def test_lora_trains_adapters_alone_and_starts_as_the_lm():
+    model, tokenizer = tiny_vlm()
+    ids, labels = encode_conversation(tokenizer, _conversation(("what color is the square?", "red")))
+    ids, labels = torch.tensor([ids]), torch.tensor([labels])
+    pixels = torch.randn(1, 3, 32, 32)
+    before = model(ids, torch.ones_like(ids), labels, pixels).detach()
+    base = {name: p.detach().clone() for name, p in model.language_model.named_parameters()}
+    model.language_model = set_language_model_mode(model.language_model, "lora", lora_rank=4)
+    torch.testing.assert_close(model(ids, torch.ones_like(ids), labels, pixels), before)  # LoRA's B starts at zero
+    trained = {name for name, p in model.language_model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name for name in trained)
+    assert any("q_proj" in name for name in trained) and not any("lm_head" in name for name in trained)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):  # B moves first, then A: the output changes
+        optimizer.zero_grad()
+        model(ids, torch.ones_like(ids), labels, pixels).backward()
+        optimizer.step()
+    assert not torch.allclose(model(ids, torch.ones_like(ids), labels, pixels), before)
+    for name, p in model.language_model.get_base_model().named_parameters():
+        if "lora_" not in name:
+            torch.testing.assert_close(p, base[name.replace(".base_layer", "")], msg=name)
+    with pytest.raises(ValueError, match="stages.<stage>.lm='half'"):
+        set_language_model_mode(model.language_model, "half")

@@ -20,7 +20,15 @@ from clip_train.vlm.stages import train_stage
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 SETTINGS = OmegaConf.create(
-    {"steps": 3, "lr": 3e-3, "weight_decay": 0.01, "warmup_steps": 1, "lm": "full", "checkpoint_every_n_steps": None}
+    {
+        "steps": 3,
+        "lr": 3e-3,
+        "weight_decay": 0.01,
+        "warmup_steps": 1,
+        "lm": "full",
+        "lora_rank": 8,
+        "checkpoint_every_n_steps": None,
+    }
 )
 CPU = {"accelerator": "cpu", "enable_progress_bar": False}
 

@@ -9,13 +9,15 @@ the location tokens added to the tokenizer and the embeddings grown to fit.
 from collections.abc import Iterable
 
 from hydra.utils import instantiate
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from clip_train.data.tokenizer import load_tokenizer
 from clip_train.vlm.conversations import IMAGE
 from clip_train.vlm.text import build_word_tokenizer, location_token_names
 
-MODES = ("full", "frozen")
+MODES = ("full", "frozen", "lora")
 
 
 def build_language_model(
@@ -43,8 +45,17 @@ def build_language_model(
     return model, tokenizer
 
 
-def set_language_model_mode(model: PreTrainedModel, mode: str) -> None:
-    """`full` trains every LM weight, `frozen` none (LLaVA's align stage)."""
+def set_language_model_mode(model: nn.Module, mode: str, lora_rank: int = 8) -> nn.Module:
+    """The LM to train in a stage: `full` trains every weight, `frozen` none (LLaVA's align stage), `lora` adds
+    `peft` LoRA adapters of rank `lora_rank` to every linear layer and trains those alone (their B starts at
+    zero, so the adapted LM starts out answering exactly as the LM). An LM adapted already keeps its adapters."""
     if mode not in MODES:
-        raise ValueError(f"stage lm mode {mode!r}: choose one of {list(MODES)}")
+        raise ValueError(f"stages.<stage>.lm={mode!r}: choose one of {list(MODES)}")
+    if mode == "lora":
+        if not isinstance(model, PeftModel):
+            model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear"))
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+        return model
     model.requires_grad_(mode == "full")
+    return model

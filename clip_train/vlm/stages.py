@@ -45,11 +45,11 @@ def train_stage(
     seed: int = 0,
     callbacks: tuple = (),
 ) -> VisionLanguageModel:
-    """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode, lr, warmup_steps,
-    weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
+    """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode full|frozen|lora, lr,
+    warmup_steps, weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
     `trainer_settings` pass to lightning.Trainer (devices, strategy, precision, accumulate_grad_batches, ...),
     and `callbacks` are added to the stage's checkpointing."""
-    set_language_model_mode(model.language_model, settings.lm)
+    model.language_model = set_language_model_mode(model.language_model, settings.lm, settings.lora_rank)
     if model.connector is not None:
         model.connector.requires_grad_(True)
     folder = os.path.join(run_dir, name)
