@@ -1,9 +1,14 @@
-"""VQAv2's answer normalisation and accuracy, on hand-worked cases; grounding's IoU on hand boxes."""
+"""VQAv2's answer normalisation and accuracy, on hand-worked cases; grounding's IoU on hand boxes; scores per type."""
 
 import pytest
+from PIL import Image
+from tiny_vlm import tiny_vlm
 
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
+from clip_train.vlm import vqa
 from clip_train.vlm.answers import normalize_answer, vqa_accuracy
-from clip_train.vlm.vqa import box_from_tokens, iou, score
+from clip_train.vlm.conversations import Conversation, Turn
+from clip_train.vlm.vqa import box_from_tokens, evaluate_questions, iou, score
 
 
 @pytest.mark.parametrize(
@@ -50,3 +55,30 @@ def test_grounding_scores_iou_of_location_boxes():
     assert score("grounding", "<loc_0><loc_0><loc_200><loc_150>", reference) == 1.0  # IoU 0.75
     assert score("grounding", "<loc_100><loc_0><loc_300><loc_200>", reference) == 0.0  # IoU 1/3
     assert score("grounding", "red", reference) == 0.0
+
+
+def test_scores_per_type_are_the_mean_of_each_questions_score(tmp_path):
+    """On a tiny random VLM: every type's metric is the mean of `score` over its questions, answered one at a time,
+    `vqa/mean` the mean over the VQA types, and grounding reported apart."""
+    model, tokenizer = tiny_vlm(["what color is the square?", "red", "give the box of the square.", "how many", "2"])
+    model.eval()
+    preprocess = eval_transform(32, CLIP_MEAN, CLIP_STD)
+    asked = [
+        ("color", "what color is the square?", "red"),
+        ("color", "what color is the square?", "blue"),
+        ("count", "how many squares?", "2"),
+        ("grounding", "give the box of the square.", "<loc_0><loc_0><loc_500><loc_500>"),
+    ]
+    conversations = []
+    for index, (kind, question, answer) in enumerate(asked):
+        Image.new("RGB", (32, 32), (200, 30 * index, 30)).save(tmp_path / f"{index}.png")
+        conversations.append(Conversation(str(tmp_path / f"{index}.png"), (Turn(question, answer, kind),)))
+    metrics = evaluate_questions(model, tokenizer, conversations, preprocess, batch_size=3)
+    scores = {}
+    for conversation in conversations:
+        (turn,) = conversation.turns
+        (prediction,) = vqa.answer(model, tokenizer, [(conversation.image, turn.question)], preprocess)
+        scores.setdefault(turn.kind, []).append(score(turn.kind, prediction, turn.answer))
+    expected = {f"vqa/{kind}": sum(s) / len(s) for kind, s in scores.items() if kind != "grounding"}
+    expected |= {"vqa/mean": sum(expected.values()) / 2, "grounding/acc@0.5": scores["grounding"][0]}
+    assert metrics == pytest.approx(expected)
