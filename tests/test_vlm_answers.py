@@ -58,8 +58,8 @@ def test_grounding_scores_iou_of_location_boxes():
 
 
 def test_scores_per_type_are_the_mean_of_each_questions_score(tmp_path):
-    """On a tiny random VLM: every type's metric is the mean of `score` over its questions, answered one at a time,
-    `vqa/mean` the mean over the VQA types, and grounding reported apart."""
+    """On a tiny random VLM, answers batched (3 a batch, left-padded) score as answered one at a time: a type's
+    metric is the mean over its questions, `vqa/mean` the mean over the VQA types, grounding reported apart."""
     model, tokenizer = tiny_vlm(["what color is the square?", "red", "give the box of the square.", "how many", "2"])
     model.eval()
     preprocess = eval_transform(32, CLIP_MEAN, CLIP_STD)
@@ -73,12 +73,12 @@ def test_scores_per_type_are_the_mean_of_each_questions_score(tmp_path):
     for index, (kind, question, answer) in enumerate(asked):
         Image.new("RGB", (32, 32), (200, 30 * index, 30)).save(tmp_path / f"{index}.png")
         conversations.append(Conversation(str(tmp_path / f"{index}.png"), (Turn(question, answer, kind),)))
+    predicted = [vqa.answer(model, tokenizer, [(c.image, c.turns[0].question)], preprocess)[0] for c in conversations]
+    # the first colour and the count are answered as the model answers them alone, the second colour never is
+    answers = [predicted[0], predicted[1] + " never", predicted[2], asked[3][2]]
+    conversations = [
+        Conversation(c.image, (Turn(c.turns[0].question, a, c.turns[0].kind),)) for c, a in zip(conversations, answers)
+    ]
     metrics = evaluate_questions(model, tokenizer, conversations, preprocess, batch_size=3)
-    scores = {}
-    for conversation in conversations:
-        (turn,) = conversation.turns
-        (prediction,) = vqa.answer(model, tokenizer, [(conversation.image, turn.question)], preprocess)
-        scores.setdefault(turn.kind, []).append(score(turn.kind, prediction, turn.answer))
-    expected = {f"vqa/{kind}": sum(s) / len(s) for kind, s in scores.items() if kind != "grounding"}
-    expected |= {"vqa/mean": sum(expected.values()) / 2, "grounding/acc@0.5": scores["grounding"][0]}
-    assert metrics == pytest.approx(expected)
+    grounded = score("grounding", predicted[3], asked[3][2])
+    assert metrics == pytest.approx({"vqa/color": 0.5, "vqa/count": 1.0, "vqa/mean": 0.75, "grounding/acc@0.5": grounded})
