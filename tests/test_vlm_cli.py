@@ -9,14 +9,17 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from PIL import Image
 from tiny_vlm import WORDS
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+import clip_train
 from clip_train.inference import load
 from clip_train.paths import CONFIG_DIR
 from clip_train.vlm.language_model import build_language_model
 from clip_train.vlm.run import build_vlm, conversation_files, run
+from clip_train.vlm.text import prompt_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,3 +111,32 @@ def test_instruct_starts_from_the_align_stage_it_is_given(trained_checkpoint, tm
     fresh, _ = build_vlm(_config(tmp_path / "fresh", *tiny), clip, ["what color"], blind=False)
     assert not torch.equal(fresh.connector.layers[0].weight[:1], started.connector.layers[0].weight[:1])
     assert tokenizer.convert_tokens_to_ids("triangle") != tokenizer.unk_token_id
+
+
+@pytest.mark.slow
+def test_load_vlm_rebuilds_the_trained_model_and_answers(trained_checkpoint, tmp_path):
+    tiny = [
+        f"vision.checkpoint={trained_checkpoint}", "data.scenes.num_train=20", "data.scenes.num_test=4", "data.batch_size=4",
+        "stages.instruct.steps=3", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    run(_config(tmp_path / "run", "stage=instruct", *tiny))
+    saved = str(tmp_path / "run/instruct/checkpoints/last.ckpt")
+    vlm = clip_train.load_vlm(saved)
+    reference, tokenizer = build_vlm(
+        _config(tmp_path / "other", f"init_from={saved}", *tiny), load(trained_checkpoint), [], False
+    )
+    ids = torch.tensor([prompt_ids(tokenizer, "what color is the circle?", with_image=True)])
+    image = Image.new("RGB", (32, 32), (220, 40, 40))
+    pixels = vlm.clip.preprocess(image)[None]
+    reference.eval()
+    with torch.no_grad():
+        expected = reference.language_model(inputs_embeds=reference.splice(ids, torch.ones_like(ids), pixels)[0]).logits
+        got = vlm.model.language_model(inputs_embeds=vlm.model.splice(ids, torch.ones_like(ids), pixels)[0]).logits
+    torch.testing.assert_close(got, expected)
+    image.save(tmp_path / "red.png")
+    assert vlm.ask(image, "what color is the circle?") == vlm.ask(str(tmp_path / "red.png"), "what color is the circle?")
+    assert isinstance(vlm.describe(image), str)
+    box = vlm.ground(image, "red circle")
+    assert box is None or len(box) == 4
+    with pytest.raises(ValueError, match="not a clip_train.vlm stage checkpoint"):
+        clip_train.load_vlm(trained_checkpoint)

@@ -94,7 +94,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data = {name: read_conversations(path) for name, path in files.items()}
     texts = _texts(data["captions"]) + _texts(data["train"])
     trainer_settings = OmegaConf.to_container(cfg.trainer)
-    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed)
+    recipe = {name: OmegaConf.to_container(cfg[name]) for name in ("vision", "lm_config", "connector")} | {"lm": cfg.lm}
+    recipe["vision"]["checkpoint"] = os.path.abspath(cfg.vision.checkpoint)
+    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, recipe=recipe)
     model, tokenizer = build_vlm(cfg, clip, texts, blind=False)
     metrics = {}
     for stage in [cfg.stage] if cfg.stage else STAGES:

@@ -19,16 +19,18 @@ from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.module import VisionLanguageModule
 
 TOKENIZER_KEY = "vlm_tokenizer"  # the tokenizer's files inside a stage checkpoint
+RECIPE_KEY = "vlm_recipe"  # what rebuilds the model: vision settings, lm, lm_config, connector, lora_rank
 
 
-class SaveTokenizer(L.Callback):
-    """Puts the tokenizer's files into every checkpoint, so a later stage (`init_from`) reads the same vocabulary."""
+class SaveRecipe(L.Callback):
+    """Puts the tokenizer's files and the model's recipe into every checkpoint, so a later stage (`init_from`)
+    reads the same vocabulary and `clip_train.load_vlm` rebuilds the model."""
 
-    def __init__(self, tokenizer):
-        self.files = tokenizer_files(tokenizer)
+    def __init__(self, tokenizer, recipe: dict):
+        self.files, self.recipe = tokenizer_files(tokenizer), recipe
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[TOKENIZER_KEY] = self.files
+        checkpoint[TOKENIZER_KEY], checkpoint[RECIPE_KEY] = self.files, self.recipe
 
 
 def train_stage(
@@ -44,11 +46,12 @@ def train_stage(
     num_workers: int,
     seed: int = 0,
     callbacks: tuple = (),
+    recipe: dict | None = None,
 ) -> VisionLanguageModel:
     """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode full|frozen|lora, lr,
     warmup_steps, weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
     `trainer_settings` pass to lightning.Trainer (devices, strategy, precision, accumulate_grad_batches, ...),
-    and `callbacks` are added to the stage's checkpointing."""
+    and `callbacks` are added to the stage's checkpointing; `recipe` goes into the checkpoints (`SaveRecipe`)."""
     model.language_model = set_language_model_mode(model.language_model, settings.lm, settings.lora_rank)
     if model.connector is not None:
         model.connector.requires_grad_(True)
@@ -56,12 +59,14 @@ def train_stage(
     last = os.path.join(folder, "checkpoints", "last.ckpt")
     dataset = ConversationDataset(conversations, tokenizer, preprocess, with_image=not model.blind)
     data = ConversationDataModule(dataset, batch_size, num_workers, seed, tokenizer.pad_token_id)
+    stage_recipe = {"blind": model.blind, "lm_mode": settings.lm, "lora_rank": settings.lora_rank}
     module = VisionLanguageModule(model, settings.lr, settings.weight_decay, settings.warmup_steps, settings.steps)
     saves = ModelCheckpoint(os.path.join(folder, "checkpoints"), save_last=True, save_top_k=0,
                             every_n_train_steps=settings.checkpoint_every_n_steps or settings.steps)  # fmt: skip
     trainer = L.Trainer(
         **trainer_settings, max_steps=settings.steps, default_root_dir=folder,
-        callbacks=[saves, SaveTokenizer(tokenizer), *callbacks], logger=CSVLogger(folder, name="csv", version=""),
+        callbacks=[saves, SaveRecipe(tokenizer, {**(recipe or {}), **stage_recipe}), *callbacks],
+        logger=CSVLogger(folder, name="csv", version=""),
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=last if os.path.isfile(last) else None)

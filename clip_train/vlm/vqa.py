@@ -51,7 +51,7 @@ def answer(
     preprocess: Callable | None,
     max_new_tokens: int = 6,
 ) -> list[str]:
-    """Greedy answers to [(image path, question)], one batch, prompts left-padded."""
+    """Greedy answers to [(image path or PIL image, question)], one batch, prompts left-padded."""
     prompts = [prompt_ids(tokenizer, question, with_image=not model.blind) for _, question in questions]
     length = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
@@ -60,7 +60,8 @@ def answer(
         ids[row, length - len(prompt) :], mask[row, length - len(prompt) :] = torch.tensor(prompt), 1
     pixels = None
     if not model.blind:
-        pixels = torch.stack([preprocess(Image.open(path).convert("RGB")) for path, _ in questions])
+        images = [Image.open(image) if isinstance(image, str) else image for image, _ in questions]
+        pixels = torch.stack([preprocess(image.convert("RGB")) for image in images])
     device = next(model.parameters()).device
     new = model.generate(ids.to(device), mask.to(device), None if pixels is None else pixels.to(device),
                          tokenizer.eos_token_id, max_new_tokens)  # fmt: skip
