@@ -11,9 +11,9 @@ Shared pytest fixtures live in tests/conftest.py instead. Sections, in order:
 - data modules and configs: a small `ShardDataModule`, one rank's loader, the options of a config group
 - naive reference losses: per-pair loops the vectorised objectives must equal
 
-Beside it, four single-purpose modules: gloo.py (a function on several gloo processes), readme_code.py
-(the README's code blocks), hf_clip_models.py (small transformers CLIP folders) and faults.py (callbacks
-that runs load from the command line by their `faults.` target).
+Beside it, five single-purpose modules: gloo.py (a function on several gloo processes), readme_code.py
+(the README's code blocks), hf_clip_models.py (small transformers CLIP folders), faults.py (callbacks
+that runs load from the command line by their `faults.` target) and tiny_vlm.py (a tiny VLM).
 """
 
 import copy

@@ -39,6 +39,7 @@ LAYERS = [
         "index",
         "multirun_summary",
         "wise_ft",
+        "vlm",
     },
 ]
 PACKAGE = os.path.dirname(clip_train.__file__)

@@ -1,0 +1,121 @@
+"""`python -m clip_train.vlm`: build the VLM from a clip_train image tower, train its stages, score it against blind.
+
+With `stage` unset the run trains `align` then `instruct`, trains the blind baseline (the same LM, from the same
+initial weights, on the same questions without the image) and writes every metric to `<run dir>/metrics.json`.
+`stage=align` or `stage=instruct` trains that stage alone; instruct starts from `init_from` (an align
+checkpoint) when given, and is scored like the full run.
+"""
+
+import json
+import logging
+import os
+import time
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clip_train.data.tokenizer import tokenizer_from_files
+from clip_train.distributed import launcher_rank
+from clip_train.inference import load
+from clip_train.vlm.conversations import SceneQuestionSet, read_conversations
+from clip_train.vlm.language_model import build_language_model
+from clip_train.vlm.model import VisionLanguageModel
+from clip_train.vlm.stages import TOKENIZER_KEY, train_stage
+from clip_train.vlm.vision import ImageFeatures
+from clip_train.vlm.vqa import evaluate_questions
+
+log = logging.getLogger(__name__)
+STAGES = ("align", "instruct")
+
+
+def conversation_files(cfg: DictConfig, image_size: int) -> dict[str, str]:
+    """{"captions", "train", "test": LLaVA JSON path}: the user's files, or the embedded world's Q/A written once."""
+    given = {name: cfg.data[name] for name in ("captions", "train", "test")}
+    if all(given.values()):
+        return given
+    if any(given.values()):
+        missing = [f"data.{name}" for name, path in given.items() if not path]
+        raise ValueError(f"set data.captions, data.train and data.test together (missing {missing}), or none of them")
+    scenes = OmegaConf.to_container(cfg.data.scenes)
+    scenes = {**scenes, "kinds": tuple(scenes["kinds"]), "image_size": scenes["image_size"] or image_size}
+    folder = SceneQuestionSet(**scenes).write(os.path.join(cfg.paths.cache_dir, "vlm"))
+    return {name: os.path.join(folder, f"{name}.json") for name in given}
+
+
+def _texts(conversations) -> list[str]:
+    return [text for c in conversations for turn in c.turns for text in (turn.question, turn.answer)]
+
+
+def _start_weights(cfg: DictConfig):
+    """The tokenizer files and model state of `init_from` (a stage checkpoint), or (None, None)."""
+    if cfg.init_from is None:
+        return None, None
+    checkpoint = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+    if TOKENIZER_KEY not in checkpoint:
+        raise ValueError(f"init_from={cfg.init_from}: not a clip_train.vlm stage checkpoint (no {TOKENIZER_KEY})")
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    return checkpoint[TOKENIZER_KEY], state
+
+
+def build_vlm(cfg: DictConfig, clip, texts: list[str], blind: bool):
+    """(VisionLanguageModel, tokenizer), the LM seeded by `seed` so that the blind baseline starts from the same LM."""
+    tokenizer_state, state = _start_weights(cfg)
+    L.seed_everything(cfg.seed)
+    saved_tokenizer = tokenizer_from_files(tokenizer_state) if tokenizer_state is not None else None
+    language_model, tokenizer = build_language_model(cfg.lm, cfg.lm_config, texts, saved_tokenizer)
+    if saved_tokenizer is not None:
+        tokenizer = saved_tokenizer
+    vision = connector = None
+    if not blind:
+        vision = ImageFeatures(clip.model.image_tower, cfg.vision.layer, cfg.vision.with_cls, cfg.vision.unlocked_layers)
+        connector = instantiate(
+            cfg.connector, image_width=vision.width, lm_width=language_model.get_input_embeddings().embedding_dim
+        )
+    model = VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids("<image>"), vision, connector)
+    if state is not None and not blind:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not name.startswith("vision.") for name in missing):
+            raise ValueError(
+                f"init_from={cfg.init_from} does not fit this VLM (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+    return model, tokenizer
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    if cfg.vision.checkpoint is None:
+        raise ValueError("vision.checkpoint is required: a clip_train checkpoint or export (python -m clip_train writes one)")
+    if cfg.stage not in (None, *STAGES):
+        raise ValueError(f"stage={cfg.stage}: choose align, instruct, or leave it unset for both")
+    run_dir = cfg.paths.output_dir
+    clip = load(cfg.vision.checkpoint)
+    files = conversation_files(cfg, clip.model.image_size)
+    data = {name: read_conversations(path) for name, path in files.items()}
+    texts = _texts(data["captions"]) + _texts(data["train"])
+    trainer_settings = OmegaConf.to_container(cfg.trainer)
+    recipe = {name: OmegaConf.to_container(cfg[name]) for name in ("vision", "lm_config", "connector")} | {"lm": cfg.lm}
+    recipe["vision"]["checkpoint"] = os.path.abspath(cfg.vision.checkpoint)
+    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, recipe=recipe)
+    model, tokenizer = build_vlm(cfg, clip, texts, blind=False)
+    metrics = {}
+    for stage in [cfg.stage] if cfg.stage else STAGES:
+        started = time.perf_counter()
+        conversations = data["captions"] if stage == "align" else data["train"]
+        train_stage(
+            stage, model, tokenizer, conversations, clip.preprocess, cfg.stages[stage], trainer_settings, run_dir, **loader
+        )
+        metrics[f"time/{stage}_s"] = time.perf_counter() - started
+    if cfg.stage != "align":
+        metrics |= evaluate_questions(model, tokenizer, data["test"], clip.preprocess, cfg.eval.batch_size)
+    if cfg.stage is None and cfg.blind_baseline:
+        started = time.perf_counter()
+        blind, _ = build_vlm(cfg, clip, texts, blind=True)
+        train_stage("blind", blind, tokenizer, data["train"], None, cfg.stages.instruct, trainer_settings, run_dir, **loader)
+        metrics["time/blind_s"] = time.perf_counter() - started
+        metrics |= evaluate_questions(blind, tokenizer, data["test"], None, cfg.eval.batch_size, prefix="blind/")
+    if launcher_rank() == 0:
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        log.info("VLM metrics: %s", json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics

@@ -1,0 +1,73 @@
+"""One training stage: which parts train, on which conversations, for how long, with Lightning's Trainer.
+
+LLaVA trains in two stages: `align` fits the connector alone on captions (the LM frozen), `instruct` tunes the
+connector and the LM on questions. Each stage writes `<run dir>/<stage>/checkpoints/last.ckpt`, and a stage
+whose checkpoint is there resumes from it (optimizer, schedule and step restored by Lightning) instead of
+starting again; a finished stage is not trained further.
+"""
+
+import os
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from clip_train.data.tokenizer import tokenizer_files
+from clip_train.vlm.data import ConversationDataModule, ConversationDataset
+from clip_train.vlm.language_model import set_language_model_mode
+from clip_train.vlm.model import VisionLanguageModel
+from clip_train.vlm.module import VisionLanguageModule
+
+TOKENIZER_KEY = "vlm_tokenizer"  # the tokenizer's files inside a stage checkpoint
+RECIPE_KEY = "vlm_recipe"  # what rebuilds the model: vision settings, lm, lm_config, connector, lora_rank
+
+
+class SaveRecipe(L.Callback):
+    """Puts the tokenizer's files and the model's recipe into every checkpoint, so a later stage (`init_from`)
+    reads the same vocabulary and `clip_train.load_vlm` rebuilds the model."""
+
+    def __init__(self, tokenizer, recipe: dict):
+        self.files, self.recipe = tokenizer_files(tokenizer), recipe
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[TOKENIZER_KEY], checkpoint[RECIPE_KEY] = self.files, self.recipe
+
+
+def train_stage(
+    name: str,
+    model: VisionLanguageModel,
+    tokenizer,
+    conversations,
+    preprocess,
+    settings,
+    trainer_settings: dict,
+    run_dir: str,
+    batch_size: int,
+    num_workers: int,
+    seed: int = 0,
+    callbacks: tuple = (),
+    recipe: dict | None = None,
+) -> VisionLanguageModel:
+    """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode full|frozen|lora, lr,
+    warmup_steps, weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
+    `trainer_settings` pass to lightning.Trainer (devices, strategy, precision, accumulate_grad_batches, ...),
+    and `callbacks` are added to the stage's checkpointing; `recipe` goes into the checkpoints (`SaveRecipe`)."""
+    model.language_model = set_language_model_mode(model.language_model, settings.lm, settings.lora_rank)
+    if model.connector is not None:
+        model.connector.requires_grad_(True)
+    folder = os.path.join(run_dir, name)
+    last = os.path.join(folder, "checkpoints", "last.ckpt")
+    dataset = ConversationDataset(conversations, tokenizer, preprocess, with_image=not model.blind)
+    data = ConversationDataModule(dataset, batch_size, num_workers, seed, tokenizer.pad_token_id)
+    stage_recipe = {"blind": model.blind, "lm_mode": settings.lm, "lora_rank": settings.lora_rank}
+    module = VisionLanguageModule(model, settings.lr, settings.weight_decay, settings.warmup_steps, settings.steps)
+    saves = ModelCheckpoint(os.path.join(folder, "checkpoints"), save_last=True, save_top_k=0,
+                            every_n_train_steps=settings.checkpoint_every_n_steps or settings.steps)  # fmt: skip
+    trainer = L.Trainer(
+        **trainer_settings, max_steps=settings.steps, default_root_dir=folder,
+        callbacks=[saves, SaveRecipe(tokenizer, {**(recipe or {}), **stage_recipe}), *callbacks],
+        logger=CSVLogger(folder, name="csv", version=""),
+        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data, ckpt_path=last if os.path.isfile(last) else None)
+    return model

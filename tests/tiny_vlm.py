@@ -1,0 +1,34 @@
+"""A tiny vision-language model for the VLM tests: timm's test_vit tower (32 px) -> MLP -> a 2-layer, 32-wide Llama."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from clip_train.model import ImageTower
+from clip_train.vlm.connector import MlpConnector
+from clip_train.vlm.model import VisionLanguageModel
+from clip_train.vlm.text import build_word_tokenizer
+from clip_train.vlm.vision import ImageFeatures
+
+WORDS = ["what color is the square?", "red", "green", "blue", "how many circles are there?", "2", "describe the image."]
+
+
+def tiny_lm(tokenizer, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def tiny_vlm(texts=WORDS, blind: bool = False, seed: int = 0, **vision_options) -> tuple[VisionLanguageModel, object]:
+    """(model, word tokenizer of `texts`), seeded: the blind model's LM starts from the same weights."""
+    tokenizer = build_word_tokenizer(texts)
+    language_model = tiny_lm(tokenizer, seed)
+    vision = connector = None
+    if not blind:
+        torch.manual_seed(seed + 1)
+        vision = ImageFeatures(ImageTower("test_vit", embed_dim=16, image_size=32), **vision_options)
+        connector = MlpConnector(vision.width, 32)
+    return VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids("<image>"), vision, connector), tokenizer
