@@ -8,36 +8,19 @@ otherwise; such a trunk exports as a `VisionTextDualEncoderModel` instead.
 """
 
 import torch
-from timm.layers import Mlp, PatchEmbed
-from timm.layers.activations import QuickGELU
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
 from clip_train.inference import ClipModel
 from clip_train.interop.hf_clip_keys import ours_to_clip
 from clip_train.interop.hf_clip_text import clip_text_config
-from clip_train.interop.timm_tower import state_with_image_projection
+from clip_train.interop.timm_tower import block_activation, plain_vit_blocks, state_with_image_projection
 from clip_train.model import ImageTower
 
+CLIP_ACTIVATIONS = {"quick_gelu", "gelu"}  # transformers' hidden_act names its vision model takes
 LAYER_NORM_EPS = 1e-5  # CLIPVisionConfig's default, and timm's CLIP ViTs'
-
-
-def _activation(block: nn.Module) -> str | None:
-    act = block.mlp.act
-    if isinstance(act, QuickGELU):
-        return "quick_gelu"
-    if isinstance(act, nn.GELU) and act.approximate == "none":
-        return "gelu"
-    return None
-
-
-def _plain_block(block: nn.Module) -> bool:
-    attn = block.attn
-    return (
-        type(block) is Block and type(block.mlp) is Mlp and _activation(block) is not None and attn.qkv.bias is not None
-        and all(isinstance(m, nn.Identity) for m in (attn.q_norm, attn.k_norm, attn.norm, block.ls1, block.ls2, block.mlp.norm))
-    )  # fmt: skip
 
 
 def clip_layout_differences(tower: ImageTower) -> list[str]:
@@ -56,8 +39,8 @@ def clip_layout_differences(tower: ImageTower) -> list[str]:
         "a LayerNorm before the blocks (norm_pre)": isinstance(trunk.norm_pre, nn.LayerNorm),
         "a LayerNorm after them, no fc_norm": isinstance(trunk.norm, nn.LayerNorm) and isinstance(trunk.fc_norm, nn.Identity),
         f"LayerNorm eps {LAYER_NORM_EPS} with bias": all(n.eps == LAYER_NORM_EPS and n.bias is not None for n in norms),
-        "plain blocks (q/k/v bias, no q/k norm or layer scale, GELU or QuickGELU)": all(map(_plain_block, trunk.blocks)),
-        "one activation in all blocks": len({_activation(block) for block in trunk.blocks}) == 1,
+        "plain blocks (q/k/v bias, no q/k norm, no layer scale, (Quick)GELU)": plain_vit_blocks(trunk.blocks, CLIP_ACTIVATIONS),
+        "one activation in all blocks": len({block_activation(block) for block in trunk.blocks}) == 1,
         "fixed image size": not trunk.dynamic_img_size,
     }  # fmt: skip
     return [requirement for requirement, met in requirements.items() if not met]
@@ -74,7 +57,7 @@ def as_clip_model(model: ClipModel) -> CLIPModel:
         hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
         num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
         image_size=dual_encoder.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS, projection_dim=dual_encoder.embed_dim,
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS, projection_dim=dual_encoder.embed_dim,
     )  # fmt: skip
     config = CLIPConfig(
         text_config=clip_text_config(model).to_dict(), vision_config=vision.to_dict(),

@@ -10,35 +10,19 @@ reads none (a mask passed to `SiglipModel` would hide the pads our tower attends
 """
 
 import torch
-from timm.layers import Mlp, PatchEmbed
-from timm.layers.activations import GELUTanh
+from timm.layers import PatchEmbed
 from timm.layers.attention_pool import AttentionPoolLatent
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import SiglipConfig, SiglipModel, SiglipVisionConfig
 
 from clip_train.inference import ClipModel
 from clip_train.interop.hf_siglip_keys import ours_to_siglip
+from clip_train.interop.timm_tower import block_activation, plain_vit_blocks
 from clip_train.model import SiglipTextTower
 
+SIGLIP_ACTIVATIONS = {"gelu_pytorch_tanh", "gelu"}  # transformers' hidden_act names its vision model takes
 LAYER_NORM_EPS = 1e-6  # SiglipVisionConfig's default, and timm's SigLIP ViTs'
-
-
-def _activation(block: nn.Module) -> str | None:
-    act = block.mlp.act
-    if isinstance(act, GELUTanh) or (isinstance(act, nn.GELU) and act.approximate == "tanh"):
-        return "gelu_pytorch_tanh"
-    if isinstance(act, nn.GELU) and act.approximate == "none":
-        return "gelu"
-    return None
-
-
-def _plain_block(block: nn.Module) -> bool:
-    attn = block.attn
-    return (
-        type(block) is Block and type(block.mlp) is Mlp and _activation(block) is not None and attn.qkv.bias is not None
-        and all(isinstance(m, nn.Identity) for m in (attn.q_norm, attn.k_norm, attn.norm, block.ls1, block.ls2, block.mlp.norm))
-    )  # fmt: skip
 
 
 def siglip_layout_differences(model: ClipModel) -> list[str]:
@@ -62,8 +46,8 @@ def siglip_layout_differences(model: ClipModel) -> list[str]:
         "no norm before the blocks, one after them, no fc_norm": isinstance(trunk.norm_pre, nn.Identity)
         and isinstance(trunk.norm, nn.LayerNorm) and isinstance(trunk.fc_norm, nn.Identity),
         f"LayerNorm eps {LAYER_NORM_EPS} with bias": all(n.eps == LAYER_NORM_EPS and n.bias is not None for n in norms),
-        "plain blocks (q/k/v bias, no q/k norm or layer scale, GELU)": all(map(_plain_block, trunk.blocks)),
-        "one activation in all blocks": len({_activation(block) for block in trunk.blocks}) == 1,
+        "plain blocks (q/k/v bias, no q/k norm or layer scale, GELU)": plain_vit_blocks(trunk.blocks, SIGLIP_ACTIVATIONS),
+        "one activation in all blocks": len({block_activation(block) for block in trunk.blocks}) == 1,
         "fixed image size": not trunk.dynamic_img_size,
     }  # fmt: skip
     return [requirement for requirement, met in requirements.items() if not met]
@@ -80,7 +64,7 @@ def as_siglip_model(model: ClipModel) -> SiglipModel:
         hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
         num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
         image_size=dual_encoder.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS,
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS,
     )  # fmt: skip
     text = dual_encoder.text_tower.transformer.config.to_dict()
     text |= {"pad_token_id": model.tokenizer.pad_token_id, "eos_token_id": model.tokenizer.eos_token_id}

@@ -3,6 +3,9 @@ architecture as timm's arguments), so they take only a timm `ImageTower`; any ot
 with `format=clip_train`."""
 
 import torch
+from timm.layers import Mlp
+from timm.layers.activations import GELUTanh, QuickGELU
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from clip_train.inference import ClipModel
@@ -30,3 +33,31 @@ def state_with_image_projection(dual_encoder: DualEncoder) -> dict[str, torch.Te
     if isinstance(dual_encoder.image_tower.projection, nn.Identity):
         state[IMAGE_PROJECTION] = torch.eye(dual_encoder.embed_dim, device=dual_encoder.logit_scale.device)
     return state
+
+
+def block_activation(block: nn.Module) -> str | None:
+    """transformers' `hidden_act` name of a timm ViT block's MLP activation (quick_gelu, gelu, gelu_pytorch_tanh);
+    None for any other."""
+    act = block.mlp.act
+    if isinstance(act, QuickGELU):
+        return "quick_gelu"
+    if isinstance(act, GELUTanh) or (isinstance(act, nn.GELU) and act.approximate == "tanh"):
+        return "gelu_pytorch_tanh"
+    if isinstance(act, nn.GELU) and act.approximate == "none":
+        return "gelu"
+    return None
+
+
+def plain_vit_blocks(blocks: nn.Module, activations: set[str]) -> bool:
+    """Whether every timm ViT block is the plain pre-norm block transformers' CLIP and SigLIP vision models hold:
+    q/k/v with bias, no q/k norm, no layer scale, an MLP with one of `activations` (`block_activation` names)."""
+    return all(_plain_vit_block(block, activations) for block in blocks)
+
+
+def _plain_vit_block(block: nn.Module, activations: set[str]) -> bool:
+    attn = block.attn
+    return (
+        type(block) is Block and type(block.mlp) is Mlp and block_activation(block) in activations
+        and attn.qkv.bias is not None
+        and all(isinstance(m, nn.Identity) for m in (attn.q_norm, attn.k_norm, attn.norm, block.ls1, block.ls2, block.mlp.norm))
+    )  # fmt: skip
