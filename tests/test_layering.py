@@ -12,7 +12,7 @@ import clip_train
 
 LAYERS = [
     # foundations: no model, no data
-    {"paths", "distributed", "shard_patterns", "machine_defaults"},
+    {"paths", "cache_folder", "distributed", "shard_patterns", "machine_defaults"},
     {"data"},
     {"model", "recipe", "checkpoint_file"},
     {"objectives"},

@@ -9,10 +9,9 @@ concurrent ranks or an interrupted run never leave a half-written set behind.
 import logging
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 
+from clip_train.cache_folder import write_folder_once
 from clip_train.data.scenes import draw_shape_twin, make_pair
 from clip_train.data.shard_writer import Sample, write_shards
 
@@ -73,18 +72,13 @@ class SyntheticShards:
         )
         if os.path.isdir(folder):
             return patterns
-        os.makedirs(cache_dir, exist_ok=True)
-        log.info("Writing the synthetic dataset (%d train, %d val pairs) to %s", self.num_train, self.num_val, folder)
-        staging = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir)
-        try:
+
+        def write_splits(staging: str) -> None:
+            log.info("Writing the synthetic dataset (%d train, %d val pairs) to %s", self.num_train, self.num_val, folder)
             for split, (start, count) in splits.items():
                 twins = self.shape_twin_share if split == "train" else 0.0
                 samples = _samples(self.seed, start, count, self.image_size, twins)
                 write_shards(staging, split, samples, self.samples_per_shard)
-            os.rename(staging, folder)
-        except OSError:
-            if not os.path.isdir(folder):  # another process winning the rename is fine; anything else is not
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        write_folder_once(folder, write_splits)
         return patterns

@@ -16,12 +16,13 @@ import hashlib
 import itertools
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from clip_train.cache_folder import write_folder_once
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,7 @@ def cached_caption_tokenizer(
         return folder
     log.info("Learning a %d-token BPE tokenizer from up to %d training captions", vocab_size, max_captions)
     tokenizer = train_caption_tokenizer(itertools.islice(captions, max_captions), vocab_size)
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".bpe-", dir=os.path.dirname(folder))
-    try:
-        tokenizer.save_pretrained(staging)
-        os.rename(staging, folder)
-    except OSError:
-        if not os.path.isdir(folder):  # another rank finished first: same inputs, same tokenizer
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return write_folder_once(folder, tokenizer.save_pretrained)  # racing ranks learn the same tokenizer
 
 
 def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:

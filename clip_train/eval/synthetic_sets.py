@@ -17,9 +17,8 @@ colour and a background ("large red shape on a black background", 2 × 8 × 3), 
 
 import os
 import random
-import shutil
-import tempfile
 
+from clip_train.cache_folder import write_folder_once
 from clip_train.data.scenes import BACKGROUNDS, COLORS, REGIONS, SHAPES, SIZES, ObjectGroup, Scene, render_scene
 
 GENERATOR_VERSION = 1
@@ -67,12 +66,8 @@ def write_class_folders(
         raise ValueError(f"no synthetic zero-shot set {kind!r}; there are {', '.join(KINDS)}")
     stream = f"{kind}-{split}" if split else kind
     name = f"zeroshot-{stream}-v{GENERATOR_VERSION}-seed{seed}-n{per_class}-px{image_size}"
-    root = os.path.join(cache_dir, name)
-    if os.path.isdir(root):
-        return root
-    os.makedirs(cache_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir)
-    try:
+
+    def write_classes(staging: str) -> None:
         classes, templates = _classes_and_templates(kind)
         for label in classes:
             os.makedirs(os.path.join(staging, label))
@@ -84,13 +79,8 @@ def write_class_folders(
             f.write("\n".join(templates) + "\n")
         with open(os.path.join(staging, "classnames.txt"), "w") as f:
             f.write("\n".join(_class_name(kind, label) for label in sorted(classes)) + "\n")  # folder order
-        os.rename(staging, root)
-    except OSError:
-        if not os.path.isdir(root):  # another process winning the rename is fine
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+
+    return write_folder_once(os.path.join(cache_dir, name), write_classes)
 
 
 def write_class_splits(kind: str, folder: str, train_per_class: int, test_per_class: int, seed: int = 0) -> str:

@@ -16,10 +16,9 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 
+from clip_train.cache_folder import write_folder_once
 from clip_train.data.scenes import describe_scene, draw_scene
 from clip_train.vlm.questions import scene_questions
 
@@ -119,20 +118,9 @@ class SceneQuestionSet:
     def write(self, cache_dir: str) -> str:
         """Write the set under `cache_dir` unless it is there already; returns its folder."""
         folder = os.path.join(cache_dir, self.folder_name())
-        if os.path.isdir(folder):
-            return folder
-        os.makedirs(cache_dir, exist_ok=True)
-        log.info("Writing the embedded Q/A (%d train, %d test scenes) to %s", self.num_train, self.num_test, folder)
-        staging = tempfile.mkdtemp(prefix=f".{self.folder_name()}-", dir=cache_dir)
-        try:
-            self._write_into(staging)
-            os.rename(staging, folder)
-        except OSError:
-            if not os.path.isdir(folder):  # another rank finished first: the same set
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return folder
+        if not os.path.isdir(folder):
+            log.info("Writing the embedded Q/A (%d train, %d test scenes) to %s", self.num_train, self.num_test, folder)
+        return write_folder_once(folder, self._write_into)
 
     def _write_into(self, folder: str) -> None:
         os.makedirs(os.path.join(folder, "images"))
