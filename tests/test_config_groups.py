@@ -1,0 +1,79 @@
+"""Each config group reads only its own keys and `paths`/`seed`: a value two groups need has one owner, and the
+code that builds the others hands it to them (`clip_train.build`). Composes every experiment and the three
+primary configs, and lists each interpolation whose key lies in another group."""
+
+import os
+import re
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from clip_train.paths import CONFIG_DIR
+
+EXPERIMENTS = sorted(name[: -len(".yaml")] for name in os.listdir(os.path.join(CONFIG_DIR, "experiment")))
+COMPOSED = [("train", ()), ("evaluate", ()), ("evaluate", ("benchmark=all",)), ("curate", ())] + [
+    ("train", (f"experiment={e}",)) for e in EXPERIMENTS
+]
+SHARED = {"paths", "seed"}  # every group may read these
+
+# (group of the reading key, group read): why the crossing stays
+ALLOWED = {
+    ("callbacks", "eval"): "the evaluation callback runs the tasks the eval group lists, which own them",
+    ("benchmark", "eval"): "a benchmark suite runs with the eval group's batch size, workers and progress bar",
+    ("eval", "data"): "the compositional task draws the scenes just past the embedded training set's (data.synthetic), "
+    "so it reads that set's seed, count and image size to score held-out scenes",
+    ("data", "trainer"): "cc3m_vit_b16 gives each training process its share of the CPUs: the trainer owns how many "
+    "processes (devices) share the machine",
+}
+
+# a key an interpolation reads: ${a.b}, ${..a} (relative: its own group), and oc.select's first argument
+REFERENCE = re.compile(r"\$\{(?:oc\.select:)?(\.*[A-Za-z_][\w.]*)\s*[},]")
+
+
+def interpolations(node, path: str = ""):
+    """(dotted path, raw interpolation string) of every unresolved string value under `node`."""
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            child = node._get_node(key)
+            yield from interpolations(child if isinstance(child, (DictConfig, ListConfig)) else child, f"{path}.{key}")
+    elif isinstance(node, ListConfig):
+        for index in range(len(node)):
+            yield from interpolations(node._get_node(index), f"{path}[{index}]")
+    else:
+        value = node._value()
+        if isinstance(value, str) and "${" in value:
+            yield path.lstrip("."), value
+
+
+def crossings(cfg: DictConfig) -> list[tuple[str, str, str]]:
+    """(key, interpolation, group read) for each interpolation that reads another group than its own."""
+    found = []
+    for path, text in interpolations(cfg):
+        group = re.split(r"[.\[]", path)[0]
+        for key in REFERENCE.findall(text):
+            if key.startswith("."):
+                continue  # relative: within its own node
+            read = key.split(".")[0]
+            if read not in (group, *SHARED):
+                found.append((path, text, read))
+    return found
+
+
+def composed(primary: str, overrides: tuple) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(primary, overrides=list(overrides))
+
+
+@pytest.mark.parametrize("primary, overrides", COMPOSED, ids=[f"{p}:{','.join(o)}" for p, o in COMPOSED])
+def test_no_group_reads_another(primary, overrides):
+    cfg = composed(primary, overrides)
+    unexplained = [
+        f"{path}: {text}" for path, text, read in crossings(cfg) if (re.split(r"[.\[]", path)[0], read) not in ALLOWED
+    ]
+    assert not unexplained, "config groups read each other:\n" + "\n".join(unexplained)
+
+
+def test_the_check_finds_a_crossing():
+    cfg = OmegaConf.create({"data": {"size": "${model.image_size}", "seed": "${seed}", "own": "${..size}"}, "model": {}})
+    assert crossings(cfg) == [("data.size", "${model.image_size}", "model")]
