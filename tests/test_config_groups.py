@@ -77,3 +77,52 @@ def test_no_group_reads_another(primary, overrides):
 def test_the_check_finds_a_crossing():
     cfg = OmegaConf.create({"data": {"size": "${model.image_size}", "seed": "${seed}", "own": "${..size}"}, "model": {}})
     assert crossings(cfg) == [("data.size", "${model.image_size}", "model")]
+
+
+# the data keys that used to read other groups, as they read them before the model and loss handed them over
+READ_BEFORE = {
+    "image_size": "${model.image_size}",
+    "context_length": "${model.context_length}",
+    "text_hard_negatives": "${oc.select:loss.text_hard_negatives,"
+    "${oc.select:loss.terms.contrastive_loss.text_hard_negatives,0}}",
+}
+BUILT = [(f"experiment={e}",) for e in EXPERIMENTS] + [
+    (),
+    ("model=coca_test", "loss=coca", "loss.terms.contrastive_loss.text_hard_negatives=2"),
+    ("loss=siglip", "loss.text_hard_negatives=1", "data.image_size=48", "data.context_length=16"),  # typed: they win
+]
+
+
+def data_as_before(cfg: DictConfig) -> dict:
+    """`cfg.data` resolved as the configs resolved it when the data group read the model and loss groups."""
+    before = cfg.copy()
+    for key, interpolation in READ_BEFORE.items():
+        if cfg.data[key] is None:  # an override typed on the command line replaced the interpolation
+            before.data[key] = interpolation
+    return OmegaConf.to_container(before.data, resolve=True, throw_on_missing=False)
+
+
+def model_as_before(cfg: DictConfig, tokenizer) -> dict:
+    """The model config train.py built before: resolved, then patched from the data module's tokenizer."""
+    model = OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False)
+    text = model["text_tower"]
+    text["vocab_size"] = len(tokenizer)
+    if "eos_token_id" in text:
+        text["eos_token_id"] = tokenizer.eos_token_id
+    if "pad_token_id" in text and text["pad_token_id"] is None:
+        text["pad_token_id"] = tokenizer.pad_token_id
+    return model
+
+
+@pytest.mark.parametrize("overrides", BUILT, ids=[",".join(o) or "default" for o in BUILT])
+def test_the_data_and_model_are_built_from_the_same_arguments_as_before(compose_config, overrides):
+    from helpers import caption_tokenizer
+
+    from clip_train.build import data_build_config, model_build_config
+
+    cfg = compose_config(*overrides)
+    assert OmegaConf.to_container(data_build_config(cfg), throw_on_missing=False) == data_as_before(cfg)
+    tokenizer = caption_tokenizer()
+    built = model_build_config(cfg.model, tokenizer, from_source=False)
+    assert OmegaConf.to_container(built, throw_on_missing=False) == model_as_before(cfg, tokenizer)
+    assert OmegaConf.is_missing(cfg.model.text_tower, "vocab_size")  # the run's config is left as composed
