@@ -98,11 +98,13 @@ def _models(cfg: DictConfig, checkpoints: list[str], device) -> Iterator[tuple]:
         for label, checkpoint in zip(column_labels(checkpoints), checkpoints):
             yield label, load(checkpoint, device=device)
         return
+    from clip_train.export import merged
     from clip_train.wise_ft import interpolate
 
     if len(checkpoints) != 1:
         raise ValueError("wise_ft.source interpolates one fine-tuned checkpoint: give checkpoint=PATH, not a list")
-    tuned, start = load(checkpoints[0], device=device), load(source, device=device)
+    # LoRA adapters merged first, so the weights of both sides pair up by name
+    tuned, start = merged(load(checkpoints[0], device=device)), merged(load(source, device=device))
     for alpha in cfg.wise_ft.alphas:
         yield f"alpha={float(alpha):g}", interpolate(start, tuned, float(alpha))
 

@@ -14,21 +14,34 @@ format=clip_train (default): the folder `clip_train.load` reads without Lightnin
     transformers' AutoConfig and AutoImageProcessor do not take them for theirs.)
 format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_export`).
 format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_format`).
+
+Every format gets plain weights: a model trained with LoRA adapters (`clip_train.model.lora`) has them merged
+into its layers first (`merged`), and its recipe then builds the towers without adapters.
 """
 
 import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 from safetensors.torch import save_file
 
 from clip_train.cli import refuse_repeated_keys
 from clip_train.inference import WEIGHTS_FILE, ClipModel, load
 from clip_train.model import ImageTower
+from clip_train.model.lora import config_without_adapters, merge_adapters_
 
 FORMATS = ("clip_train", "hf", "open_clip")
 PREPROCESS_FILE = "clip_train_preprocess.json"
+
+
+def merged(model: ClipModel) -> ClipModel:
+    """`model` with its LoRA adapters merged into plain weights (in place), and a recipe without them; as it is
+    when it has none."""
+    if not merge_adapters_(model.model):
+        return model
+    return ClipModel(model.model, model.tokenizer, replace(model.recipe, model=config_without_adapters(model.recipe.model)))
 
 
 def export(model: ClipModel, out: str) -> None:
@@ -87,11 +100,11 @@ def main(argv: list[str]) -> None:
         sys.exit("wise_ft.source and wise_ft.alpha go together: the weights are (1 - alpha) * source + alpha * checkpoint")
     format = options.get("format", "clip_train")
     write = writer(format)  # an unknown format fails before the checkpoint is read
-    model = load(options["checkpoint"])
+    model = merged(load(options["checkpoint"]))
     if "wise_ft.source" in options:
         from clip_train.wise_ft import interpolate
 
-        model = interpolate(load(options["wise_ft.source"]), model, float(options["wise_ft.alpha"]))
+        model = interpolate(merged(load(options["wise_ft.source"])), model, float(options["wise_ft.alpha"]))
     write(model, options["out"])
     print(f"exported {options['checkpoint']} to {options['out']} ({format})")
 

@@ -28,12 +28,14 @@ from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_sce
 from clip_train.eval.zeroshot_sets import add_zeroshot_sets
 from clip_train.interop.warm_start import load_pretrained_weights, start_from_pretrained
 from clip_train.model.compiling import compile_model
+from clip_train.model.lora import trainable_parameter_report
 from clip_train.model.weight_sources import architecture_config, without_weight_sources
 from clip_train.recipe import Recipe
 from clip_train.training.checkpointing import AtomicCheckpointIO
 from clip_train.training.console_logging import print_each_line_once
 from clip_train.training.module import ClipModule
 from clip_train.training.preemption import Preempted
+from clip_train.training.teacher import attach_teachers
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tokenizer_source=datamodule.tokenizer_source,
         tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
     )
+    loss = instantiate(cfg.loss)
+    attach_teachers(loss, datamodule.tokenizer, model.image_size, model.context_length, cfg.data.image_mean, cfg.data.image_std)
     module = ClipModule(
         model=model,
         loss=loss,
@@ -137,6 +141,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         max_consecutive_bad_steps=cfg.optim.max_consecutive_bad_steps,
         temperature_lr_scale=cfg.optim.temperature_lr_scale,
     )
+    log.info(trainable_parameter_report(module.model))
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
     trainer = instantiate(

@@ -140,3 +140,25 @@ class GradientDump(L.Callback):
         grads = {name: whole(p.grad).clone() for name, p in pl_module.model.named_parameters() if p.grad is not None}
         if trainer.is_global_zero:
             torch.save(grads, self.path)
+
+
+class TeacherState(L.Callback):
+    """After each training batch, one JSON line per rank to `path` on the distillation teacher: whether every parameter
+    is a sharded DTensor, whether it is in training mode, and whether any parameter requires a gradient or has one."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        from torch.distributed.tensor import DTensor
+
+        from clip_train.objectives.distillation import teachers
+
+        (teacher,) = teachers(pl_module.loss)
+        parameters = list(teacher.model.parameters())
+        _append_line(self.path, {
+            "rank": trainer.global_rank,
+            "sharded": all(isinstance(p, DTensor) for p in parameters),
+            "training": teacher.model.training,
+            "trainable": any(p.requires_grad or p.grad is not None for p in parameters),
+        })  # fmt: skip

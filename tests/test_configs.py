@@ -95,8 +95,9 @@ def test_logger_options(compose_config, option, tmp_path):
 
 @pytest.mark.parametrize("group", ["loss", "optim", "callbacks"])
 def test_other_groups(compose_config, group):
+    required = {"distill": ["loss.terms.distill_loss.teacher=TEACHER"]}  # a path the run reads when it starts
     for option in options(group):
-        cfg = compose_config(f"{group}={option}")
+        cfg = compose_config(f"{group}={option}", *required.get(option, []) if group == "loss" else [])
         check_config(cfg)
         node = instantiate(cfg[group])
         if group == "optim":

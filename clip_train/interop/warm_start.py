@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from clip_train.interop.pretrained import PretrainedCLIP
 from clip_train.interop.reader import init_from
 from clip_train.model.checkpoint_keys import match_model_state
+from clip_train.model.lora import is_adapter_key, plain_to_adapted_keys
 
 # Parameters a user option adds that no CLIP source has: they start from their init value.
 ADDED_BY_OPTIONS = {"logit_bias"}  # model.init_logit_bias, set by loss=siglip
@@ -70,10 +71,12 @@ def check_tokenizer_fits(vocab_size: int, tokenizer: PreTrainedTokenizerBase) ->
 
 
 def load_pretrained_weights(model: torch.nn.Module, pretrained: PretrainedCLIP) -> None:
-    """Put every source weight in `model`; a weight missing on either side is an error naming it."""
-    state = match_model_state(pretrained.state_dict, model.state_dict())
+    """Put every source weight in `model`; a weight missing on either side is an error naming it. Under LoRA
+    (`clip_train.model.lora`) the source's layers are the adapted layers' base, and the adapters start as theirs."""
+    model_state = model.state_dict()
+    state = plain_to_adapted_keys(match_model_state(pretrained.state_dict, model_state), model_state)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if key not in ADDED_BY_OPTIONS]
+    missing = [key for key in missing if key not in ADDED_BY_OPTIONS and not is_adapter_key(key)]
     if unexpected == ["logit_bias"]:
         raise ValueError(
             "model.init_from has a logit_bias (a SigLIP, trained with a sigmoid loss) but the model built has none: "

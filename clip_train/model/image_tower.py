@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from clip_train.model.locking import lock_timm_trunk
+from clip_train.model.lora import add_lora, refuse_lock_with_lora
 
 TRAINING_ONLY_ARGUMENTS = {"pretrained", "pretrained_cfg_overlay", "patch_drop_rate"}
 
@@ -29,6 +30,8 @@ class ImageTower(nn.Module):
     projection: "linear" (a matrix, CLIP's) or "none": the pooled features are the shared space's (SigLIP's
         attention-pooled ViTs, OpenCLIP's `timm_proj: none`); then `embed_dim` must be the trunk's width, and
         `lock` with no unlocked group freezes the whole tower (LiT's locked image tower: nothing projects after it).
+    lora: LoRA adapters on the trunk (`clip_train.model.lora`: rank, alpha, dropout, target_modules); rank 0 or
+        None: none. Only the adapters and the projection then train.
     """
 
     def __init__(
@@ -45,9 +48,11 @@ class ImageTower(nn.Module):
         freeze_norm: bool = True,
         width: int | None = None,
         projection: str = "linear",
+        lora: dict | None = None,
         **timm_kwargs,
     ):
         super().__init__()
+        refuse_lock_with_lora(lock, lora, "model.image_tower")
         self.image_size, self.embed_dim = image_size, embed_dim
         if patch_dropout:  # only token-based trunks take it
             timm_kwargs["patch_drop_rate"] = patch_dropout
@@ -81,6 +86,7 @@ class ImageTower(nn.Module):
             self.set_grad_checkpointing()
         if lock:
             self.lock(unlocked_groups, freeze_norm)
+        self.lora = add_lora(self.trunk, lora, "model.image_tower.lora")
 
     def _projection(self, kind: str, model_name: str) -> nn.Module:
         if kind == "none":

@@ -20,6 +20,8 @@ class TrainingOutputs:
     caption_nll: (B,) each caption's mean next-token NLL (a captioning model, `CoCa`).
     negative_text_features: (B, k, D) L2-normalised features of each image's k text hard negatives, and
     negative_valid: (B, k) bool, the slots the data workers could fill (a batch with negatives).
+    teacher_image_features, teacher_text_features: (B, D') L2-normalised, a frozen teacher's features of the same
+        batch, which a distillation objective makes itself (`Objective.side_outputs`); D' is the teacher's.
     scalars: the model's shared scalar parameters by name (`logit_scale`, `logit_bias` when it has one);
         not per sample, so never concatenated.
     """
@@ -29,6 +31,8 @@ class TrainingOutputs:
     caption_nll: torch.Tensor | None = None
     negative_text_features: torch.Tensor | None = None
     negative_valid: torch.Tensor | None = None
+    teacher_image_features: torch.Tensor | None = None
+    teacher_text_features: torch.Tensor | None = None
     scalars: dict[str, torch.Tensor] = field(default_factory=dict)
 
 

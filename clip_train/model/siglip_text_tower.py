@@ -24,6 +24,7 @@ class SiglipTextTower(TransformerTextTower):
 
     pad_token_id: the tokenizer's pad id; the trunk never reads it (no padding mask), transformers' config
         carries it, so an export's processor pads with it.
+    lora: LoRA adapters on the trunk's linear layers (`clip_train.model.lora`); rank 0 or None: none.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class SiglipTextTower(TransformerTextTower):
         pad_token_id: int | None = None,
         activation: str = "gelu_pytorch_tanh",
         layer_norm_eps: float = 1e-6,
+        lora: dict | None = None,
     ):
         config = SiglipTextConfig(
             vocab_size=vocab_size,
@@ -62,6 +64,7 @@ class SiglipTextTower(TransformerTextTower):
         super().__init__(transformer, embed_dim, projection="linear", projection_bias=True)
         self.context_length = context_length
         self._apply_memory_options(grad_checkpointing, lock, unlocked_layers, freeze_norm)
+        self._add_lora(lora, lock)
 
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L), (B, L) -> ((B, embed_dim) from position L - 1, (B, L, width) states); the mask is not read

@@ -3,7 +3,8 @@
 Both map (input_ids, attention_mask) of shape (B, L) to (B, embed_dim) and are `Tower`s
 (`clip_train.model.tower`, the contract every tower meets). Both take the same memory options:
 `grad_checkpointing` (recompute layer activations in backward) and LiT-style `lock` (freeze all
-but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training).
+but the last `unlocked_layers` layers; `freeze_norm=False` keeps norms training), and both take `lora`:
+adapters on the transformer's linear layers (`clip_train.model.lora`), with only them and the projection training.
 """
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel, PretrainedConfig
 
 from clip_train.model.locking import lock_text_transformer
+from clip_train.model.lora import add_lora, refuse_lock_with_lora
 
 TEXT_ACTIVATIONS = ("quick_gelu", "gelu")
 PROJECTIONS = ("linear", "mlp")
@@ -65,6 +67,11 @@ class TransformerTextTower(nn.Module):
         if lock:
             self.lock(unlocked_layers, freeze_norm)
 
+    def _add_lora(self, lora: dict | None, lock: bool) -> None:
+        """Adapters on the transformer (after its weights are in place, so they adapt the source's)."""
+        refuse_lock_with_lora(lock, lora, "model.text_tower")
+        self.lora = add_lora(self.transformer, lora, "model.text_tower.lora")
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if not enable:
             self.transformer.gradient_checkpointing_disable()
@@ -107,6 +114,7 @@ class CausalTextTower(TransformerTextTower):
         freeze_norm: bool = True,
         eos_token_id: int | None = None,
         activation: str = "quick_gelu",
+        lora: dict | None = None,
     ):
         if activation not in TEXT_ACTIVATIONS:
             raise ValueError(f"model.text_tower.activation must be one of {TEXT_ACTIVATIONS}, got {activation!r}")
@@ -125,6 +133,7 @@ class CausalTextTower(TransformerTextTower):
         super().__init__(CLIPTextModel(config), embed_dim)
         self.context_length = context_length
         self._apply_memory_options(grad_checkpointing, lock, unlocked_layers, freeze_norm)
+        self._add_lora(lora, lock)
 
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L), (B, L) -> ((B, embed_dim) pooled at end of text, (B, L, width) causal states)."""
@@ -182,6 +191,7 @@ class PretrainedTextTower(TransformerTextTower):
         transformers_config: dict | None = None,
         projection: str = "linear",
         pooler_layer: bool = True,
+        lora: dict | None = None,
     ):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"model.text_tower.pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -199,6 +209,7 @@ class PretrainedTextTower(TransformerTextTower):
             )
         self._apply_memory_options(grad_checkpointing, lock, unlocked_layers, freeze_norm)
         self._freeze_pooler()
+        self._add_lora(lora, lock)
 
     def _freeze_pooler(self) -> None:
         pooler = getattr(self.transformer, "pooler", None)

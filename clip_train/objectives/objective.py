@@ -27,6 +27,11 @@ class Objective(nn.Module):
     def forward(self, outputs: TrainingOutputs) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def side_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-sample `TrainingOutputs` fields the objective makes itself from a (micro-)batch, without gradient and
+        outside the model (a distillation teacher's features, `clip_train.objectives.distillation`); most make none."""
+        return {}
+
 
 def check_objective(model: DualEncoder, objective: Objective) -> None:
     """Refuse a model and an objective that do not fit, with the setting to change.

@@ -28,6 +28,9 @@ class WeightedSum(Objective):
         self.reads = frozenset().union(*(term.reads for term in self.terms.values()))
         self.scalars = frozenset().union(*(term.scalars for term in self.terms.values()))
 
+    def side_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: value for term in self.terms.values() for name, value in term.side_outputs(batch).items()}
+
     def forward(self, outputs: TrainingOutputs) -> dict[str, torch.Tensor]:
         losses, total = {}, 0.0
         for name, term in self.terms.items():

@@ -26,6 +26,7 @@ B×k×D for hard negatives).
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -96,26 +97,30 @@ def contrastive_backward(
     """Run forward and backward for `batch` in `micro_batches` pieces; returns the (detached) batch losses:
     the objective's `loss` and its other named terms (`clip_train.objectives`).
 
-    objective: maps the batch's `TrainingOutputs` (from `model.training_forward`) to {"loss": ..., ...}.
+    objective: maps the batch's `TrainingOutputs` (from `model.training_forward`, with the objective's own
+        `side_outputs` of each micro-batch, made once) to {"loss": ..., ...}.
     backward: how to backpropagate a loss (Lightning's `manual_backward`, for precision plugins).
     no_sync: a context in which backward skips the DDP gradient all-reduce; every pass but the
         last runs inside it, so gradients are reduced once per optimizer step.
     """
     if micro_batches == 1:
-        losses = objective(model.training_forward(batch))
+        with torch.no_grad():
+            side = objective.side_outputs(batch)
+        losses = objective(replace(model.training_forward(batch), **side))
         backward(losses["loss"])
         return {name: value.detach() for name, value in losses.items()}
     chunks = split_batch(batch, micro_batches)
-    states, cached = [], []
+    states, sides, cached = [], [], []
     with torch.no_grad(), _buffers_restored(model):
         for chunk in chunks:
+            sides.append(objective.side_outputs(chunk))
             states.append(RandomState())
-            cached.append(model.training_forward(chunk))
+            cached.append(replace(model.training_forward(chunk), **sides[-1]))
     for j, chunk in enumerate(chunks):
         last = j == micro_batches - 1
         with nullcontext() if last else no_sync():
             states[j].restore()
-            fresh = model.training_forward(chunk)
+            fresh = replace(model.training_forward(chunk), **sides[j])
             scalars = {name: p if last else p.detach() for name, p in fresh.scalars.items()}
             losses = objective(_joined(cached[:j] + [fresh] + cached[j + 1 :], scalars))
             backward(losses["loss"])

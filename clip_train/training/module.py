@@ -46,6 +46,7 @@ from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import fit_0d_optimizer_moments, match_model_state
 from clip_train.objectives import Objective, check_objective
+from clip_train.objectives.distillation import teachers
 from clip_train.recipe import Recipe
 from clip_train.training.accumulation import contrastive_backward
 from clip_train.training.fsdp import whole
@@ -189,6 +190,8 @@ class ClipModule(L.LightningModule):
         shard = getattr(self.trainer.strategy, "shard", None)
         if shard is not None:
             shard(self.model)
+            for teacher in teachers(self.loss):  # a distillation teacher is sharded like the student
+                shard(teacher.model)
 
     def on_validation_model_eval(self) -> None:
         """Under FSDP validation and the evaluation tasks run on the whole parameters, gathered once
@@ -256,8 +259,13 @@ class ClipModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Each rank its own dropout masks: re-seeded with seed + rank, now that the rank is known and the
-        model (built from the shared seed) is the same on every rank (`clip_train.training.rng_state`)."""
+        model (built from the shared seed) is the same on every rank (`clip_train.training.rng_state`).
+        A distillation teacher, outside the module tree, is moved to the student's device here (under FSDP its
+        sharding put it there)."""
         seed_rank(self.global_rank)
+        if getattr(self.trainer.strategy, "shard", None) is None:
+            for teacher in teachers(self.loss):
+                teacher.model.to(self.device)
 
     def on_train_start(self) -> None:
         """Random states come back only now, after the DataLoaders have drawn their worker seeds."""
