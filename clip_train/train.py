@@ -18,6 +18,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
+from clip_train.build import build_datamodule, model_build_config
 from clip_train.checkpoint_file import check_resumable, read_checkpoint
 from clip_train.config import check_config
 from clip_train.data.bad_data import bad_sample_metrics
@@ -25,7 +26,7 @@ from clip_train.data.tokenizer import tokenizer_files
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.drawn_tasks import drop_drawn_tasks, trains_on_embedded_scenes
 from clip_train.eval.zeroshot_sets import add_zeroshot_sets
-from clip_train.interop.warm_start import check_tokenizer_fits, load_pretrained_weights, start_from_pretrained
+from clip_train.interop.warm_start import load_pretrained_weights, start_from_pretrained
 from clip_train.model.compiling import compile_model
 from clip_train.model.lora import trainable_parameter_report
 from clip_train.model.weight_sources import architecture_config, without_weight_sources
@@ -97,8 +98,8 @@ def _final_metrics(trainer: L.Trainer, module: ClipModule, datamodule) -> dict[s
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train as `cfg` says; returns the final metrics, also written to `<run dir>/metrics.json`."""
     print_each_line_once()
-    pretrained = start_from_pretrained(cfg)  # model.init_from: the source's architecture and tokenizer
-    check_config(cfg)
+    cfg, pretrained = start_from_pretrained(cfg)  # model.init_from: a new config, the source's architecture and tokenizer
+    check_config(cfg)  # on the config that will be built
     if cfg.get("eval"):
         add_zeroshot_sets(cfg.eval)
     if not trains_on_embedded_scenes(cfg.data) and cfg.get("eval") and cfg.eval.get("tasks"):
@@ -107,16 +108,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.info("training on your shards: the drawn-scene evaluation tasks are off (%s)", ", ".join(dropped))
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     L.seed_everything(cfg.seed, workers=True)  # alike on every rank, so is the model; ClipModule.on_fit_start adds the rank
-    datamodule = instantiate(cfg.data)
-    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=False))
-    if pretrained is None:
-        model_cfg.text_tower.vocab_size = len(datamodule.tokenizer)
-    else:  # the token table is the source's
-        check_tokenizer_fits(model_cfg.text_tower.vocab_size, datamodule.tokenizer)
-    if "eos_token_id" in model_cfg.text_tower:
-        model_cfg.text_tower.eos_token_id = datamodule.tokenizer.eos_token_id
-    if "pad_token_id" in model_cfg.text_tower and model_cfg.text_tower.pad_token_id is None:
-        model_cfg.text_tower.pad_token_id = datamodule.tokenizer.pad_token_id
+    loss = instantiate(cfg.loss)
+    datamodule = build_datamodule(cfg, loss)  # with the model's image size and context length, the loss's k
+    model_cfg = model_build_config(cfg.model, datamodule.tokenizer, from_source=pretrained is not None)
     resume = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
     if resume is not None:
         check_resumable(resume, OmegaConf.to_container(model_cfg))
@@ -134,7 +128,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tokenizer_source=datamodule.tokenizer_source,
         tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
     )
-    loss = instantiate(cfg.loss)
     attach_teachers(loss, datamodule.tokenizer, model.image_size, model.context_length, cfg.data.image_mean, cfg.data.image_std)
     module = ClipModule(
         model=model,

@@ -31,6 +31,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
+from clip_train.build import data_build_config
 from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.pipeline import IMAGE_EXTENSIONS, decode_pair
 from clip_train.data.shard_reader import shard_samples
@@ -99,8 +100,9 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"data.num_workers={args.workers}", *overrides])
-    datamodule = instantiate(cfg.data)
-    size = cfg.data.image_size
+    data_cfg = data_build_config(cfg)  # with the model's image size and context length
+    datamodule = instantiate(data_cfg)
+    size = data_cfg.image_size
     images = image_bytes(datamodule.train_urls, min(args.samples, 2000))
     if not images:
         sys.exit("no decodable image in the training shards")

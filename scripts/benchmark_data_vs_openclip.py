@@ -61,6 +61,7 @@ from benchmark_vs_openclip import package_versions
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from clip_train.build import data_build_config
 from clip_train.data.scenes import make_pair
 from clip_train.paths import CONFIG_DIR
 
@@ -218,6 +219,7 @@ def measure(args, overrides: list[str], name: str, loader_script: str) -> dict:
     num_shards = max(args.workers, math.ceil(count / SHARD_SIZE))
     folder = os.path.join(args.workdir, f"scenes-{setting.source_size}px-{count}-in-{num_shards}")
     cfg.data.train_shards = scene_shards(folder, setting.source_size, count, num_shards)
+    cfg.data = data_build_config(cfg)  # with the model's image size and context length
     datamodule = instantiate(cfg.data)
     print(f"\n{cfg.data.image_size} px from {setting.source_size}-px JPEGs: {cfg.data.train_shards} ({count} samples), "
           f"batch {cfg.data.batch_size}, {cfg.data.context_length} tokens, {args.workers} worker(s)")  # fmt: skip

@@ -10,6 +10,7 @@ import torch
 from helpers import make_datamodule
 from hydra.utils import instantiate
 
+from clip_train.build import data_build_config
 from clip_train.data.augmentation import train_transform
 from clip_train.data.position import seeded_torch
 from clip_train.data.transforms import train_crop
@@ -36,9 +37,10 @@ def _gray(batch: torch.Tensor) -> torch.Tensor:
 
 def test_the_default_config_is_the_crop_alone(compose_config, colour_shards):
     cfg = compose_config("data=webdataset", f"data.train='{colour_shards}'", "data.num_workers=0")
-    datamodule = instantiate(cfg.data)
+    data_cfg = data_build_config(cfg)  # with the model's image size
+    datamodule = instantiate(data_cfg)
     images = _images(8)
-    expected = _apply(train_crop(cfg.data.image_size, cfg.data.crop_scale), images)
+    expected = _apply(train_crop(data_cfg.image_size, data_cfg.crop_scale), images)
     assert torch.equal(_apply(datamodule.train_image_transform, images), expected)
     assert type(datamodule.train_image_transform) is type(train_crop(SIZE))
 

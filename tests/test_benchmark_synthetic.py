@@ -8,14 +8,15 @@ import sys
 
 import pytest
 import torch
-from hydra.utils import instantiate
+
+from clip_train.build import build_datamodule
 
 FIXED_DEVICE_BATCH = "clip_train.data.fixed_device_batch.FixedDeviceBatches"
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark.py")
 
 
 def test_fixed_device_batch_is_made_once_as_uint8_and_normalised_on_the_device(compose_config):
-    data = instantiate(compose_config("model=tiny", "data.batch_size=4", f"data._target_={FIXED_DEVICE_BATCH}").data)
+    data = build_datamodule(compose_config("model=tiny", "data.batch_size=4", f"data._target_={FIXED_DEVICE_BATCH}"))
     placeholder = next(iter(data.train_dataloader()))
     first = data.transfer_batch_to_device(placeholder, torch.device("cpu"), 0)
     assert first["image"].dtype == torch.uint8 and first["image"].shape == (4, 3, 64, 64)

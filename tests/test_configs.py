@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from clip_train.build import build_datamodule
 from clip_train.config import check_config
 from clip_train.paths import CONFIG_DIR
 
@@ -54,7 +55,7 @@ def test_data_options(compose_config, colour_shards, option):
     extra = SMALL_SYNTHETIC if option == "synthetic" else [f"data.train_shards='{colour_shards}'", "data.num_workers=0"]
     cfg = compose_config(f"data={option}", "model=test", *extra)
     check_config(cfg)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (cfg.data.batch_size, 3, 32, 32)

@@ -117,6 +117,7 @@ def test_neighbour_batches_keep_exactly_once_epochs(tmp_path, private_cache):
 def test_the_loss_setting_reaches_the_data_workers(compose_config, loss, setting):
     from hydra.utils import instantiate
 
+    from clip_train.build import data_build_config
     from clip_train.config import check_config
 
     model = "model=coca_test" if "coca" in loss else "model=test"
@@ -124,5 +125,5 @@ def test_the_loss_setting_reaches_the_data_workers(compose_config, loss, setting
     check_config(cfg)
     objective = instantiate(cfg.loss)
     contrastive = objective.terms["contrastive_loss"] if "coca" in loss else objective
-    assert cfg.data.text_hard_negatives == 2 and contrastive.text_hard_negatives == 2
-    assert compose_config().data.text_hard_negatives == 0  # the default trains plain CLIP
+    assert data_build_config(cfg, objective).text_hard_negatives == 2 and contrastive.text_hard_negatives == 2
+    assert data_build_config(compose_config()).text_hard_negatives == 0  # the default trains plain CLIP

@@ -131,6 +131,7 @@ def test_a_source_without_tokenizer_needs_data_tokenizer(tmp_path, compose_confi
     cfg = compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/clip")
     with pytest.raises(ValueError, match="carries no tokenizer and data.tokenizer is unset"):
         start_from_pretrained(cfg)
-    cfg = compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/clip", f"data.tokenizer={tmp_path}")
-    start_from_pretrained(cfg)
+    typed = compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/clip", f"data.tokenizer={tmp_path}")
+    cfg, _ = start_from_pretrained(typed)
     assert cfg.data.tokenizer == str(tmp_path) and cfg.model.image_tower.model_name == "vit_base_patch16_clip_224"
+    assert typed == compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/clip", f"data.tokenizer={tmp_path}")

@@ -103,13 +103,13 @@ def test_the_sources_preprocessing_comes_along_unless_set(tmp_path, compose_conf
     }
     for source, preprocessing in expected.items():
         cfg = compose_config("model=clip_pretrained", f"model.init_from={tmp_path}/{source}")
-        start_from_pretrained(cfg)
+        cfg, _ = start_from_pretrained(cfg)
         assert (list(cfg.data.image_mean), list(cfg.data.image_std), cfg.data.image_resize) == preprocessing
     cfg = compose_config(
         "model=clip_pretrained", f"model.init_from={tmp_path}/siglip", "data.image_mean=[0.4,0.4,0.4]",
         "data.image_resize=shortest",
     )  # fmt: skip
-    start_from_pretrained(cfg)
+    cfg, _ = start_from_pretrained(cfg)
     assert (list(cfg.data.image_mean), list(cfg.data.image_std), cfg.data.image_resize) == ([0.4] * 3, HALF, "shortest")
 
 

@@ -67,7 +67,7 @@ def test_sharded_checkpoints_and_exports_are_sources_too(trained_checkpoint, tmp
         with open(os.path.join(path, "clip_train_config.json"), "w") as f:
             json.dump(recipe | {"image_mean": [0.3, 0.4, 0.5], "image_resize": "squash"}, f)
     cfg = compose_config("model=clip_pretrained", f"model.init_from={path}")
-    pretrained = start_from_pretrained(cfg)
+    cfg, pretrained = start_from_pretrained(cfg)
     model = instantiate(cfg.model).eval()
     load_pretrained_weights(model, pretrained)
     source = clip_train.load(path)

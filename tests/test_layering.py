@@ -20,9 +20,9 @@ LAYERS = [
     {"inference", "text_classifier"},
     # measuring and moving models: built on inference
     {"eval", "interop"},
-    # training (and the config check, which knows the run's length rules): validation reports eval's retrieval
-    # metrics, a run may start from interop's weights
-    {"training", "train", "config"},
+    # training (the config check, which knows the run's length rules, and build, what one group hands another):
+    # validation reports eval's retrieval metrics, a run may start from interop's weights
+    {"training", "train", "config", "build"},
     # entry points and the public API
     {
         "__init__",

@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 from faults import read_lines
-from hydra.utils import instantiate
 
+from clip_train.build import build_datamodule
 from clip_train.cli import quote_shard_ranges
 from clip_train.data.position import ResumePoint
 
@@ -114,7 +114,7 @@ def _uninterrupted_keys(compose_config, shards: str, epochs: int) -> list[list[s
         *quote_shard_ranges([f"data.train_shards={shards}"]), "model=test", "data=webdataset", "data.batch_size=5",
         "data.num_workers=2", "data.shuffle_buffer=8", "data.tokenizer_vocab_size=300", "data.resampled=true",
     )  # fmt: skip
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     batches = []

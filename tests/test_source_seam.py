@@ -13,6 +13,7 @@ import pytest
 from helpers import colour_samples, keys, make_datamodule, png_bytes, rank_loader, write_source
 from hydra.utils import instantiate
 
+from clip_train.build import build_datamodule
 from clip_train.data.bad_data import BAD_KINDS
 from clip_train.data.position import position_state
 from clip_train.data.row_source import build_kind, kind_class, shipped_kinds
@@ -62,7 +63,7 @@ def test_a_kind_from_its_own_file_and_config_reads_each_pair_once_per_epoch_and_
         "model=test", "data=webdataset", f"hydra.searchpath=[file://{zip_kind}]", "data/kind=zip", f"data.train={archive}",
         "data.rows_per_unit=7", "data.batch_size=4", "data.num_workers=2", "data.tokenizer_vocab_size=300",
     )  # fmt: skip
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     assert type(datamodule._expand.keywords["kind"]).__module__ == "zip_pairs"  # the data module got the built kind
     assert datamodule.train_urls[0].startswith(f"zip_pairs.ZipPairs:{archive}?captions=captions.json#0:7")
     assert datamodule.train_shard_sizes == [7, 7, 7, 7, 7, 5]
@@ -100,7 +101,7 @@ def test_every_shipped_kind_config_builds_the_kind_its_name_infers_and_reads(tmp
     kind = instantiate(cfg.data.kind)
     assert isinstance(kind, kind_class(name)) and kind == build_kind(name)
     assert (source_kind(source) == name) == (name != "classes")
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     assert sum(len(batch["key"]) for batch in rank_loader(datamodule, 0, 1, training=True)) == 8
 
 

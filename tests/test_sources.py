@@ -121,11 +121,11 @@ def test_unweighted_sources_without_resampling_read_every_sample_once_per_pass(t
 
 
 def test_sources_from_a_command_line_override(tmp_path, compose_config):
-    from hydra.utils import instantiate
+    from clip_train.build import build_datamodule
 
     a, b = write_two_sources(tmp_path)
     override = f'data.sources=[{{shards: "{a}", weight: 0.7, name: web}}, {{shards: "{b}", weight: 0.3}}]'
     cfg = compose_config("data=webdataset", override, "data.resampled=true", "data.num_workers=0", "model=test")
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     assert [source.name for source in datamodule.sources] == ["web", "source1"]
     assert datamodule.train_shard_weights == pytest.approx([0.7 / 40] * 10 + [0.3 / 80] * 5)

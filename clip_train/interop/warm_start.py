@@ -2,14 +2,17 @@
 
     python -m clip_train model=clip_pretrained model.init_from=PATH [model.image_tower.lock=true ...]
 
-Before anything is built, the source's model config replaces the `model` node, with the user's
-remaining `model.*` keys (locking, patch dropout, checkpointing, a loss's logit bias) merged on
-top, and its tokenizer becomes `data.tokenizer` when that is unset, so text ids mean what the
-weights learnt (a source without one needs `data.tokenizer` set). So does its image preprocessing
-(`data.image_mean`, `data.image_std`, `data.image_resize`), each where the user left it unset
-(null). After the model is built, every source weight is loaded, strictly. The run's recipe then holds the resolved config, not
-the path: its checkpoints rebuild without the source.
+Before anything is built (and checked), a new run config is made, the user's left as typed: the
+source's model config replaces its `model` node, with the user's remaining `model.*` keys (locking,
+patch dropout, checkpointing, a loss's logit bias) merged on top, and its tokenizer becomes
+`data.tokenizer` when that is unset, so text ids mean what the weights learnt (a source without one
+needs `data.tokenizer` set). So does its image preprocessing (`data.image_mean`, `data.image_std`,
+`data.image_resize`), each where the user left it unset (null). After the model is built, every
+source weight is loaded, strictly. The run's recipe then holds the resolved config, not the path:
+its checkpoints rebuild without the source.
 """
+
+import copy
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -24,15 +27,17 @@ from clip_train.model.lora import is_adapter_key, plain_to_adapted_keys
 ADDED_BY_OPTIONS = {"logit_bias"}  # model.init_logit_bias, set by loss=siglip
 
 
-def start_from_pretrained(cfg: DictConfig) -> PretrainedCLIP | None:
-    """Point `cfg.model` (and an unset `cfg.data.tokenizer`) at the source `model.init_from` names, in place.
+def start_from_pretrained(cfg: DictConfig) -> tuple[DictConfig, PretrainedCLIP | None]:
+    """The run's config as it will be built from the source `model.init_from` names: a new config whose `model` is
+    the source's (with the user's other `model.*` keys on top) and whose unset `data.tokenizer` and preprocessing
+    are the source's; `cfg` is untouched.
 
-    Returns the source, whose weights `load_pretrained_weights` puts in the built model, or None
-    when `model.init_from` is not set.
+    Returns (that config, the source), whose weights `load_pretrained_weights` puts in the built model; (`cfg`,
+    None) when `model.init_from` is not set.
     """
     source = cfg.model.get("init_from")
     if source is None:
-        return None
+        return cfg, None
     if "_target_" in cfg.model:
         raise ValueError(
             f"model.init_from={source} takes the architecture from the source: use model=clip_pretrained "
@@ -46,13 +51,14 @@ def start_from_pretrained(cfg: DictConfig) -> PretrainedCLIP | None:
             "your captions would feed its text weights unrelated ids. Set data.tokenizer to the one it was trained "
             "with (OpenAI's vocabulary: a hub-cache folder of openai/clip-vit-base-patch32)"
         )
-    with open_dict(cfg):
-        cfg.model = OmegaConf.merge(pretrained.model_config, options)
-        cfg.data.tokenizer = cfg.data.get("tokenizer") or pretrained.tokenizer
+    built = copy.deepcopy(cfg)
+    with open_dict(built):
+        built.model = OmegaConf.merge(pretrained.model_config, options)
+        built.data.tokenizer = cfg.data.get("tokenizer") or pretrained.tokenizer
         for key, value in pretrained.preprocessing.items():
             if cfg.data.get(key) is None:
-                cfg.data[key] = value
-    return pretrained
+                built.data[key] = value
+    return built, pretrained
 
 
 def check_tokenizer_fits(vocab_size: int, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -65,12 +65,12 @@ def _check_inputs(source: str, model, tokenizer, data_tokenizer, image_size: int
     if model.image_size != image_size:
         raise ValueError(
             f"{OPTION}={source} takes {model.image_size}-px images but the student's batches are {image_size} px: "
-            f"train the student at model.image_size={model.image_size} (and data.image_size), or pick another teacher"
+            f"train the student at model.image_size={model.image_size}, or pick another teacher"
         )
     if model.context_length < context_length:
         raise ValueError(
             f"{OPTION}={source} reads {model.context_length} tokens but the student's captions are {context_length}: "
-            f"set model.context_length (and data.context_length) to at most {model.context_length}"
+            f"set model.context_length to at most {model.context_length}"
         )
     if tokenizer is not None and tokenizer.get_vocab() != data_tokenizer.get_vocab():
         raise ValueError(
