@@ -34,6 +34,7 @@ class VisionLanguageAssistant:
     model: VisionLanguageModel
     tokenizer: object
     preprocess: Callable  # PIL image -> (3, S, S) pixels, as the tower was trained with
+    recipe: dict  # the stage checkpoint's: vision settings, lm, connector, the tower's recipe, its held-out questions
 
     def ask(self, image: Image.Image | str, question: str, max_new_tokens: int = 32) -> str:
         """The greedy answer to one question about one image (a PIL image or a path)."""
@@ -68,4 +69,4 @@ def load_vlm(path: str, device: str | torch.device = "cpu") -> VisionLanguageAss
         connector = instantiate(OmegaConf.create(recipe["connector"]), image_width=vision.width, lm_width=width)
     model = VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids(IMAGE), vision, connector)
     model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-    return VisionLanguageAssistant(model.eval().to(device), tokenizer, source.preprocess)
+    return VisionLanguageAssistant(model.eval().to(device), tokenizer, source.preprocess, recipe)

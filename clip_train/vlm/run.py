@@ -117,6 +117,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer_settings = OmegaConf.to_container(cfg.trainer)
     recipe = {name: OmegaConf.to_container(cfg[name]) for name in ("vision", "lm_config", "connector")} | {"lm": cfg.lm}
     recipe["tower"] = source.recipe  # the tower's architecture and preprocessing: the stage loads without the CLIP
+    recipe["test_questions"] = os.path.abspath(files["test"])  # what `VisionLanguageTask` scores by default
     loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, recipe=recipe)
     model, tokenizer = build_vlm(cfg, source, texts, blind=False)
     metrics = {}
