@@ -31,6 +31,15 @@ def _logits(vlm, image: Image.Image) -> torch.Tensor:
         return vlm.model.language_model(inputs_embeds=embeddings).logits
 
 
+def _as_written_before_the_tower_recipe(stage: str, clip: str, out: str) -> str:
+    """A copy of the stage checkpoint as the first VLM stage wrote it: no tower recipe, the CLIP checkpoint's path."""
+    checkpoint = torch.load(stage, weights_only=True)
+    del checkpoint["vlm_recipe"]["tower"]
+    checkpoint["vlm_recipe"]["vision"]["checkpoint"] = clip
+    torch.save(checkpoint, out)
+    return out
+
+
 @pytest.mark.slow
 def test_a_stage_checkpoint_loads_and_starts_the_next_stage_without_the_clip_checkpoint(trained_checkpoint, tmp_path):
     clip = str(tmp_path / "clip.ckpt")
@@ -40,11 +49,15 @@ def test_a_stage_checkpoint_loads_and_starts_the_next_stage_without_the_clip_che
     image = Image.new("RGB", (40, 30), (30, 200, 40))  # not square: the preprocessing's resize and crop matter
     before = clip_train.load_vlm(stage)
     logits, answer = _logits(before, image), before.ask(image, "what color is the circle?")
+    older = _as_written_before_the_tower_recipe(stage, clip, str(tmp_path / "older.ckpt"))
+    torch.testing.assert_close(_logits(clip_train.load_vlm(older), image), logits, rtol=0, atol=0)
 
     os.remove(clip)
     after = clip_train.load_vlm(stage)
     torch.testing.assert_close(_logits(after, image), logits, rtol=0, atol=0)
     assert after.ask(image, "what color is the circle?") == answer
+    with pytest.raises(FileNotFoundError, match="clip.ckpt does not exist"):
+        clip_train.load_vlm(older)  # an older stage still needs its CLIP checkpoint
 
     run(_config(tmp_path / "instruct", "stage=instruct", f"init_from={stage}"))  # no vision.checkpoint: the stage's tower
     aligned = torch.load(stage, weights_only=True)["state_dict"]
