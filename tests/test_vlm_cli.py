@@ -15,11 +15,11 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import clip_train
-from clip_train.inference import load
 from clip_train.paths import CONFIG_DIR
 from clip_train.vlm.language_model import build_language_model
 from clip_train.vlm.run import build_vlm, conversation_files, run
 from clip_train.vlm.text import prompt_ids
+from clip_train.vlm.tower import TowerSource
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,12 +103,12 @@ def test_instruct_starts_from_the_align_stage_it_is_given(trained_checkpoint, tm
     run(_config(tmp_path / "align", "stage=align", *tiny))
     saved = torch.load(tmp_path / "align/align/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     cfg = _config(tmp_path / "instruct", f"init_from={tmp_path}/align/align/checkpoints/last.ckpt", *tiny)
-    clip = load(trained_checkpoint)
-    started, tokenizer = build_vlm(cfg, clip, [], blind=False)  # no texts: the vocabulary comes from the checkpoint
+    source = TowerSource.from_clip(trained_checkpoint)
+    started, tokenizer = build_vlm(cfg, source, [], blind=False)  # no texts: the vocabulary comes from the checkpoint
     for name, value in started.state_dict().items():
         if not name.startswith("vision."):
             torch.testing.assert_close(value, saved[f"model.{name}"], msg=name)
-    fresh, _ = build_vlm(_config(tmp_path / "fresh", *tiny), clip, ["what color"], blind=False)
+    fresh, _ = build_vlm(_config(tmp_path / "fresh", *tiny), source, ["what color"], blind=False)
     assert not torch.equal(fresh.connector.layers[0].weight[:1], started.connector.layers[0].weight[:1])
     assert tokenizer.convert_tokens_to_ids("triangle") != tokenizer.unk_token_id
 
@@ -123,11 +123,11 @@ def test_load_vlm_rebuilds_the_trained_model_and_answers(trained_checkpoint, tmp
     saved = str(tmp_path / "run/instruct/checkpoints/last.ckpt")
     vlm = clip_train.load_vlm(saved)
     reference, tokenizer = build_vlm(
-        _config(tmp_path / "other", f"init_from={saved}", *tiny), load(trained_checkpoint), [], False
+        _config(tmp_path / "other", f"init_from={saved}", *tiny), TowerSource.from_clip(trained_checkpoint), [], False
     )
     ids = torch.tensor([prompt_ids(tokenizer, "what color is the circle?", with_image=True)])
     image = Image.new("RGB", (32, 32), (220, 40, 40))
-    pixels = vlm.clip.preprocess(image)[None]
+    pixels = vlm.preprocess(image)[None]
     reference.eval()
     with torch.no_grad():
         expected = reference.language_model(inputs_embeds=reference.splice(ids, torch.ones_like(ids), pixels)[0]).logits

@@ -6,10 +6,12 @@
     vlm.describe("scene.png")                               # "a small red circle on the left"
     vlm.ground("scene.png", "red circle")                   # (x0, y0, x1, y1) in fractions of the side, or None
 
-A stage checkpoint holds the whole model's weights (the tower's too), its tokenizer and its recipe; the tower's
-architecture and preprocessing come from the CLIP checkpoint the recipe names, which must still be there.
+A stage checkpoint holds the whole model's weights (the tower's too), its tokenizer and its recipe, which carries
+the tower's architecture and preprocessing (`clip_train.vlm.tower`), so it loads where the CLIP checkpoint is gone.
+A stage checkpoint written before the recipe carried them still reads them from the CLIP checkpoint it names.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +20,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from clip_train.data.tokenizer import tokenizer_from_files
-from clip_train.inference import ClipModel, load
 from clip_train.vlm.conversations import DESCRIBE, IMAGE
 from clip_train.vlm.language_model import build_language_model, set_language_model_mode
 from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.stages import RECIPE_KEY, TOKENIZER_KEY
+from clip_train.vlm.tower import TowerSource
 from clip_train.vlm.vision import ImageFeatures
 from clip_train.vlm.vqa import answer, box_from_tokens
 
@@ -31,11 +33,12 @@ from clip_train.vlm.vqa import answer, box_from_tokens
 class VisionLanguageAssistant:
     model: VisionLanguageModel
     tokenizer: object
-    clip: ClipModel
+    preprocess: Callable  # PIL image -> (3, S, S) pixels, as the tower was trained with
+    recipe: dict  # the stage checkpoint's: vision settings, lm, connector, the tower's recipe, its held-out questions
 
     def ask(self, image: Image.Image | str, question: str, max_new_tokens: int = 32) -> str:
         """The greedy answer to one question about one image (a PIL image or a path)."""
-        return answer(self.model, self.tokenizer, [(image, question)], self.clip.preprocess, max_new_tokens)[0]
+        return answer(self.model, self.tokenizer, [(image, question)], self.preprocess, max_new_tokens)[0]
 
     def describe(self, image: Image.Image | str) -> str:
         return self.ask(image, DESCRIBE)
@@ -50,7 +53,10 @@ def load_vlm(path: str, device: str | torch.device = "cpu") -> VisionLanguageAss
     if RECIPE_KEY not in checkpoint or TOKENIZER_KEY not in checkpoint:
         raise ValueError(f"{path} is not a clip_train.vlm stage checkpoint (it has no {RECIPE_KEY} and {TOKENIZER_KEY})")
     recipe = checkpoint[RECIPE_KEY]
-    clip = load(recipe["vision"]["checkpoint"])
+    if "tower" in recipe:
+        source = TowerSource.from_recipe(recipe["tower"], path)
+    else:  # written before stage checkpoints carried the tower's recipe
+        source = TowerSource.from_clip(recipe["vision"]["checkpoint"])
     tokenizer = tokenizer_from_files(checkpoint[TOKENIZER_KEY])
     language_model, _ = build_language_model(recipe["lm"], OmegaConf.create(recipe["lm_config"]), [], tokenizer)
     if recipe["lm_mode"] == "lora":
@@ -58,9 +64,9 @@ def load_vlm(path: str, device: str | torch.device = "cpu") -> VisionLanguageAss
     vision = connector = None
     if not recipe["blind"]:
         settings = recipe["vision"]
-        vision = ImageFeatures(clip.model.image_tower, settings["layer"], settings["with_cls"])
+        vision = ImageFeatures(source.tower, settings["layer"], settings["with_cls"])
         width = language_model.get_input_embeddings().embedding_dim
         connector = instantiate(OmegaConf.create(recipe["connector"]), image_width=vision.width, lm_width=width)
     model = VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids(IMAGE), vision, connector)
     model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-    return VisionLanguageAssistant(model.eval().to(device), tokenizer, clip.to(device))
+    return VisionLanguageAssistant(model.eval().to(device), tokenizer, source.preprocess, recipe)

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from clip_train.data.tokenizer import tokenizer_from_files
 from clip_train.distributed import launcher_rank
-from clip_train.inference import load
 from clip_train.vlm.conversations import SceneQuestionSet, read_conversations
 from clip_train.vlm.language_model import build_language_model
 from clip_train.vlm.model import VisionLanguageModel
-from clip_train.vlm.stages import TOKENIZER_KEY, train_stage
+from clip_train.vlm.stages import RECIPE_KEY, TOKENIZER_KEY, train_stage
+from clip_train.vlm.tower import TowerSource
 from clip_train.vlm.vision import ImageFeatures
 from clip_train.vlm.vqa import evaluate_questions
 
@@ -48,18 +48,39 @@ def _texts(conversations) -> list[str]:
     return [text for c in conversations for turn in c.turns for text in (turn.question, turn.answer)]
 
 
+def _read_stage(path: str) -> dict:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if TOKENIZER_KEY not in checkpoint:
+        raise ValueError(f"init_from={path}: not a clip_train.vlm stage checkpoint (no {TOKENIZER_KEY})")
+    return checkpoint
+
+
 def _start_weights(cfg: DictConfig):
     """The tokenizer files and model state of `init_from` (a stage checkpoint), or (None, None)."""
     if cfg.init_from is None:
         return None, None
-    checkpoint = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
-    if TOKENIZER_KEY not in checkpoint:
-        raise ValueError(f"init_from={cfg.init_from}: not a clip_train.vlm stage checkpoint (no {TOKENIZER_KEY})")
+    checkpoint = _read_stage(cfg.init_from)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     return checkpoint[TOKENIZER_KEY], state
 
 
-def build_vlm(cfg: DictConfig, clip, texts: list[str], blind: bool):
+def tower_source(cfg: DictConfig) -> TowerSource:
+    """The image tower of `vision.checkpoint` (a CLIP checkpoint or export), or else the one `init_from` (a stage
+    checkpoint) carries the recipe of, whose weights `build_vlm` then loads from that checkpoint."""
+    if cfg.vision.checkpoint is not None:
+        return TowerSource.from_clip(cfg.vision.checkpoint)
+    if cfg.init_from is None:
+        raise ValueError(
+            "vision.checkpoint is required: a clip_train checkpoint or export (python -m clip_train writes one), "
+            "unless init_from names a stage checkpoint, whose tower is used"
+        )
+    recipe = _read_stage(cfg.init_from).get(RECIPE_KEY, {})
+    if "tower" not in recipe:
+        raise ValueError(f"init_from={cfg.init_from} carries no image-tower recipe (an older stage): set vision.checkpoint")
+    return TowerSource.from_recipe(recipe["tower"], f"init_from={cfg.init_from}")
+
+
+def build_vlm(cfg: DictConfig, source: TowerSource, texts: list[str], blind: bool):
     """(VisionLanguageModel, tokenizer), the LM seeded by `seed` so that the blind baseline starts from the same LM."""
     tokenizer_state, state = _start_weights(cfg)
     L.seed_everything(cfg.seed)
@@ -69,14 +90,16 @@ def build_vlm(cfg: DictConfig, clip, texts: list[str], blind: bool):
         tokenizer = saved_tokenizer
     vision = connector = None
     if not blind:
-        vision = ImageFeatures(clip.model.image_tower, cfg.vision.layer, cfg.vision.with_cls, cfg.vision.unlocked_layers)
+        vision = ImageFeatures(source.tower, cfg.vision.layer, cfg.vision.with_cls, cfg.vision.unlocked_layers)
         connector = instantiate(
             cfg.connector, image_width=vision.width, lm_width=language_model.get_input_embeddings().embedding_dim
         )
     model = VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids("<image>"), vision, connector)
     if state is not None and not blind:
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not name.startswith("vision.") for name in missing):
+        # the tower's weights may come from vision.checkpoint instead; a tower built from the recipe needs them all
+        missing = [name for name in missing if cfg.vision.checkpoint is None or not name.startswith("vision.")]
+        if unexpected or missing:
             raise ValueError(
                 f"init_from={cfg.init_from} does not fit this VLM (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
@@ -84,33 +107,32 @@ def build_vlm(cfg: DictConfig, clip, texts: list[str], blind: bool):
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    if cfg.vision.checkpoint is None:
-        raise ValueError("vision.checkpoint is required: a clip_train checkpoint or export (python -m clip_train writes one)")
     if cfg.stage not in (None, *STAGES):
         raise ValueError(f"stage={cfg.stage}: choose align, instruct, or leave it unset for both")
     run_dir = cfg.paths.output_dir
-    clip = load(cfg.vision.checkpoint)
-    files = conversation_files(cfg, clip.model.image_size)
+    source = tower_source(cfg)
+    files = conversation_files(cfg, source.image_size)
     data = {name: read_conversations(path) for name, path in files.items()}
     texts = _texts(data["captions"]) + _texts(data["train"])
     trainer_settings = OmegaConf.to_container(cfg.trainer)
     recipe = {name: OmegaConf.to_container(cfg[name]) for name in ("vision", "lm_config", "connector")} | {"lm": cfg.lm}
-    recipe["vision"]["checkpoint"] = os.path.abspath(cfg.vision.checkpoint)
+    recipe["tower"] = source.recipe  # the tower's architecture and preprocessing: the stage loads without the CLIP
+    recipe["test_questions"] = os.path.abspath(files["test"])  # what `VisionLanguageTask` scores by default
     loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, recipe=recipe)
-    model, tokenizer = build_vlm(cfg, clip, texts, blind=False)
+    model, tokenizer = build_vlm(cfg, source, texts, blind=False)
     metrics = {}
     for stage in [cfg.stage] if cfg.stage else STAGES:
         started = time.perf_counter()
         conversations = data["captions"] if stage == "align" else data["train"]
         train_stage(
-            stage, model, tokenizer, conversations, clip.preprocess, cfg.stages[stage], trainer_settings, run_dir, **loader
+            stage, model, tokenizer, conversations, source.preprocess, cfg.stages[stage], trainer_settings, run_dir, **loader
         )
         metrics[f"time/{stage}_s"] = time.perf_counter() - started
     if cfg.stage != "align":
-        metrics |= evaluate_questions(model, tokenizer, data["test"], clip.preprocess, cfg.eval.batch_size)
+        metrics |= evaluate_questions(model, tokenizer, data["test"], source.preprocess, cfg.eval.batch_size)
     if cfg.stage is None and cfg.blind_baseline:
         started = time.perf_counter()
-        blind, _ = build_vlm(cfg, clip, texts, blind=True)
+        blind, _ = build_vlm(cfg, source, texts, blind=True)
         train_stage("blind", blind, tokenizer, data["train"], None, cfg.stages.instruct, trainer_settings, run_dir, **loader)
         metrics["time/blind_s"] = time.perf_counter() - started
         metrics |= evaluate_questions(blind, tokenizer, data["test"], None, cfg.eval.batch_size, prefix="blind/")
