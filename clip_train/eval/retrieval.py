@@ -182,3 +182,27 @@ class RetrievalTask:
         embedded = embed_shards(model, urls, self.multi_caption, rank, world, self.batch_size, self.num_workers, self.progress)
         owners = embedded.owners if self.multi_caption else None
         return retrieval_metrics(embedded.images, embedded.texts, model.model.logit_scale.detach(), text_to_image=owners)
+
+
+class ValidationRetrievalTask:
+    """Retrieval on the training run's validation batches (a `ValidationTask`, `val/...` metrics): every rank keeps
+    the embeddings the module computed for its own batches, and `run` scores them over the union of all ranks at
+    the model's temperature; a rank whose share was empty still joins the collectives.
+    """
+
+    def __init__(self):
+        self._features: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def start(self, rank: int, world: int) -> None:
+        self._features = []
+
+    def observe(self, model: ClipModel, batch: dict[str, torch.Tensor], features: dict[str, torch.Tensor]) -> None:
+        self._features.append((features["image_features"], features["text_features"]))
+
+    def run(self, model: ClipModel, rank: int, world: int) -> dict[str, float]:
+        if self._features:
+            image_features, text_features = (torch.cat(parts) for parts in zip(*self._features))
+        else:  # this rank's share of the validation shards was empty
+            image_features = text_features = torch.zeros(0, model.model.embed_dim, device=model.device)
+        self._features = []
+        return retrieval_metrics(image_features, text_features, model.model.logit_scale.detach())
