@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import clip_train
+from clip_train.build import build_datamodule
 
 
 def _naive_retrieval(image_features: torch.Tensor, text_features: torch.Tensor, scale: float) -> dict[str, float]:
@@ -46,7 +46,7 @@ def test_a_short_run_reports_the_naive_retrieval_of_its_validation_embeddings(tm
     logged = json.loads((run_dir / "metrics.json").read_text())
 
     model = clip_train.load(str(run_dir / "checkpoints" / "last.ckpt")).model
-    datamodule = instantiate(OmegaConf.load(run_dir / ".hydra" / "config.yaml").data)
+    datamodule = build_datamodule(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
     datamodule.setup("validate")
     with torch.no_grad():
         embedded = [model(datamodule.on_after_batch_transfer(batch, 0)) for batch in datamodule.val_dataloader()]
