@@ -1,4 +1,4 @@
-"""CaptionEvaluation's `samples` is a budget for the whole run: 2 gloo processes caption and score the same
+"""CaptionTask's `samples` is a budget for the whole run: 2 gloo processes caption and score the same
 images as one process, not `samples` images each."""
 
 from types import SimpleNamespace
@@ -7,7 +7,8 @@ import pytest
 import torch
 from gloo import on_gloo_ranks
 
-from clip_train.eval.captioning import CaptionEvaluation, caption_metrics
+from clip_train.eval.captioning import CaptionTask, caption_metrics
+from clip_train.eval.tasks import run_tasks
 
 SAMPLES = 5
 
@@ -46,16 +47,15 @@ def batch(images: list[int]) -> dict[str, torch.Tensor]:
 
 
 def validate(rank: int, world: int, images: list[list[int]]) -> dict:
-    """One validation epoch of CaptionEvaluation(samples=SAMPLES) over this rank's batches of image indices."""
-    evaluation, captioner, logged = CaptionEvaluation(samples=SAMPLES), Captioner(), {}
-    trainer = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=WordTokenizer()), global_rank=rank, world_size=world,
-                              is_global_zero=rank == 0, sanity_checking=False, loggers=[])  # fmt: skip
-    module = SimpleNamespace(model=captioner, log_dict=logged.update)
-    evaluation.on_validation_epoch_start(trainer, module)
-    for index, indices in enumerate(images):
-        evaluation.on_validation_batch_end(trainer, module, None, batch(indices), index)
-    evaluation.on_validation_epoch_end(trainer, module)
-    return {"captioned": captioner.captioned, **logged}
+    """One validation pass of CaptionTask(samples=SAMPLES) over this rank's batches of image indices, its metrics
+    named as the training run logs them."""
+    task, captioner = CaptionTask(samples=SAMPLES), Captioner()
+    model = SimpleNamespace(model=captioner, tokenizer=WordTokenizer())
+    task.start(rank, world)
+    for indices in images:
+        task.observe(model, batch(indices), {})
+    metrics = run_tasks([("val", task)], model, rank, world)
+    return {"captioned": captioner.captioned, **metrics}
 
 
 def validate_share(rank: int, world: int, per_rank: list[list[list[int]]]) -> dict:

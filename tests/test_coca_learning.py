@@ -47,7 +47,7 @@ def test_coca_captions_name_the_right_colour_and_shape(compose_config, tmp_path)
         f"data.synthetic.num_val={NUM_VAL}",
         "data.num_workers=0",
         f"trainer.val_check_interval={STEPS}",
-        "callbacks.captions.samples=32",
+        "callbacks.evaluation.validation.captioning.samples=32",
         f"paths.output_dir={tmp_path}",
     )
     assert (cfg.trainer.max_steps, cfg.data.synthetic.num_train) == (STEPS, NUM_TRAIN)

@@ -14,10 +14,9 @@ from helpers import COLORS, tiny_clip_model
 from PIL import Image
 
 from clip_train.data.shard_writer import Sample, write_shards
-from clip_train.eval.retrieval_task import RetrievalTask
+from clip_train.eval.retrieval import RetrievalTask
 from clip_train.eval.synthetic_sets import write_class_folders
-from clip_train.eval.zeroshot import image_folder
-from clip_train.eval.zeroshot_task import ZeroShotTask
+from clip_train.eval.zeroshot import ZeroShotTask, image_folder
 
 WORLD = 2
 

@@ -12,9 +12,8 @@ from table_model import TableModel
 
 from clip_train.eval.imagenet import imagenet_classes, imagenet_names
 from clip_train.eval.tasks import named_tasks
-from clip_train.eval.zeroshot import TEMPLATE_SETS
+from clip_train.eval.zeroshot import TEMPLATE_SETS, ZeroShotTask
 from clip_train.eval.zeroshot_sets import add_zeroshot_sets
-from clip_train.eval.zeroshot_task import ZeroShotTask
 from clip_train.paths import CONFIG_DIR
 
 # three ImageNet classes, each with the colour its fake text embedding has

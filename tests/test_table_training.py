@@ -13,7 +13,7 @@ from faults import read_lines
 from helpers import colour_samples, tiny_clip_model
 
 from clip_train.data.shard_writer import Sample, write_shards
-from clip_train.eval.retrieval_task import RetrievalTask
+from clip_train.eval.retrieval import RetrievalTask
 from clip_train.train import run
 
 TESTS = os.path.dirname(__file__)

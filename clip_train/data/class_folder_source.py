@@ -2,7 +2,7 @@
 
 FLYP fine-tunes a classifier the way CLIP was pre-trained: each image is paired with a caption made from its
 class name and a prompt template ("a photo of a {}."), and training is contrastive. The names and templates
-are the ones zero-shot evaluation reads from the same root (`clip_train.eval.zeroshot_task`): `classnames.txt`
+are the ones zero-shot evaluation reads from the same root (`clip_train.eval.zeroshot`): `classnames.txt`
 (one name per line, in sorted folder order) else the folder names with `_` read as spaces, and `templates.txt`
 (one template per line, `{}` for the name) else "a photo of a {}.".
 

@@ -1,6 +1,6 @@
 """Caption quality on the validation shards: BLEU-4 (torchmetrics) and CIDEr (pycocoevalcap).
 
-During validation, `CaptionEvaluation` captions `samples` validation images in all, greedily:
+During validation, `CaptionTask` captions `samples` validation images in all, greedily:
 each rank the first images of its own share, rank r taking samples // world + (r < samples % world)
 of them, so the ranks together caption `samples` images whatever the world size (fewer only if a
 rank's share holds fewer images than its part). Each caption is compared with the image's own
@@ -10,11 +10,9 @@ pycocoevalcap's pure-Python scorer; its Java parts (PTB tokenizer, METEOR, SPICE
 captions are tokenised here into lowercase words.
 """
 
-import json
-import os
 import re
 
-import lightning as L
+import torch
 import torch.distributed as dist
 from pycocoevalcap.cider.cider import Cider
 from torchmetrics.functional.text import bleu_score
@@ -46,10 +44,10 @@ def caption_metrics(predictions: list[str], references: list[str]) -> dict[str, 
     return {"bleu4": bleu, "cider": float(cider)}
 
 
-class CaptionEvaluation(L.Callback):
-    """Captions validation images of a captioning model (CoCa) and logs `val/bleu4`, `val/cider` and
-    `examples` (reference, caption) pairs: as a table to wandb, as text to TensorBoard, and to
-    `captions.jsonl` beside the CSV log. Does nothing for a model without a caption decoder.
+class CaptionTask:
+    """Captions validation images of a captioning model (CoCa) and reports `val/bleu4`, `val/cider` (a
+    `ValidationTask`); `tables()` gives `examples` (reference, caption) pairs for the dashboard (`val/captions`).
+    Reports nothing for a model without a caption decoder.
 
     samples: validation images captioned over all ranks together (greedy, the model's context length);
         with several ranks the examples come from rank 0's part.
@@ -61,39 +59,24 @@ class CaptionEvaluation(L.Callback):
         self._references: list[str] = []
         self._rank_samples = samples
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    def start(self, rank: int, world: int) -> None:
         self._predictions, self._references = [], []
-        rank, world = trainer.global_rank, trainer.world_size  # this rank's part of the budget: the parts sum to `samples`
-        self._rank_samples = self.samples // world + (rank < self.samples % world)
+        self._rank_samples = self.samples // world + (rank < self.samples % world)  # the parts sum to `samples`
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+    def observe(self, model, batch: dict[str, torch.Tensor], features: dict[str, torch.Tensor]) -> None:
         room = self._rank_samples - len(self._predictions)
-        if room <= 0 or not hasattr(pl_module.model, "generate"):
+        if room <= 0 or not hasattr(model.model, "generate"):
             return
-        tokenizer = trainer.datamodule.tokenizer
-        ids = pl_module.model.generate(batch["image"][:room], *start_and_end_ids(tokenizer))
-        self._predictions += tokenizer.batch_decode(ids, skip_special_tokens=True)
-        self._references += tokenizer.batch_decode(batch["input_ids"][:room], skip_special_tokens=True)
+        ids = model.model.generate(batch["image"][:room], *start_and_end_ids(model.tokenizer))
+        self._predictions += model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        self._references += model.tokenizer.batch_decode(batch["input_ids"][:room], skip_special_tokens=True)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not hasattr(pl_module.model, "generate"):
-            return
-        metrics = caption_metrics(self._predictions, self._references)  # every rank joins the gather
-        pl_module.log_dict({f"val/{name}": value for name, value in metrics.items()})  # equal on every rank
-        if trainer.is_global_zero and not trainer.sanity_checking:
-            rows = [[words(r), words(p)] for r, p in zip(self._references, self._predictions)][: self.examples]
-            _log_examples(trainer, rows)
+    def run(self, model, rank: int, world: int) -> dict[str, float]:
+        if not hasattr(model.model, "generate"):
+            return {}
+        return caption_metrics(self._predictions, self._references)  # every rank joins the gather
 
-
-def _log_examples(trainer, rows: list[list[str]]) -> None:
-    for logger in trainer.loggers:
-        name = type(logger).__name__
-        if name == "WandbLogger":
-            logger.log_text(key="val/captions", columns=["reference", "caption"], data=rows, step=trainer.global_step)
-        elif name == "TensorBoardLogger":
-            table = "\n".join(f"| {r} | {c} |" for r, c in rows)
-            logger.experiment.add_text("val/captions", f"| reference | caption |\n|---|---|\n{table}", trainer.global_step)
-        elif name == "CSVLogger":
-            os.makedirs(logger.log_dir, exist_ok=True)
-            with open(os.path.join(logger.log_dir, "captions.jsonl"), "a") as f:
-                f.write(json.dumps({"step": trainer.global_step, "examples": rows}) + "\n")
+    def tables(self) -> dict[str, tuple[list[str], list[list[str]]]]:
+        """{"captions": (columns, this rank's first `examples` [reference, caption] rows)}; none without captions."""
+        rows = [[words(r), words(p)] for r, p in zip(self._references, self._predictions)][: self.examples]
+        return {"captions": (["reference", "caption"], rows)} if rows else {}

@@ -14,13 +14,20 @@ first tied positive; its expected rank (1-based) is higher + E[X] + 1 = higher +
 The mean rank averages the expected ranks of all queries, and the median rank is the median of
 the expected ranks rounded down (OpenCLIP's floor(median) + 1 for whole ranks, with which these
 metrics agree exactly when there are no ties).
+
+`RetrievalTask` runs this on image-text shards as an evaluation task (`eval.tasks.retrieval`); each rank
+reads every world-th shard. `ValidationRetrievalTask` runs it on the training run's validation batches (`val/...`).
 """
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
+from clip_train.data.shards import expand_shards
 from clip_train.distributed import all_reduce_sum, gather_uneven
+from clip_train.eval.readers import embed_shards, embedded_validation_urls
+from clip_train.inference import ClipModel
 
 
 class PositiveRanks(NamedTuple):
@@ -147,3 +154,55 @@ def retrieval_metrics(
     if pairs:
         metrics["loss"] = float(sums[-1]) / (2 * num_images)
     return metrics
+
+
+class RetrievalTask:
+    """Retrieval on `shards` (a brace pattern or a list; None: the embedded synthetic validation split,
+    written into `cache_dir` on first use). With `multi_caption` every line of a sample's caption is one
+    caption of its image (COCO-style), and an image query hits if any of them is retrieved.
+    batch_size, num_workers: the shard loader's; progress: a progress bar on rank 0.
+    """
+
+    def __init__(
+        self,
+        shards: str | Sequence[str] | None = None,
+        multi_caption: bool = False,
+        cache_dir: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        progress: bool = False,
+    ):
+        self.urls = expand_shards(shards, "retrieval shards") if shards else None  # a missing shard fails here, early
+        self.multi_caption, self.cache_dir = multi_caption, cache_dir
+        self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
+
+    @torch.no_grad()
+    def run(self, model: ClipModel, rank: int, world: int) -> dict[str, float]:
+        urls = self.urls or embedded_validation_urls(self.cache_dir)
+        embedded = embed_shards(model, urls, self.multi_caption, rank, world, self.batch_size, self.num_workers, self.progress)
+        owners = embedded.owners if self.multi_caption else None
+        return retrieval_metrics(embedded.images, embedded.texts, model.model.logit_scale.detach(), text_to_image=owners)
+
+
+class ValidationRetrievalTask:
+    """Retrieval on the training run's validation batches (a `ValidationTask`, `val/...` metrics): every rank keeps
+    the embeddings the module computed for its own batches, and `run` scores them over the union of all ranks at
+    the model's temperature; a rank whose share was empty still joins the collectives.
+    """
+
+    def __init__(self):
+        self._features: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def start(self, rank: int, world: int) -> None:
+        self._features = []
+
+    def observe(self, model: ClipModel, batch: dict[str, torch.Tensor], features: dict[str, torch.Tensor]) -> None:
+        self._features.append((features["image_features"], features["text_features"]))
+
+    def run(self, model: ClipModel, rank: int, world: int) -> dict[str, float]:
+        if self._features:
+            image_features, text_features = (torch.cat(parts) for parts in zip(*self._features))
+        else:  # this rank's share of the validation shards was empty
+            image_features = text_features = torch.zeros(0, model.model.embed_dim, device=model.device)
+        self._features = []
+        return retrieval_metrics(image_features, text_features, model.model.logit_scale.detach())

@@ -13,11 +13,19 @@ the task returned: `eval.tasks.zeroshot.shapes` reports `zeroshot/shapes/top1`, 
 groups tasks. Values are floats, or a {name: float} breakdown (zero-shot `per_class`) that goes
 to metrics.json but not to the dashboard.
 
-`python -m clip_train.evaluate` and the in-training `EvaluationCallback` both run this loop.
+A validation task (`ValidationTask`) is a task over the training run's own validation batches (validation
+retrieval, captioning): it has `run` like every task, and before it `start` with each validation pass and
+`observe` with each of this rank's validation batches and the embeddings the module computed for it. Its
+metrics are named `val/<metric>` (`val/image_to_text_R@1`, `val/bleu4`), and a `tables()` method, when it
+has one, gives {key: (columns, rows)} examples for the dashboard.
+
+`python -m clip_train.evaluate` and the in-training `EvaluationCallback` both run this loop, `run_tasks`.
 """
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
+
+import torch
 
 from clip_train.inference import ClipModel
 
@@ -25,6 +33,15 @@ from clip_train.inference import ClipModel
 class EvalTask(Protocol):
     def run(self, model: ClipModel, rank: int, world: int) -> dict[str, float | dict[str, float]]:
         """This rank's share evaluated, reduced over all `world` ranks: the same metrics on every rank."""
+
+
+@runtime_checkable
+class ValidationTask(EvalTask, Protocol):
+    def start(self, rank: int, world: int) -> None:
+        """A validation pass begins: forget the last one's batches."""
+
+    def observe(self, model: ClipModel, batch: dict[str, torch.Tensor], features: dict[str, torch.Tensor]) -> None:
+        """One of this rank's validation batches and its `image_features`, `text_features` (B, D) from the module."""
 
 
 def named_tasks(tasks: Mapping, path: tuple[str, ...] = ()) -> dict[str, EvalTask]:
@@ -47,9 +64,12 @@ def named_tasks(tasks: Mapping, path: tuple[str, ...] = ()) -> dict[str, EvalTas
     return named
 
 
-def run_tasks(tasks: Mapping[str, EvalTask], model: ClipModel, rank: int, world: int) -> dict:
-    """Every task's metrics, named `<prefix>/<metric>`, over all ranks. Every rank must call this with the same tasks."""
+def run_tasks(tasks: Mapping[str, EvalTask] | Iterable[tuple[str, EvalTask]], model: ClipModel, rank: int, world: int) -> dict:
+    """Every task's metrics, named `<prefix>/<metric>`, over all ranks. Every rank must call this with the same tasks.
+
+    tasks: {prefix: task}, or (prefix, task) pairs when several tasks share a prefix (the validation tasks' `val`).
+    """
     metrics = {}
-    for prefix, task in tasks.items():
+    for prefix, task in tasks.items() if isinstance(tasks, Mapping) else tasks:
         metrics |= {f"{prefix}/{key}": value for key, value in task.run(model, rank, world).items()}
     return metrics

@@ -13,7 +13,7 @@ The layout, as CLIP_benchmark's `webdataset_builder.convert_dataset` writes it a
     ROOT/dataset_type.txt                            `retrieval` for retrieval sets; absent: classification
 
 A classification set is scored as `clip_train.eval.zeroshot` scores an ImageFolder (top1, top5,
-mean_per_class_recall, per_class); a retrieval set as `clip_train.eval.retrieval_task` scores
+mean_per_class_recall, per_class); a retrieval set as `clip_train.eval.retrieval` scores
 multi-caption shards (image_to_text_R@k, text_to_image_R@k, ...). Both read every world-th shard
 on each rank. An image that does not decode stops the evaluation, naming it: a benchmark number
 over the images that happened to decode would not be the benchmark's.
@@ -31,7 +31,7 @@ from clip_train.data.pipeline import IMAGE_EXTENSIONS
 from clip_train.data.shard_reader import shard_samples
 from clip_train.data.shards import expand_shards
 from clip_train.eval.readers import loader
-from clip_train.eval.retrieval_task import RetrievalTask
+from clip_train.eval.retrieval import RetrievalTask
 from clip_train.eval.zeroshot import accuracy, resolve_templates
 from clip_train.inference import ClipModel
 from clip_train.text_classifier import class_weights

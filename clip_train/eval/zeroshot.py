@@ -10,17 +10,24 @@ else "default". Reports top-1, top-5 and the mean per-class recall (balanced acc
 DataComp and CLIP_benchmark give for sets with unequal classes), plus top-1 per class.
 
 Accuracy is computed from each rank's share of the images and summed over ranks.
+
+`ZeroShotTask` is one such set as an evaluation task (`eval.tasks.zeroshot.<set>`); each rank encodes every
+world-th image.
 """
 
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from clip_train.distributed import all_reduce_sum
 from clip_train.eval.imagenet import data_lines, imagenet_names
-from clip_train.text_classifier import DEFAULT_TEMPLATES
+from clip_train.eval.readers import ImageFiles, loader
+from clip_train.inference import ClipModel
+from clip_train.text_classifier import DEFAULT_TEMPLATES, class_weights
 
 GENERIC_TEMPLATES = (
     "a photo of a {}.",
@@ -124,3 +131,63 @@ def accuracy(image_features: torch.Tensor, labels: torch.Tensor, weights: torch.
         "mean_per_class_recall": float((top1[present] / images[present]).mean()),  # over the classes with images
         "per_class": per_class,
     }
+
+
+@dataclass(frozen=True)
+class ZeroShotTask:
+    """One zero-shot set.
+
+    root: the ImageFolder; when None, `synthetic` names a drawn set (`shapes`, `colours`) written
+        on first use into `cache_dir`.
+    classnames: a file of names (one per line, folder order) or a JSON {folder: name}; None: the
+        root's `classnames.txt`, else OpenAI's names for ImageNet's folders, else the folder names.
+    templates: a set of `clip_train.eval.zeroshot.TEMPLATE_SETS` (`default`, `generic`, `openai_imagenet`,
+        `simple_imagenet`), a file of templates, or None for the root's own `templates.txt`, else
+        `openai_imagenet` for ImageNet's classes, else `default`.
+    images_per_class: only the first N images of each class (a cheaper estimate); None for all.
+    batch_size, num_workers: the image loader's; progress: a progress bar on rank 0.
+    """
+
+    root: str | None = None
+    synthetic: str | None = None
+    classnames: str | None = None
+    templates: str | None = None
+    images_per_class: int | None = None
+    cache_dir: str | None = None
+    batch_size: int = 128
+    num_workers: int = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.root is None and self.synthetic is None:
+            raise ValueError("a zero-shot set needs a root (an ImageFolder) or a synthetic set name (shapes, colours)")
+
+    def locate(self) -> str:
+        if self.root is not None:
+            return self.root
+        from clip_train.eval.synthetic_sets import write_class_folders
+
+        return write_class_folders(self.synthetic, self.cache_dir)
+
+    def resolved_templates(self, root: str) -> tuple[str, ...]:
+        own = os.path.join(root, "templates.txt")
+        if self.templates or os.path.isfile(own):
+            return resolve_templates(self.templates or own)
+        folders = [entry.name for entry in os.scandir(root) if entry.is_dir()]
+        return resolve_templates("openai_imagenet" if imagenet_names(folders) else "default")
+
+    @torch.no_grad()
+    def run(self, model: ClipModel, rank: int, world: int) -> dict:
+        """{top1, top5, per_class} of `model` on the set, over all ranks (this rank encodes images rank::world)."""
+        root = self.locate()
+        paths, labels, names = image_folder(root, self.classnames, self.images_per_class)
+        weights = class_weights(model.encode_text, names, self.resolved_templates(root))
+        share = slice(rank, None, world)
+        batches = loader(ImageFiles(paths[share], model.preprocess_encoded), self.batch_size, self.num_workers)
+        features = [
+            model.model.encode_image(pixels.to(model.device)).float()
+            for pixels in tqdm(batches, desc=f"zero-shot {self.synthetic or root}", disable=not (self.progress and rank == 0))
+        ]
+        features = torch.cat(features) if features else weights.new_zeros(0, weights.shape[1])
+        labels = torch.tensor(labels[share], dtype=torch.long, device=model.device)  # long even when this share is empty
+        return accuracy(features, labels, weights, names)

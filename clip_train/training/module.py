@@ -15,9 +15,10 @@ and `data/bad_samples` with
 `clip_train.data.bad_data`); training data only, while each validation pass reports its own as
 `val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks).
 
-Validation encodes the whole validation set on every rank and reports retrieval over the union
-(`clip_train.eval`); its `val/loss` is the symmetric InfoNCE at the model's temperature whatever
-the training loss (for SigLIP too), so it compares runs by ranking quality, not by their
+Validation embeds each batch of this rank's share of the validation set and hands the embeddings to the
+validation tasks (`validation_step`'s output; `clip_train.eval.callback.EvaluationCallback` runs them):
+retrieval over the union of all ranks, whose `val/loss` is the symmetric InfoNCE at the model's temperature
+whatever the training loss (for SigLIP too), so it compares runs by ranking quality, not by their
 training objective.
 
 Under `precision=16-mixed` the step clips the true (unscaled) gradient and lets the loss scaler
@@ -42,7 +43,6 @@ import torch
 
 from clip_train.data.bad_data import BAD_KINDS, bad_sample_metrics
 from clip_train.distributed import all_reduce_sum
-from clip_train.eval.retrieval import retrieval_metrics
 from clip_train.model import DualEncoder
 from clip_train.model.checkpoint_keys import fit_0d_optimizer_moments, match_model_state
 from clip_train.objectives import Objective, check_objective
@@ -116,7 +116,6 @@ class ClipModule(L.LightningModule):
         self.last_validated_step = -1
         self.bad_steps = BadStepGuard(max_consecutive_bad_steps)
         self._rng_states_to_restore: dict | None = None
-        self._val_features: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._gathered = ExitStack()
 
     def on_train_epoch_start(self) -> None:
@@ -232,18 +231,14 @@ class ClipModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_bad_samples = torch.zeros(len(BAD_KINDS), dtype=torch.long, device=self.device)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """{"image_features", "text_features"}: (B, D) unit-norm embeddings of the batch, for the validation tasks
+        (computed here, under the precision plugin's autocast, as the training step computes them)."""
         self._val_bad_samples += batch["bad_samples"].to(self._val_bad_samples.device)
-        self._val_features.append(tuple(f.detach() for f in self.model(batch)))
+        image_features, text_features = (f.detach() for f in self.model(batch))
+        return {"image_features": image_features, "text_features": text_features}
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_features:
-            image_features, text_features = (torch.cat(parts) for parts in zip(*self._val_features))
-        else:  # this rank's share of the validation shards was empty; it still joins the collectives
-            image_features = text_features = torch.zeros(0, self.model.embed_dim, device=self.device)
-        self._val_features.clear()
-        metrics = retrieval_metrics(image_features, text_features, self.model.logit_scale.detach())
-        self.log_dict({f"val/{name}": value for name, value in metrics.items()}, sync_dist=True)
         self.log_dict(bad_sample_metrics(all_reduce_sum(self._val_bad_samples).float(), prefix="val"))
         if not self.trainer.sanity_checking:
             self.last_validated_step = self.global_step
