@@ -10,7 +10,7 @@ saying how to make it, when that Python or its `open_clip_train` is missing).
 
 Settings (`--setting 64|224|both`): 64 px crops from 128-px JPEGs (our `tiny` preset: 32 tokens),
 and 224 px crops from 256-px JPEGs, img2dataset's usual resize (our `vit_b32` preset: 77
-tokens). The shards are synthetic scenes (`clip_train.data.scenes`, flat shapes on plain
+tokens). The shards are synthetic scenes (`clip_train.data.world.scenes`, flat shapes on plain
 backgrounds, not photos) drawn at twice the source size and saved as JPEG (quality 95), then
 turned into shards by scripts/make_shards.py `--max-size` (the longer side, the whole side here:
 the scenes are square), which re-encodes them as JPEG quality 90. Their edges are smooth but
@@ -62,7 +62,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from clip_train.build import data_build_config
-from clip_train.data.scenes import make_pair
+from clip_train.data.world.scenes import make_pair
 from clip_train.paths import CONFIG_DIR
 
 MAKE_SHARDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_shards.py")

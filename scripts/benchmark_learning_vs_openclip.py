@@ -3,7 +3,7 @@
     python scripts/benchmark_learning_vs_openclip.py                       # 3 seeds × {InfoNCE, SigLIP} × both trainers
     python scripts/benchmark_learning_vs_openclip.py --trainers ours --tag lr1e-3 -- optim.optimizer.lr=1e-3
 
-The world is `clip_train.data.glyph_world` (patterned glyphs on a 3×3 board: 20,000 training pairs in 10
+The world is `clip_train.data.world.glyph_world` (patterned glyphs on a 3×3 board: 20,000 training pairs in 10
 plain tars, 1,000 validation pairs), written once into `--data`. Both trainers train the same towers —
 timm `vit_tiny_patch16_224` built at 64 px (class token, bias-free linear projection to 256) and a causal
 text transformer of 4 layers × 256 (4 heads, QuickGELU, 32 tokens) — for `--steps` steps of `--batch-size`
@@ -36,10 +36,10 @@ import sys
 from benchmark_vs_openclip import OPENCLIP_MODEL, openclip_model_config, run_logged, write_openclip_launcher
 
 from clip_train.data.datamodule import learnt_tokenizer_folder
-from clip_train.data.glyph_world import VERSION as GLYPH_WORLD_VERSION
-from clip_train.data.glyph_world import write_glyph_world
 from clip_train.data.shards import expand_shards
 from clip_train.data.tokenizer import load_tokenizer
+from clip_train.data.world.glyph_world import VERSION as GLYPH_WORLD_VERSION
+from clip_train.data.world.glyph_world import write_glyph_world
 
 METRICS = ("R@1", "R@5", "R@10")
 # the settings both trainers expose, set alike (OpenCLIP's flags; ours are the tiny preset's defaults)

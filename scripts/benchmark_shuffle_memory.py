@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from clip_train.data.image_decode import decode_rgb
-from clip_train.data.scenes import make_pair
 from clip_train.data.transforms import min_decoded_side
+from clip_train.data.world.scenes import make_pair
 
 
 def rss_bytes() -> int:

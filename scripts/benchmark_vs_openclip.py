@@ -58,8 +58,8 @@ from benchmark import measured_steps, run_clip_train, subprocess_env
 
 from clip_train.data.datamodule import learnt_tokenizer_folder
 from clip_train.data.shards import expand_shards
-from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import load_tokenizer
+from clip_train.data.world.synthetic import SyntheticShards
 
 WARMUP_FRACTION = 0.2
 OPENCLIP_MODEL = "bench-vit-tiny-64"

@@ -21,8 +21,8 @@ import tarfile
 
 from hydra import compose, initialize_config_dir
 
-from clip_train.data.scenes import make_pair
 from clip_train.data.shard_writer import Sample, write_shards
+from clip_train.data.world.scenes import make_pair
 from clip_train.paths import CONFIG_DIR
 
 IMAGE_SIZE = 32  # model=test's

@@ -33,8 +33,8 @@ from PIL import Image
 
 import clip_train
 from clip_train.data.device_normalize import normalize_images
-from clip_train.data.scenes import SHAPES, make_pair
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, train_crop
+from clip_train.data.world.scenes import SHAPES, make_pair
 from clip_train.eval.synthetic_sets import write_class_folders
 from clip_train.model import ImageTower
 

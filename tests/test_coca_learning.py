@@ -18,7 +18,7 @@ import random
 import pytest
 
 import clip_train
-from clip_train.data.scenes import COLORS, SHAPES, make_pair
+from clip_train.data.world.scenes import COLORS, SHAPES, make_pair
 from clip_train.train import run
 
 NUM_TRAIN, NUM_VAL, SCORED, STEPS = 4096, 128, 128, 3000  # the experiment's scenes and steps; a smaller val set

@@ -11,7 +11,7 @@ import torch
 from gloo import on_gloo_ranks
 
 from clip_train.data.caption_negatives import COLOUR_WORDS, KINDS, hard_negatives, perturb
-from clip_train.data.scenes import describe_scene, draw_scene, make_pair
+from clip_train.data.world.scenes import describe_scene, draw_scene, make_pair
 from clip_train.eval.compositional import CompositionalTask
 from clip_train.eval.scene_negatives import scene_negatives
 

@@ -1,4 +1,4 @@
-"""The glyph world (clip_train/data/glyph_world.py), the held-out world of the learning benchmark: reproducible,
+"""The glyph world (clip_train/data/world/glyph_world.py), the held-out world of the learning benchmark: reproducible,
 disjoint from the embedded scenes' words, written as plain tars a reader must count; and the benchmark's
 significance test against Student's t tables."""
 
@@ -8,10 +8,10 @@ import tarfile
 
 import pytest
 
-from clip_train.data import scenes
-from clip_train.data.glyph_world import VOCABULARY, make_glyph_pair, write_glyph_world
 from clip_train.data.shards import expand_shards
 from clip_train.data.tar_count import count_tar_samples
+from clip_train.data.world import scenes
+from clip_train.data.world.glyph_world import VOCABULARY, make_glyph_pair, write_glyph_world
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 from benchmark_learning_vs_openclip import student_t_tail, welch  # noqa: E402

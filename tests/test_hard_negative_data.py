@@ -12,8 +12,8 @@ from clip_train.data import ShardDataModule
 from clip_train.data.caption_negatives import hard_negatives
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.neighbour_batches import neighbour_batches
-from clip_train.data.scenes import make_pair
 from clip_train.data.shard_writer import Sample, write_shards
+from clip_train.data.world.scenes import make_pair
 
 
 def scene_shards(folder, count: int = 48, per_shard: int = 12) -> str:

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from clip_train.data.glyph_world import write_glyph_world
+from clip_train.data.world.glyph_world import write_glyph_world
 
 STEPS = 200
 # today's mean over seeds 0-2, measured twice: 1.311 (1.372, 1.308, 1.252; one torch thread, before the issue-22/23

@@ -10,7 +10,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from clip_train.data.scenes import COLORS
+from clip_train.data.world.scenes import COLORS
 from clip_train.train import run
 
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from clip_train.data.scenes import COLORS, SHAPES, describe_scene, draw_shape_twin, make_pair, sample_scene
 from clip_train.data.shard_writer import encode_image
-from clip_train.data.synthetic import SyntheticShards
+from clip_train.data.world.scenes import COLORS, SHAPES, describe_scene, draw_shape_twin, make_pair, sample_scene
+from clip_train.data.world.synthetic import SyntheticShards
 
 
 def test_pairs_are_deterministic_per_seed_and_index():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from clip_train.data.scenes import COLORS, REGIONS, SHAPES, draw_scene
+from clip_train.data.world.scenes import COLORS, REGIONS, SHAPES, draw_scene
 from clip_train.vlm.conversations import IMAGE, SceneQuestionSet, read_conversations
 from clip_train.vlm.questions import QUESTION_TYPES, scene_questions
 

@@ -1,6 +1,7 @@
-"""Data: shard streaming, transforms, tokenizers and the embedded synthetic dataset."""
+"""Data: the loading machinery (sources, shard streaming, exact positions, decoding, transforms, tokenizers) and,
+in `world/`, the embedded world the defaults train and evaluate on."""
 
 from clip_train.data.datamodule import ShardDataModule
-from clip_train.data.synthetic import SyntheticShards
+from clip_train.data.world.synthetic import SyntheticShards
 
 __all__ = ["ShardDataModule", "SyntheticShards"]

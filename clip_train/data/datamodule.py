@@ -43,9 +43,9 @@ from clip_train.data.row_source import RowSource
 from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
 from clip_train.data.source_kinds import ColumnKeys, unit_samples
 from clip_train.data.sources import parse_sources, shard_weights
-from clip_train.data.synthetic import SyntheticShards
 from clip_train.data.tokenizer import Tokenize, cached_caption_tokenizer, load_tokenizer
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_crop, min_decoded_side
+from clip_train.data.world.synthetic import SyntheticShards
 from clip_train.distributed import broadcast_from_rank_0, launcher_rank
 
 # Tokenizers are used in this process before DataLoader workers fork; their Rust thread pool

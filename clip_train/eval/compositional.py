@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from clip_train.data.caption_negatives import KINDS, perturb
-from clip_train.data.scenes import draw_scene
+from clip_train.data.world.scenes import draw_scene
 from clip_train.distributed import all_reduce_sum
 from clip_train.inference import ClipModel
 

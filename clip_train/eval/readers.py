@@ -19,7 +19,7 @@ from clip_train.data.bad_data import BadSampleCounter
 from clip_train.data.pipeline import decode_pair
 from clip_train.data.shards import expand_shards
 from clip_train.data.source_kinds import unit_samples
-from clip_train.data.synthetic import SyntheticShards
+from clip_train.data.world.synthetic import SyntheticShards
 from clip_train.distributed import all_reduce_sum
 from clip_train.inference import ClipModel
 

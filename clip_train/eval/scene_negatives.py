@@ -1,7 +1,7 @@
 """Exact hard-negative captions for the embedded scenes, built from their scene descriptions.
 
 A negative is the caption of an altered scene, worded from a copy of the random stream that
-worded the true caption (`clip_train.data.scenes.draw_scene`), so it says the same thing in the
+worded the true caption (`clip_train.data.world.scenes.draw_scene`), so it says the same thing in the
 same phrasing except for the alteration, and it is false by construction:
 
     swap_attributes  two-group scenes: the groups' colours exchanged   (same words, other binding)
@@ -18,7 +18,7 @@ import random
 from dataclasses import replace
 
 from clip_train.data.caption_negatives import perturb
-from clip_train.data.scenes import COLORS, COUNT_WORDS, SHAPES, Scene, describe_scene
+from clip_train.data.world.scenes import COLORS, COUNT_WORDS, SHAPES, Scene, describe_scene
 
 
 def _worded_like(state: tuple):

@@ -19,7 +19,7 @@ import os
 import random
 
 from clip_train.cache_folder import write_folder_once
-from clip_train.data.scenes import BACKGROUNDS, COLORS, REGIONS, SHAPES, SIZES, ObjectGroup, Scene, render_scene
+from clip_train.data.world.scenes import BACKGROUNDS, COLORS, REGIONS, SHAPES, SIZES, ObjectGroup, Scene, render_scene
 
 GENERATOR_VERSION = 1
 KINDS = ("shapes", "colours", "looks")

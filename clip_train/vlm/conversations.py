@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 
 from clip_train.cache_folder import write_folder_once
-from clip_train.data.scenes import describe_scene, draw_scene
+from clip_train.data.world.scenes import describe_scene, draw_scene
 from clip_train.vlm.questions import scene_questions
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Questions with exact answers about one drawn scene (`clip_train.data.scenes`), read off its description.
+"""Questions with exact answers about one drawn scene (`clip_train.data.world.scenes`), read off its description.
 
 A scene's groups have distinct colours (`sample_scene` draws two different ones), so "the red object" always
 names one group; a shape may repeat, so questions that name a shape count or colour every group of it. Each
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from clip_train.data.scenes import COLORS, SHAPES, Scene
+from clip_train.data.world.scenes import COLORS, SHAPES, Scene
 
 QUESTION_TYPES = ("color", "count", "shape", "position", "yesno", "grounding")
 LOCATION_BINS = 1000

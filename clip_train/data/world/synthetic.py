@@ -12,8 +12,8 @@ import random
 from dataclasses import asdict, dataclass
 
 from clip_train.cache_folder import write_folder_once
-from clip_train.data.scenes import draw_shape_twin, make_pair
 from clip_train.data.shard_writer import Sample, write_shards
+from clip_train.data.world.scenes import draw_shape_twin, make_pair
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SyntheticShards:
     """The embedded scene dataset: `num_train` + `num_val` pairs at `image_size` px, seeded by `seed`.
 
     shape_twin_share: about this share of the training pairs come as couples written next to each other,
-        a scene and its shape twin (`clip_train.data.scenes.draw_shape_twin`: the same picture and words
+        a scene and its shape twin (`clip_train.data.world.scenes.draw_shape_twin`: the same picture and words
         but one shape). With `data.neighbour_share` they tend to meet in a batch, where only shape tells
         them apart. Validation pairs never do, so retrieval figures stay comparable.
     """

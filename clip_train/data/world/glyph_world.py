@@ -1,6 +1,6 @@
 """A second drawn world that no default trains on: patterned glyphs on a 3×3 board, for learning benchmarks.
 
-The embedded scenes (`clip_train.data.scenes`) are what every default is tuned on, so a learning
+The embedded scenes (`clip_train.data.world.scenes`) are what every default is tuned on, so a learning
 comparison measured there flatters the defaults. This world shares none of their content: other
 objects (`GLYPHS`), other colour words, fill patterns, a 3×3 grid of places with their own phrases,
 other backgrounds and another caption grammar. A caption names every attribute of every glyph, so
