@@ -128,7 +128,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tokenizer_source=datamodule.tokenizer_source,
         tokenizer_files=tokenizer_files(datamodule.tokenizer),  # the checkpoint carries its own tokenizer
     )
-    attach_teachers(loss, datamodule.tokenizer, model.image_size, model.context_length, datamodule.image_mean, datamodule.image_std)
+    attach_teachers(
+        loss, datamodule.tokenizer, model.image_size, model.context_length, datamodule.image_mean, datamodule.image_std
+    )
     module = ClipModule(
         model=model,
         loss=loss,

@@ -11,7 +11,7 @@ pairs of skipped batches never are.
 Bytes that are no image fail at the header and are dropped and counted where they are read. A sample
 whose header reads but whose pixel data does not decode is dropped and counted where it is decoded
 (or, in a skipped batch, not at all), so after one such sample a resumed stream is shifted from the
-uninterrupted one; exact resumes already assume no bad samples (README, "Exact data resume").
+uninterrupted one; exact resumes already assume no bad samples (docs/training.md, "Exact data resume").
 """
 
 import io

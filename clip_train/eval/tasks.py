@@ -59,7 +59,7 @@ def named_tasks(tasks: Mapping, path: tuple[str, ...] = ()) -> dict[str, EvalTas
             where = ".".join(("eval.tasks", *path, str(key)))
             raise ValueError(
                 f"{where} = {node!r} is not an evaluation task. Add a task with its node, e.g. "
-                f"+eval/task@eval.tasks.zeroshot.NAME=zeroshot, then set its keys (README 'Evaluating a trained model')"
+                f"+eval/task@eval.tasks.zeroshot.NAME=zeroshot, then set its keys (docs/evaluation.md)"
             )
     return named
 

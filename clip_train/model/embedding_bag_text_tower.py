@@ -5,7 +5,7 @@
 
 No attention and no positions: the caption's word order is invisible to it, so "a red circle
 above a blue square" and "a blue circle above a red square" embed to the same bits, and it scores exactly
-chance on the `swap_attributes`, `relation` and `word_order` compositional kinds (README,
+chance on the `swap_attributes`, `relation` and `word_order` compositional kinds (docs/evaluation.md,
 "Compositional evaluation: bags of words") whatever it learns: the floor a sequence model must
 rise above there. Elsewhere it is a fast baseline, one table lookup per token (`nn.EmbeddingBag`
 sums without materialising the (B, L, width) vectors).

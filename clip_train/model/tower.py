@@ -5,7 +5,7 @@ text tower takes token ids and their attention mask, both (B, L), right-padded. 
 about a tower is assumed: `DualEncoder` checks these members when it is built and names any
 that is missing, and everything above the towers (CoCa, the optimizer's weight-decay groups,
 locking, gradient checkpointing) goes through them, so a new tower is one class with these
-members and one config (README, "Extending clip_train").
+members and one config (docs/extending.md).
 """
 
 from typing import Protocol, runtime_checkable

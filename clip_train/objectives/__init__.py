@@ -3,7 +3,7 @@
 infonce.py (CLIP), siglip.py (sigmoid loss, ring of ranks), hard_negatives.py (NegCLIP's text hard
 negatives for both), caption.py (CoCa's caption NLL), weighted_sum.py (several objectives at once),
 distillation.py (a frozen teacher's logits as targets, OpenCLIP's --distill-model), align_uniform.py
-(Wang & Isola; README's worked example of a new objective, configured by its module path); objective.py
+(Wang & Isola; docs/extending.md's worked example of a new objective, configured by its module path); objective.py
 holds the contract and the up-front check of an objective against a model.
 """
 
