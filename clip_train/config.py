@@ -62,3 +62,21 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.trainer.get("gradient_clip_val") is not None:
         raise ValueError("trainer.gradient_clip_val is not used (optimization is manual): set optim.gradient_clip_norm")
+    check_monitored_metrics(cfg)
+
+
+def check_monitored_metrics(cfg: DictConfig) -> None:
+    """A callback monitoring a `val/` metric (best_checkpoint, an EarlyStopping) needs the validation tasks of
+    `callbacks.evaluation` that log it: without them Lightning fails at the first validation, after the steps
+    before it were spent."""
+    callbacks = cfg.get("callbacks") or {}
+    evaluation = callbacks.get("evaluation") or {}
+    if evaluation.get("validation"):
+        return
+    for name, callback in callbacks.items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if isinstance(monitor, str) and monitor.startswith("val/"):
+            raise ValueError(
+                f"callbacks.{name} monitors {monitor}, which the validation tasks of callbacks.evaluation log, and this "
+                f"run has none: remove it too (~callbacks.{name}) or monitor another metric (callbacks.{name}.monitor)"
+            )

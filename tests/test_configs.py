@@ -133,6 +133,14 @@ def test_lightning_gradient_accumulation_is_refused(compose_config):
         check_config(compose_config("trainer.accumulate_grad_batches=4"))
 
 
+@pytest.mark.parametrize("removed", ["~callbacks.evaluation", "~callbacks.evaluation.validation"])
+def test_a_monitored_validation_metric_without_validation_tasks_is_refused(compose_config, removed):
+    with pytest.raises(ValueError, match=r"callbacks.best_checkpoint monitors val/loss.*~callbacks.best_checkpoint"):
+        check_config(compose_config(removed))
+    check_config(compose_config(removed, "~callbacks.best_checkpoint"))
+    check_config(compose_config(removed, "callbacks.best_checkpoint.monitor=train/loss"))
+
+
 EVAL_TASKS = {"none": set(), "synthetic": {"zeroshot/shapes", "zeroshot/colours", "compositional"}}
 
 
