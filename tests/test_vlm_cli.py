@@ -39,6 +39,30 @@ def test_the_dry_run_composes_the_command_as_typed(tmp_path):
     assert composed["trainer"]["devices"] == 2 and composed["connector"]["_target_"].endswith("MlpConnector")
 
 
+@pytest.mark.parametrize(
+    "arguments, connector, lm_config",
+    [
+        (("connector=qformer", "connector.num_queries=8"), "qformer.QFormerConnector", "LlamaConfig"),
+        (("lm_config=gpt2_tiny",), "connector.MlpConnector", "GPT2Config"),
+        (("vlm/connector@connector=qformer",), "qformer.QFormerConnector", "LlamaConfig"),
+    ],
+)
+def test_a_group_is_chosen_by_its_short_name(tmp_path, arguments, connector, lm_config):
+    """`connector=qformer` chooses the group option (Hydra alone would set the node to the string "qformer")."""
+    done = _vlm(tmp_path, *arguments)
+    assert done.returncode == 0, done.stderr
+    (composed,) = [json.loads(line) for line in (tmp_path / "composed.jsonl").read_text().splitlines()]
+    assert composed["connector"]["_target_"] == f"clip_train.vlm.{connector}"
+    assert composed["lm_config"]["_target_"] == f"transformers.{lm_config}"
+    if "connector.num_queries=8" in arguments:
+        assert composed["connector"]["num_queries"] == 8
+
+
+def test_a_connector_that_does_not_exist_is_refused_with_the_options(tmp_path):
+    done = _vlm(tmp_path, "connector=qformr")
+    assert done.returncode != 0 and "vlm/connector/qformr" in done.stderr and "qformer" in done.stderr
+
+
 def test_a_misspelt_key_is_named_before_anything_runs(tmp_path):
     done = _vlm(tmp_path, "vision.chekpoint=x", compose_only=False)
     assert done.returncode != 0 and "vision.chekpoint" in done.stderr and "checkpoint" in done.stderr

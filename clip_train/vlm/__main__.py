@@ -10,6 +10,7 @@ from clip_train import compose_only
 from clip_train.cli import quote_shard_ranges, refuse_repeated_keys
 from clip_train.override_check import refuse_unknown_keys
 from clip_train.paths import CONFIG_DIR
+from clip_train.vlm.shorthands import expand_group_shorthands
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="vlm")
@@ -21,7 +22,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     refuse_repeated_keys(sys.argv[1:])
-    sys.argv[1:] = quote_shard_ranges(sys.argv[1:])
+    sys.argv[1:] = expand_group_shorthands(quote_shard_ranges(sys.argv[1:]))
     refuse_unknown_keys("vlm", sys.argv[1:])
     if compose_only.requested():
         compose_only.write_composed("vlm", sys.argv[1:])
