@@ -41,7 +41,8 @@ def test_the_language_model_sees_num_queries_image_tokens_whatever_the_tower_giv
 
 
 def _layer_norm(x, norm):
-    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps) * norm.weight + norm.bias
+    centred = x - x.mean(-1, keepdim=True)
+    return centred / torch.sqrt(centred.square().mean(-1, keepdim=True) + norm.eps) * norm.weight + norm.bias
 
 
 def _attention(mha, queries, keys_values):

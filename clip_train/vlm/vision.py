@@ -60,6 +60,9 @@ class ImageFeatures(nn.Module):
         return super().train(mode and not self.frozen)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        # in the trunk's dtype: a stage trained with precision=bf16-true leaves the weights in bf16, while the
+        # preprocessing that scores it afterwards gives fp32 pixels
+        pixels = pixels.to(next(self.trunk.parameters()).dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             (spatial, prefix), *_ = self.trunk.forward_intermediates(
                 pixels, indices=[self.layer], return_prefix_tokens=True, norm=False, output_fmt="NLC",
