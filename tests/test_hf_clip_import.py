@@ -67,7 +67,7 @@ def test_fine_tuning_from_clip_model_keeps_locked_weights_and_its_tokenizer(tmp_
     )  # fmt: skip
     shutil.rmtree(tmp_path / "clip")  # the checkpoint rebuilds without its source
     tuned = clip_train.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
-    weights = tuned.model.state_dict()
+    weights = tuned.state_dict()
     layers = "text_tower.transformer.encoder.layers"
     for name in ("image_tower.trunk.blocks.1.attn.qkv.weight", "image_tower.trunk.norm.weight", f"{layers}.0.mlp.fc1.weight"):
         torch.testing.assert_close(weights[name], source[name], rtol=0, atol=0)  # locked

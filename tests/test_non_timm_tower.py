@@ -58,7 +58,7 @@ def test_the_clip_train_export_round_trips_without_a_timm_folder(model, tmp_path
     assert not os.path.exists(tmp_path / "export" / "image_tower")
     loaded = clip_train.load(str(tmp_path / "export"))
     pixels = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(loaded.model.encode_image(pixels), model.model.encode_image(pixels))
+    torch.testing.assert_close(loaded.encode_pixels(pixels), model.encode_pixels(pixels))
 
 
 @pytest.mark.parametrize(("write", "name"), [(write_hf, "format=hf"), (write_open_clip, "OpenCLIP")])

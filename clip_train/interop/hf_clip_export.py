@@ -48,7 +48,7 @@ def clip_layout_differences(tower: ImageTower) -> list[str]:
 
 def as_clip_model(model: ClipModel) -> CLIPModel:
     """A `CLIPModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
-    dual_encoder = model.model
+    dual_encoder = model.network
     differences = clip_layout_differences(dual_encoder.image_tower)
     if differences:
         raise ValueError(f"the image tower is not a CLIP vision transformer: it lacks {'; '.join(differences)}")

@@ -15,7 +15,7 @@ from clip_train.model import CausalTextTower
 
 def clip_text_config(model: ClipModel) -> CLIPTextConfig:
     """The tower's `CLIPTextConfig`, pooling at the tokenizer's end-of-text id; ValueError if it cannot be one."""
-    tower = model.model.text_tower
+    tower = model.text_tower
     if not isinstance(tower, CausalTextTower):
         raise ValueError(
             f"the text tower ({type(tower).__name__}, {getattr(tower, 'pooling', '?')} pooling) has no transformers "

@@ -30,7 +30,7 @@ OUR_PREFIX_TO_THEIRS = {
 
 
 def _timm_wrapper_config(model: ClipModel) -> TimmWrapperConfig:
-    tower = model.model.image_tower
+    tower = model.image_tower
     arguments = {key: value for key, value in tower.timm_arguments.items() if key not in ("model_name", "num_classes")}
     try:
         json.dumps(arguments)
@@ -43,7 +43,7 @@ def _timm_wrapper_config(model: ClipModel) -> TimmWrapperConfig:
 
 def as_dual_encoder_model(model: ClipModel) -> VisionTextDualEncoderModel:
     """A `VisionTextDualEncoderModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
-    dual_encoder = model.model
+    dual_encoder = model.network
     config = VisionTextDualEncoderConfig.from_vision_text_configs(
         _timm_wrapper_config(model), clip_text_config(model),
         projection_dim=dual_encoder.embed_dim, logit_scale_init_value=dual_encoder.logit_scale.item(),

@@ -31,7 +31,7 @@ TOLERANCE = 1e-4  # on unit vectors; float32 kernels in another order differ by 
 def as_transformers_model(model: ClipModel) -> PreTrainedModel:
     """A `SiglipModel` for SigLIP's layout, a `CLIPModel` where the image trunk allows, else a
     `VisionTextDualEncoderModel`, with `model`'s weights."""
-    if isinstance(model.model.text_tower, SiglipTextTower):
+    if isinstance(model.text_tower, SiglipTextTower):
         return as_siglip_model(model)
     if clip_layout_differences(timm_image_tower(model, "format=hf")):
         return as_dual_encoder_model(model)
@@ -47,15 +47,15 @@ def _features(output) -> torch.Tensor:
 def check_same_features(model: ClipModel, exported: PreTrainedModel) -> None:
     """ValueError unless `exported` embeds a random batch and two captions as `model` does."""
     generator = torch.Generator().manual_seed(0)
-    size = model.model.image_size
+    size = model.image_size
     pixels = torch.randn(2, 3, size, size, generator=generator).to(model.device)
     tokens = model.tokenize(["a photo of a cat", "two"])
     ids, mask = tokens["input_ids"].to(model.device), tokens["attention_mask"].to(model.device)
     exported = exported.to(model.device)
     text_inputs = {"input_ids": ids} if exported.config.model_type == "siglip" else {"input_ids": ids, "attention_mask": mask}
     pairs = {
-        "image": (model.model.encode_image(pixels), _features(exported.get_image_features(pixel_values=pixels))),
-        "text": (model.model.encode_text(ids, mask), _features(exported.get_text_features(**text_inputs))),
+        "image": (model.encode_pixels(pixels), _features(exported.get_image_features(pixel_values=pixels))),
+        "text": (model.encode_tokens(ids, mask), _features(exported.get_text_features(**text_inputs))),
     }
     for side, (ours, theirs) in pairs.items():
         difference = (ours.float() - F.normalize(theirs.float(), dim=-1)).abs().max().item()

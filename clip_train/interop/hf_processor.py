@@ -54,12 +54,12 @@ def _declare_input_names(folder: str, names: list[str]) -> None:
 def save_processor_files(model: ClipModel, out: str) -> None:
     """Write the tokenizer and `preprocessor_config.json` (a `CLIPImageProcessor`) into `out`."""
     tokenizer = copy.deepcopy(model.tokenizer)
-    tokenizer.model_max_length = model.model.context_length  # truncation=True cuts where ours does
+    tokenizer.model_max_length = model.context_length  # truncation=True cuts where ours does
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(out)
-    if isinstance(model.model.text_tower, SiglipTextTower):  # SigLIP's text model reads no mask: give none
+    if isinstance(model.text_tower, SiglipTextTower):  # SigLIP's text model reads no mask: give none
         _declare_input_names(out, ["input_ids"])
-    size, crop = model.model.image_size, model.recipe.image_resize == "shortest"
+    size, crop = model.image_size, model.recipe.image_resize == "shortest"
     CLIPImageProcessor(
         do_resize=True, size={"shortest_edge": size} if crop else {"height": size, "width": size},
         resample=PILImageResampling.BICUBIC, do_center_crop=crop, crop_size={"height": size, "width": size},

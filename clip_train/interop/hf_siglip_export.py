@@ -27,7 +27,7 @@ LAYER_NORM_EPS = 1e-6  # SiglipVisionConfig's default, and timm's SigLIP ViTs'
 
 def siglip_layout_differences(model: ClipModel) -> list[str]:
     """What keeps this dual encoder from being a `SiglipModel` (empty: nothing)."""
-    dual_encoder = model.model
+    dual_encoder = model.network
     tower, trunk = dual_encoder.image_tower, getattr(dual_encoder.image_tower, "trunk", None)
     if not isinstance(trunk, VisionTransformer):
         return [f"a timm VisionTransformer image trunk (not {type(trunk).__name__})"]
@@ -58,7 +58,7 @@ def as_siglip_model(model: ClipModel) -> SiglipModel:
     differences = siglip_layout_differences(model)
     if differences:
         raise ValueError(f"the model is not in SigLIP's layout: it lacks {'; '.join(differences)}")
-    dual_encoder = model.model
+    dual_encoder = model.network
     trunk = dual_encoder.image_tower.trunk
     vision = SiglipVisionConfig(
         hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,

@@ -341,7 +341,7 @@ def _text_to_open_clip(state: dict, layers: int) -> dict[str, torch.Tensor]:
 
 def _text_config(model: ClipModel, out: str) -> dict:
     """OpenCLIP text_cfg for our causal tower, pooling where ours does, tokenizing with our tokenizer."""
-    tower, tokenizer = model.model.text_tower, model.tokenizer
+    tower, tokenizer = model.text_tower, model.tokenizer
     if not isinstance(tower, CausalTextTower):
         raise ValueError(
             f"text tower {type(tower).__name__}: OpenCLIP's built-in text tower is CLIP's causal transformer "
@@ -351,7 +351,7 @@ def _text_config(model: ClipModel, out: str) -> dict:
     if config.layer_norm_eps != 1e-5 or config.hidden_act not in ("gelu", "quick_gelu"):
         raise ValueError(f"text tower: OpenCLIP's has LayerNorm eps 1e-5 and GELU or QuickGELU, not {config.hidden_act}")
     eos = tokenizer.eos_token_id
-    tokens = Tokenize(tokenizer, model.model.context_length)(["a photo"])
+    tokens = Tokenize(tokenizer, model.context_length)(["a photo"])
     last_id = tokens["input_ids"][0, tokens["attention_mask"][0].sum() - 1]
     if eos is None or last_id != eos:
         raise ValueError(
@@ -361,7 +361,7 @@ def _text_config(model: ClipModel, out: str) -> dict:
     # argmax of the ids (any OpenCLIP version) finds the end of text when it is the highest id
     pooling = {"pool_type": "argmax"} if eos == len(tokenizer) - 1 else {"pool_type": "eos", "eos_id": eos}
     return {
-        "context_length": model.model.context_length,
+        "context_length": model.context_length,
         "vocab_size": config.vocab_size,
         "width": config.hidden_size,
         "heads": config.num_attention_heads,
@@ -374,9 +374,9 @@ def _text_config(model: ClipModel, out: str) -> dict:
 
 def _vision_config(model: ClipModel, text_activation: str) -> tuple[dict, dict[str, torch.Tensor], bool]:
     """(OpenCLIP vision_cfg, its visual.* weights, whether it needs quick_gelu) for our image tower."""
-    tower, state = timm_image_tower(model, "OpenCLIP"), model.model.state_dict()
+    tower, state = timm_image_tower(model, "OpenCLIP"), model.state_dict()
     tower_config = model.recipe.model["image_tower"]
-    trunk, size = tower.trunk, model.model.image_size
+    trunk, size = tower.trunk, model.image_size
     layout = _clip_layout_mismatch(trunk, tower_config.get("pool", "token"))
     if layout is None and _activation(trunk.blocks[0].mlp.act) == text_activation:
         width = trunk.embed_dim
@@ -406,19 +406,19 @@ def write_open_clip(model: ClipModel, out: str) -> None:
     and our tokenizer's files (text_cfg.hf_tokenizer_name makes `open_clip.get_tokenizer` use them).
     Every check runs before the first file is written.
     """
-    if type(model.model) is not DualEncoder:
-        raise ValueError(f"{type(model.model).__name__}: only a plain dual encoder is exported to OpenCLIP's CLIP")
+    if type(model.network) is not DualEncoder:
+        raise ValueError(f"{type(model.network).__name__}: only a plain dual encoder is exported to OpenCLIP's CLIP")
     text_cfg = _text_config(model, out)
-    text_activation = model.model.text_tower.transformer.config.hidden_act
+    text_activation = model.text_tower.transformer.config.hidden_act
     vision_cfg, vision_weights, quick_gelu = _vision_config(model, text_activation)
-    state = model.model.state_dict()
+    state = model.state_dict()
     logit_scale = state["logit_scale"].reshape(())  # OpenCLIP's default layout is 0-d
     weights = {**vision_weights, **_text_to_open_clip(state, text_cfg["layers"]), "logit_scale": logit_scale}
-    model_cfg = {"embed_dim": model.model.embed_dim, "quick_gelu": quick_gelu, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
-    if model.model.logit_bias is not None:
-        model_cfg["init_logit_bias"] = model.model.logit_bias.item()
+    model_cfg = {"embed_dim": model.embed_dim, "quick_gelu": quick_gelu, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+    if model.logit_bias is not None:
+        model_cfg["init_logit_bias"] = model.logit_bias.item()
         weights["logit_bias"] = state["logit_bias"].reshape(())  # OpenCLIP's default layout is 0-d
-    preprocess_cfg = {"size": model.model.image_size, "mode": "RGB", "mean": list(model.recipe.image_mean),
+    preprocess_cfg = {"size": model.image_size, "mode": "RGB", "mean": list(model.recipe.image_mean),
                       "std": list(model.recipe.image_std), "interpolation": "bicubic",
                       "resize_mode": model.recipe.image_resize}  # as eval_transform resizes  # fmt: skip
     os.makedirs(out, exist_ok=True)

@@ -16,7 +16,7 @@ IMAGE_PROJECTION = "image_tower.projection.weight"
 
 def timm_image_tower(model: ClipModel, format_name: str) -> ImageTower:
     """`model`'s image tower; ValueError naming the tower when it is not a timm `ImageTower`."""
-    tower = model.model.image_tower
+    tower = model.image_tower
     if not isinstance(tower, ImageTower):
         raise ValueError(
             f"{format_name} holds the image tower as a timm model, and {type(tower).__name__} is not a timm "
