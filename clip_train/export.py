@@ -12,8 +12,8 @@ format=clip_train (default): the folder `clip_train.load` reads without Lightnin
 
     with ARCH and SIZE from `image_tower/config.json`. (The JSON files are named so that
     transformers' AutoConfig and AutoImageProcessor do not take them for theirs.)
-format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_export`).
-format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_format`).
+format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_write`).
+format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_write`).
 
 Every format gets plain weights: a model trained with LoRA adapters (`clip_train.model.lora`) has them merged
 into its layers first (`merged`), and its recipe then builds the towers without adapters.
@@ -78,11 +78,11 @@ def writer(format: str) -> Callable[[ClipModel, str], None]:
     if format == "clip_train":
         return export
     if format == "hf":
-        from clip_train.interop.hf_export import write_hf
+        from clip_train.interop.hf_write import write_hf
 
         return write_hf
     if format == "open_clip":
-        from clip_train.interop.open_clip_format import write_open_clip
+        from clip_train.interop.open_clip_write import write_open_clip
 
         return write_open_clip
     raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")

@@ -11,9 +11,9 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 import clip_train
 from clip_train.interop import init_from
-from clip_train.interop.hf_clip import image_tower_config
-from clip_train.interop.hf_clip_export import clip_layout_differences
-from clip_train.interop.hf_clip_keys import ours_to_clip
+from clip_train.interop.hf_keys import ours_to_clip
+from clip_train.interop.hf_read import image_tower_config
+from clip_train.interop.hf_write import clip_layout_differences
 from clip_train.interop.warm_start import load_pretrained_weights, start_from_pretrained
 from clip_train.train import run
 

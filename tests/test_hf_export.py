@@ -29,7 +29,7 @@ from clip_train.data.tokenizer import END, PAD, START, train_caption_tokenizer
 from clip_train.export import main as export_main
 from clip_train.inference import ClipModel
 from clip_train.interop import init_from
-from clip_train.interop.hf_export import write_hf
+from clip_train.interop.hf_write import write_hf
 from clip_train.paths import CONFIG_DIR
 from clip_train.recipe import Recipe
 from clip_train.train import run

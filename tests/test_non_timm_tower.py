@@ -11,8 +11,8 @@ import clip_train
 from clip_train.data.tokenizer import train_caption_tokenizer
 from clip_train.export import export
 from clip_train.inference import ClipModel
-from clip_train.interop.hf_export import write_hf
-from clip_train.interop.open_clip_format import write_open_clip
+from clip_train.interop.hf_write import write_hf
+from clip_train.interop.open_clip_write import write_open_clip
 from clip_train.model import CausalTextTower, CoCa
 from clip_train.recipe import Recipe
 

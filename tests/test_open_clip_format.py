@@ -21,7 +21,8 @@ from clip_train.export import export  # noqa: E402
 from clip_train.export import main as export_main  # noqa: E402
 from clip_train.inference import ClipModel  # noqa: E402
 from clip_train.interop import init_from  # noqa: E402
-from clip_train.interop.open_clip_format import read_open_clip, write_open_clip  # noqa: E402
+from clip_train.interop.open_clip_read import read_open_clip  # noqa: E402
+from clip_train.interop.open_clip_write import write_open_clip  # noqa: E402
 from clip_train.recipe import Recipe  # noqa: E402
 
 TOLERANCE = 2e-5  # float32 on the same operations in another order
