@@ -50,6 +50,7 @@ def test_both_ends_are_exact_and_the_middle_is_the_naive_mix(tmp_path):
         interpolate(source, tuned, 1.5)
 
 
+@pytest.mark.slow  # an export and four evaluations (~70 s on a loaded 2-core machine)
 def test_export_writes_the_interpolation_and_evaluate_sweeps_it_into_one_table(tmp_path):
     source_path, tuned_path = _pair(tmp_path)
     export_main([f"checkpoint={tuned_path}", f"out={tmp_path}/mix", f"wise_ft.source={source_path}", "wise_ft.alpha=0.5"])
