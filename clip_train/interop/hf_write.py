@@ -137,23 +137,22 @@ def clip_layout_differences(tower: ImageTower) -> list[str]:
 
 def as_clip_model(model: ClipModel) -> CLIPModel:
     """A `CLIPModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
-    dual_encoder = model.network
-    differences = clip_layout_differences(dual_encoder.image_tower)
+    differences = clip_layout_differences(model.image_tower)
     if differences:
         raise ValueError(f"the image tower is not a CLIP vision transformer: it lacks {'; '.join(differences)}")
-    trunk = dual_encoder.image_tower.trunk
+    trunk = model.image_tower.trunk
     vision = CLIPVisionConfig(
         hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
         num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
-        image_size=dual_encoder.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=CLIP_LAYER_NORM_EPS, projection_dim=dual_encoder.embed_dim,
+        image_size=model.image_size, patch_size=trunk.patch_embed.patch_size[0],
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=CLIP_LAYER_NORM_EPS, projection_dim=model.embed_dim,
     )  # fmt: skip
     config = CLIPConfig(
         text_config=clip_text_config(model).to_dict(), vision_config=vision.to_dict(),
-        projection_dim=dual_encoder.embed_dim, logit_scale_init_value=dual_encoder.logit_scale.item(),
+        projection_dim=model.embed_dim, logit_scale_init_value=model.logit_scale.item(),
     )  # fmt: skip
     clip = CLIPModel(config)
-    weights = ours_to_clip(state_with_image_projection(dual_encoder), len(trunk.blocks))
+    weights = ours_to_clip(state_with_image_projection(model), len(trunk.blocks))
     with torch.no_grad():
         clip.load_state_dict(weights, strict=True)
     return clip.eval()
@@ -165,15 +164,14 @@ SIGLIP_LAYER_NORM_EPS = 1e-6  # SiglipVisionConfig's default, and timm's SigLIP 
 
 def siglip_layout_differences(model: ClipModel) -> list[str]:
     """What keeps this dual encoder from being a `SiglipModel` (empty: nothing)."""
-    dual_encoder = model.network
-    tower, trunk = dual_encoder.image_tower, getattr(dual_encoder.image_tower, "trunk", None)
+    tower, trunk = model.image_tower, getattr(model.image_tower, "trunk", None)
     if not isinstance(trunk, VisionTransformer):
         return [f"a timm VisionTransformer image trunk (not {type(trunk).__name__})"]
     pool = trunk.attn_pool
     norms = [m for m in trunk.modules() if isinstance(m, nn.LayerNorm)]
     requirements = {
-        "SigLIP's text tower (model/text_tower=siglip_base)": isinstance(dual_encoder.text_tower, SiglipTextTower),
-        "a logit_bias (loss=siglip)": dual_encoder.logit_bias is not None,
+        "SigLIP's text tower (model/text_tower=siglip_base)": isinstance(model.text_tower, SiglipTextTower),
+        "a logit_bias (loss=siglip)": model.logit_bias is not None,
         "no image projection (model.image_tower.projection=none)": isinstance(tower.projection, nn.Identity),
         "attention pooling by one probe (pool=map)": trunk.global_pool == "map" and type(pool) is AttentionPoolLatent
         and pool.latent_len == 1 and pool.pos_embed is None and isinstance(pool.q_norm, nn.Identity),
@@ -199,18 +197,17 @@ def as_siglip_model(model: ClipModel) -> SiglipModel:
     differences = siglip_layout_differences(model)
     if differences:
         raise ValueError(f"the model is not in SigLIP's layout: it lacks {'; '.join(differences)}")
-    dual_encoder = model.network
-    trunk = dual_encoder.image_tower.trunk
+    trunk = model.image_tower.trunk
     vision = SiglipVisionConfig(
         hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
         num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
-        image_size=dual_encoder.image_size, patch_size=trunk.patch_embed.patch_size[0],
+        image_size=model.image_size, patch_size=trunk.patch_embed.patch_size[0],
         hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=SIGLIP_LAYER_NORM_EPS,
     )  # fmt: skip
-    text = dual_encoder.text_tower.transformer.config.to_dict()
+    text = model.text_tower.transformer.config.to_dict()
     text |= {"pad_token_id": model.tokenizer.pad_token_id, "eos_token_id": model.tokenizer.eos_token_id}
     siglip = SiglipModel(SiglipConfig(text_config=text, vision_config=vision.to_dict()))
-    weights = ours_to_siglip(dual_encoder.state_dict(), len(trunk.blocks))
+    weights = ours_to_siglip(model.state_dict(), len(trunk.blocks))
     with torch.no_grad():
         siglip.load_state_dict(weights, strict=True)
     return siglip.eval()
@@ -243,13 +240,12 @@ def _timm_wrapper_config(model: ClipModel) -> TimmWrapperConfig:
 
 def as_dual_encoder_model(model: ClipModel) -> VisionTextDualEncoderModel:
     """A `VisionTextDualEncoderModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
-    dual_encoder = model.network
     config = VisionTextDualEncoderConfig.from_vision_text_configs(
         _timm_wrapper_config(model), clip_text_config(model),
-        projection_dim=dual_encoder.embed_dim, logit_scale_init_value=dual_encoder.logit_scale.item(),
+        projection_dim=model.embed_dim, logit_scale_init_value=model.logit_scale.item(),
     )  # fmt: skip
     exported = VisionTextDualEncoderModel(config)
-    ours = state_with_image_projection(dual_encoder)
+    ours = state_with_image_projection(model)
     weights, unplaced = {}, []
     for key, value in ours.items():
         prefix = next((prefix for prefix in OUR_PREFIX_TO_THEIRS if key.startswith(prefix)), None)
