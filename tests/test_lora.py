@@ -211,7 +211,7 @@ def test_wise_ft_of_a_lora_checkpoint_interpolates_its_merged_weights_with_the_s
     for tower in (base.image_tower, base.text_tower):
         tower.lora.tuner.unload()
         tower.lora = None
-    export(ClipModel(base.model, base.tokenizer, replace(base.recipe, model=config_without_adapters(base.recipe.model))),
+    export(ClipModel(base.network, base.tokenizer, replace(base.recipe, model=config_without_adapters(base.recipe.model))),
            str(tmp_path / "base"))  # fmt: skip
     export_main([f"checkpoint={checkpoint}", f"out={tmp_path}/merged"])
     merged_weights = clip_train.load(str(tmp_path / "merged")).state_dict()
