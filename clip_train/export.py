@@ -12,8 +12,8 @@ format=clip_train (default): the folder `clip_train.load` reads without Lightnin
 
     with ARCH and SIZE from `image_tower/config.json`. (The JSON files are named so that
     transformers' AutoConfig and AutoImageProcessor do not take them for theirs.)
-format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_export`).
-format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_format`).
+format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_write`).
+format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_write`).
 
 Every format gets plain weights: a model trained with LoRA adapters (`clip_train.model.lora`) has them merged
 into its layers first (`merged`), and its recipe then builds the towers without adapters.
@@ -39,27 +39,27 @@ PREPROCESS_FILE = "clip_train_preprocess.json"
 def merged(model: ClipModel) -> ClipModel:
     """`model` with its LoRA adapters merged into plain weights (in place), and a recipe without them; as it is
     when it has none."""
-    if not merge_adapters_(model.model):
+    if not merge_adapters_(model.network):
         return model
-    return ClipModel(model.model, model.tokenizer, replace(model.recipe, model=config_without_adapters(model.recipe.model)))
+    return ClipModel(model.network, model.tokenizer, replace(model.recipe, model=config_without_adapters(model.recipe.model)))
 
 
 def export(model: ClipModel, out: str) -> None:
     """Write `model` to the folder `out` in the clip_train format."""
     os.makedirs(out, exist_ok=True)
-    state = {name: tensor.contiguous() for name, tensor in model.model.state_dict().items()}
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, os.path.join(out, WEIGHTS_FILE))
     model.recipe.write(out)
     model.tokenizer.save_pretrained(out)
-    size = model.model.image_size
+    size = model.image_size
     squash = model.recipe.image_resize == "squash"
     preprocessing = {"image_size": size, "resize": "whole image, bicubic" if squash else "shorter side, bicubic",
                      "crop": None if squash else "center",
                      "image_mean": list(model.recipe.image_mean), "image_std": list(model.recipe.image_std)}  # fmt: skip
     with open(os.path.join(out, PREPROCESS_FILE), "w") as f:
         json.dump(preprocessing, f, indent=2)
-    if isinstance(model.model.image_tower, ImageTower):
-        _write_timm_trunk(model.model.image_tower, os.path.join(out, "image_tower"), preprocessing)
+    if isinstance(model.image_tower, ImageTower):
+        _write_timm_trunk(model.image_tower, os.path.join(out, "image_tower"), preprocessing)
 
 
 def _write_timm_trunk(tower: ImageTower, folder: str, preprocessing: dict) -> None:
@@ -78,11 +78,11 @@ def writer(format: str) -> Callable[[ClipModel, str], None]:
     if format == "clip_train":
         return export
     if format == "hf":
-        from clip_train.interop.hf_export import write_hf
+        from clip_train.interop.hf_write import write_hf
 
         return write_hf
     if format == "open_clip":
-        from clip_train.interop.open_clip_format import write_open_clip
+        from clip_train.interop.open_clip_write import write_open_clip
 
         return write_open_clip
     raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")

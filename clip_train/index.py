@@ -31,7 +31,7 @@ class ImageTextIndex:
 
     def __init__(self, model: ClipModel, chunk_rows: int = 65536):
         self.model, self.chunk_rows = model, chunk_rows
-        self.embeddings = torch.zeros(0, model.model.embed_dim)
+        self.embeddings = torch.zeros(0, model.embed_dim)
         self.paths: list[str] = []
 
     def add(self, images: Sequence[Image.Image | str], names: Sequence[str] | None = None, batch_size: int = 64):

@@ -35,18 +35,33 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 class ClipModel:
-    """A dual encoder with its tokenizer and image preprocessing, in evaluation mode."""
+    """A dual encoder with its tokenizer and image preprocessing, in evaluation mode: what `clip_train.load` returns.
 
-    def __init__(self, model: DualEncoder, tokenizer: PreTrainedTokenizerBase, recipe: Recipe):
-        self.model = model.eval()
+    Callers use this object, never the network inside it: strings, images or paths in (`encode_text`,
+    `encode_image`, `classify`, `caption`), or the tensors a batch holds (`encode_pixels` on (B, 3, H, W)
+    preprocessed pixels, `encode_tokens` on (B, L) ids and mask), all returning float32 unit-norm (N, D) rows on
+    the model's device. `embed_dim`, `image_size`, `context_length`, `logit_scale` and `logit_bias` describe the
+    model; `image_tower`, `text_tower` and `state_dict()` are there for the converters that write its weights in
+    another library's layout.
+
+    Why a wrapper and not one class: the network (`network`, a `DualEncoder` or `CoCa`) is the `nn.Module` that
+    Lightning trains, FSDP shards and checkpoints save, and it takes tensors only, as an OpenCLIP or transformers
+    model does. The tokenizer, the preprocessing and the recipe belong to using a model, not to training it (as
+    OpenCLIP hands out `model, preprocess, tokenizer` and transformers a model and a processor); this class
+    bundles them with the network, so that a caller needs one object and no module internals. `network` stays
+    public for the few that really need the module (merging adapters into it, loading other weights, compiling it).
+    """
+
+    def __init__(self, network: DualEncoder, tokenizer: PreTrainedTokenizerBase, recipe: Recipe):
+        self.network = network.eval()
         self.tokenizer = tokenizer
-        self.tokenize = Tokenize(tokenizer, model.context_length)  # exactly as in training
+        self.tokenize = Tokenize(tokenizer, network.context_length)  # exactly as in training
         self.recipe = recipe
-        self.preprocess = eval_transform(model.image_size, recipe.image_mean, recipe.image_std, recipe.image_resize)
+        self.preprocess = eval_transform(network.image_size, recipe.image_mean, recipe.image_std, recipe.image_resize)
         # encoded bytes -> pixels as validation in training makes them (the evaluation readers' path)
         self.preprocess_encoded = functools.partial(
             eval_pixels,
-            image_size=model.image_size,
+            image_size=network.image_size,
             mean=recipe.image_mean,
             std=recipe.image_std,
             resize=recipe.image_resize,
@@ -54,49 +69,100 @@ class ClipModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.logit_scale.device
+        return self.network.logit_scale.device
+
+    @property
+    def embed_dim(self) -> int:
+        return self.network.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.network.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.network.context_length
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The log inverse temperature, (1,), detached."""
+        return self.network.logit_scale.detach()
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """SigLIP's logit bias, (1,), detached; None for a model trained without one."""
+        return None if self.network.logit_bias is None else self.network.logit_bias.detach()
+
+    @property
+    def image_tower(self) -> torch.nn.Module:
+        return self.network.image_tower
+
+    @property
+    def text_tower(self) -> torch.nn.Module:
+        return self.network.text_tower
+
+    @property
+    def can_caption(self) -> bool:
+        """Whether the network has a caption decoder (CoCa)."""
+        return hasattr(self.network, "generate")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's weights under its own names (`image_tower.…`, `text_tower.…`, `logit_scale`, …)."""
+        return self.network.state_dict()
 
     def to(self, device: str | torch.device) -> "ClipModel":
-        self.model.to(device)
+        self.network.to(device)
         return self
 
     @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels (B, 3, H, W), on any device -> (B, D) float32, L2-normalised, on the model's device."""
+        return self.network.encode_image(pixels.to(self.device)).float()
+
+    @torch.no_grad()
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids and mask (B, L), as `tokenize` makes them -> (B, D) float32, L2-normalised, on the model's device."""
+        return self.network.encode_text(input_ids.to(self.device), attention_mask.to(self.device)).float()
+
     def encode_image(self, images: Sequence[Image.Image | str], batch_size: int = 64) -> torch.Tensor:
         """PIL images or paths -> (N, D) float32, L2-normalised, on the model's device."""
-        features = []
-        for start in range(0, len(images), batch_size):
-            features.append(self.model.encode_image(self._pixels(images[start : start + batch_size])).float())
-        return torch.cat(features) if features else torch.zeros(0, self.model.embed_dim, device=self.device)
+        chunks = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+        features = [self.encode_pixels(self._pixels(chunk)) for chunk in chunks]
+        return torch.cat(features) if features else torch.zeros(0, self.embed_dim, device=self.device)
 
     def _pixels(self, images: Sequence[Image.Image | str]) -> torch.Tensor:
         chunk = [Image.open(i) if isinstance(i, str | os.PathLike) else i for i in images]
-        return torch.stack([self.preprocess(image.convert("RGB")) for image in chunk]).to(self.device)
+        return torch.stack([self.preprocess(image.convert("RGB")) for image in chunk])
 
     @torch.no_grad()
+    def caption_ids(self, pixels: torch.Tensor, beams: int = 1, max_length: int | None = None) -> list[list[int]]:
+        """Preprocessed pixels (B, 3, H, W) -> caption token ids per image, without the start and end tokens:
+        greedy (`beams=1`) or beam search, at most `max_length` tokens with the start and end tokens (default: the
+        model's context length). CoCa models only."""
+        if not self.can_caption:
+            raise TypeError(f"{type(self.network).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
+        bos_id, eos_id = start_and_end_ids(self.tokenizer)
+        return self.network.generate(pixels.to(self.device), bos_id, eos_id, max_length=max_length, beams=beams)
+
     def caption(
         self, images: Sequence[Image.Image | str], beams: int = 1, max_length: int | None = None, batch_size: int = 64
     ) -> list[str]:
-        """PIL images or paths -> one caption each: greedy (`beams=1`) or beam search, at most `max_length`
-        tokens with the start and end tokens (default: the model's context length). CoCa models only."""
-        if not hasattr(self.model, "generate"):
-            raise TypeError(f"{type(self.model).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
-        bos_id, eos_id = start_and_end_ids(self.tokenizer)
+        """PIL images or paths -> one caption each (see `caption_ids`). CoCa models only."""
+        if not self.can_caption:  # before reading any image
+            raise TypeError(f"{type(self.network).__name__} has no caption decoder: train a CoCa model (model=coca_tiny)")
         captions = []
         for start in range(0, len(images), batch_size):
-            pixels = self._pixels(images[start : start + batch_size])
-            ids = self.model.generate(pixels, bos_id, eos_id, max_length=max_length, beams=beams)
+            ids = self.caption_ids(self._pixels(images[start : start + batch_size]), beams, max_length)
             captions.extend(text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         return captions
 
-    @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Strings -> (M, D) float32, L2-normalised, on the model's device."""
         features = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenize(list(texts[start : start + batch_size]))
-            ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-            features.append(self.model.encode_text(ids, mask).float())
-        return torch.cat(features) if features else torch.zeros(0, self.model.embed_dim, device=self.device)
+            features.append(self.encode_tokens(tokens["input_ids"], tokens["attention_mask"]))
+        return torch.cat(features) if features else torch.zeros(0, self.embed_dim, device=self.device)
 
     @torch.no_grad()
     def classify(
@@ -109,7 +175,7 @@ class ClipModel:
         whose weight is the normalised mean of its prompts' embeddings. `images` may be features (N, D)."""
         image_features = images if isinstance(images, torch.Tensor) else self.encode_image(images)
         weights = class_weights(self.encode_text, classnames, templates or DEFAULT_TEMPLATES)
-        return (self.model.logit_scale.exp() * image_features @ weights.T).softmax(dim=-1)
+        return (self.logit_scale.exp() * image_features @ weights.T).softmax(dim=-1)
 
 
 def _build(recipe: Recipe, state_dict: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, source: str):

@@ -25,7 +25,7 @@ def interpolate(source: ClipModel, tuned: ClipModel, alpha: float) -> ClipModel:
     """A copy of `tuned` whose floating-point weights are (1 - alpha) * source's + alpha * tuned's."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"wise_ft.alpha={alpha} is not between 0 (the source) and 1 (the fine-tuned model)")
-    ours, theirs = tuned.model.state_dict(), source.model.state_dict()
+    ours, theirs = tuned.state_dict(), source.state_dict()
     if ours.keys() != theirs.keys():
         missing, extra = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
         raise ValueError(f"wise_ft.source has other weights than the fine-tuned model (lacks {missing[:3]}, has {extra[:3]})")
@@ -39,6 +39,6 @@ def interpolate(source: ClipModel, tuned: ClipModel, alpha: float) -> ClipModel:
             mixed[name] = theirs[name].to(value).clone()
         else:
             mixed[name] = torch.lerp(theirs[name].to(value), value, alpha)
-    model = copy.deepcopy(tuned.model)
+    model = copy.deepcopy(tuned.network)
     model.load_state_dict(mixed)
     return ClipModel(model, tuned.tokenizer, tuned.recipe)

@@ -116,10 +116,10 @@ import clip_train
 checkpoint, exported = clip_train.load(sys.argv[1]), clip_train.load(sys.argv[2])
 captions = ["a red circle", "two blue squares on a green background"]
 torch.testing.assert_close(exported.encode_text(captions), checkpoint.encode_text(captions))
-size = checkpoint.model.image_size
+size = checkpoint.image_size
 images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
-    torch.testing.assert_close(exported.model.encode_image(images), checkpoint.model.encode_image(images))
+    torch.testing.assert_close(exported.encode_pixels(images), checkpoint.encode_pixels(images))
 print("exported embeddings equal the checkpoint's")
 EOF
 }

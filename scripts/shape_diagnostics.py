@@ -142,7 +142,7 @@ def one_word_cosines(checkpoint: str) -> dict[str, dict[str, float]]:
     for state in ("trained", "random init"):
         if state == "random init":
             torch.manual_seed(0)
-            model.model.load_state_dict(instantiate(model.recipe.model).state_dict())
+            model.network.load_state_dict(instantiate(model.recipe.model).state_dict())
         features = model.encode_text(captions)
         kinds = list(CAPTION_AND_ONE_WORD_CHANGES)[1:]
         cosines[state] = {kind: round(float(features[0] @ features[i + 1]), 3) for i, kind in enumerate(kinds)}

@@ -42,7 +42,7 @@ def _naive_top1(model, root: str, labels: list[int]) -> tuple[float, float]:
     for index, label in enumerate(labels):
         extension = ("webp", "png", "jpg")[index % 3]
         pixels = model.preprocess_encoded(image_bytes(COLOURS[label], index, extension))[None]
-        feature = model.model.encode_image(pixels).float()[0]
+        feature = model.encode_pixels(pixels)[0]
         hits[label].append(float(int((weights @ feature).argmax()) == label))
     top1 = sum(sum(h) for h in hits.values()) / len(labels)
     return top1, sum(sum(h) / len(h) for h in hits.values()) / len(hits)
@@ -63,7 +63,7 @@ def test_a_retrieval_folder_scores_as_a_caption_by_caption_reference(tmp_path):
     model = tiny_clip_model()
     got = BenchmarkFolderTask(root).run(model, 0, 1)
     with torch.no_grad():  # one image and one caption at a time; an image hits if any of its captions ranks first
-        images = torch.cat([model.model.encode_image(model.preprocess_encoded(image_bytes(c, i, "jpg"))[None]).float()
+        images = torch.cat([model.encode_pixels(model.preprocess_encoded(image_bytes(c, i, "jpg"))[None])
                             for i, c in enumerate(RETRIEVAL_COLOURS)])  # fmt: skip
         texts = [
             (owner, model.encode_text([caption])[0]) for owner, lines in enumerate(RETRIEVAL_CAPTIONS) for caption in lines

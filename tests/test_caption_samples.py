@@ -1,8 +1,6 @@
 """CaptionTask's `samples` is a budget for the whole run: 2 gloo processes caption and score the same
 images as one process, not `samples` images each."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from gloo import on_gloo_ranks
@@ -32,12 +30,15 @@ def caption(image: int) -> list[int]:
 
 
 class Captioner:
-    """A stand-in captioning model: the "image" is its index, and it counts the images it captions."""
+    """A stand-in captioning ClipModel: the "image" is its index, and it counts the images it captions."""
+
+    can_caption = True
+    tokenizer = WordTokenizer()
 
     def __init__(self):
         self.captioned = 0
 
-    def generate(self, images: torch.Tensor, start: int, end: int) -> list[list[int]]:
+    def caption_ids(self, images: torch.Tensor) -> list[list[int]]:
         self.captioned += len(images)
         return [caption(int(image)) for image in images]
 
@@ -50,11 +51,10 @@ def validate(rank: int, world: int, images: list[list[int]]) -> dict:
     """One validation pass of CaptionTask(samples=SAMPLES) over this rank's batches of image indices, its metrics
     named as the training run logs them."""
     task, captioner = CaptionTask(samples=SAMPLES), Captioner()
-    model = SimpleNamespace(model=captioner, tokenizer=WordTokenizer())
     task.start(rank, world)
     for indices in images:
-        task.observe(model, batch(indices), {})
-    metrics = run_tasks([("val", task)], model, rank, world)
+        task.observe(captioner, batch(indices), {})
+    metrics = run_tasks([("val", task)], captioner, rank, world)
     return {"captioned": captioner.captioned, **metrics}
 
 

@@ -101,7 +101,7 @@ def test_trained_coca_logs_caption_scores_and_round_trips_export_and_cli(coca_ch
     assert logged[-1]["step"] == 3 and len(logged[-1]["examples"]) == 8
     assert all(reference.startswith("a ") for reference, _ in logged[-1]["examples"])
     from_checkpoint = clip_train.load(checkpoint)
-    assert from_checkpoint.model.logit_bias is not None
+    assert from_checkpoint.logit_bias is not None
     export(from_checkpoint, str(tmp_path / "export"))
     from_export = clip_train.load(str(tmp_path / "export"))
     images = [sample.image for sample in colour_samples(3)]

@@ -67,10 +67,10 @@ def test_compiled_and_eager_runs_resume_from_each_other_and_a_compiled_run_expor
     compiled = load(compiled_from_eager)  # the run's weights, compiled as the run ran them
     export(load(compiled_from_eager), str(tmp_path / "exported"))
     exported = load(str(tmp_path / "exported"))
-    compile_model(compiled.model)
+    compile_model(compiled.network)
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     captions = ["a red square", "a blue square on green", "yellow", "two green squares"]
     with torch.no_grad():
-        exported_images, compiled_images = exported.model.encode_image(images), compiled.model.encode_image(images)
+        exported_images, compiled_images = exported.encode_pixels(images), compiled.encode_pixels(images)
     torch.testing.assert_close(exported_images, compiled_images, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(exported.encode_text(captions), compiled.encode_text(captions), rtol=1e-4, atol=1e-5)

@@ -20,10 +20,19 @@ def test_groups_exist():
     expected = {"model", "data", "loss", "optim", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment"}
     expected.add("debug")
     assert expected <= set(os.listdir(CONFIG_DIR))
-    assert {"tiny", "vit_b32", "vit_b16"} <= set(options("model"))
+    assert {"tiny", "vit_b32", "vit_b16"} | LARGE_PRESETS <= set(options("model"))
 
 
-@pytest.mark.parametrize("preset", [name for name in options("model") if name != "clip_pretrained"])  # see test_hf_clip_import
+# ViT-L and larger: tens of seconds each to initialise and run on a CPU (so400m alone ~140 s on a loaded 2-core
+# machine), so they build in the slow tier
+LARGE_PRESETS = {"vit_l14", "vit_l14_336", "vit_h14", "siglip_so400m_384"}
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [pytest.param(name, marks=pytest.mark.slow) if name in LARGE_PRESETS else name
+     for name in options("model") if name != "clip_pretrained"],  # see test_hf_clip_import
+)  # fmt: skip
 def test_model_presets_build(compose_config, preset):
     cfg = compose_config(f"model={preset}")
     check_config(cfg)

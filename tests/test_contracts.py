@@ -70,11 +70,11 @@ def test_task_configs_that_need_no_data_run_on_a_model(compose_config, option):
     if isinstance(task, ValidationTask):  # two validation batches, embedded as ClipModule.validation_step does
         task.start(0, 1)
         for seed in (0, 1):
-            size = model.model.image_size
+            size = model.image_size
             batch = {key: value for key, value in make_batch(seed=seed).items() if key != "image"}
             batch["image"] = torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(seed))
             with torch.no_grad():
-                image_features, text_features = model.model(batch)
+                image_features, text_features = model.network(batch)
             task.observe(model, batch, {"image_features": image_features, "text_features": text_features})
     metrics = run_tasks({"probe": task}, model, 0, 1)
     assert _is_metrics(metrics) and all(name.startswith("probe/") for name in metrics)

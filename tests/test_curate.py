@@ -43,7 +43,7 @@ def naive_scores(model, samples: list[Sample]) -> dict[str, float]:
     scores = {}
     with torch.no_grad():
         for sample in samples:
-            image = model.model.encode_image(model.preprocess_encoded(encode_image(sample.image, "png"))[None])[0]
+            image = model.encode_pixels(model.preprocess_encoded(encode_image(sample.image, "png"))[None])[0]
             text = model.encode_text([sample.caption])[0]
             scores[sample.key] = float(image @ text / (image.norm() * text.norm()))
     return scores
@@ -183,8 +183,8 @@ def test_a_rerun_with_the_scores_kept_calls_the_model_on_nothing(tmp_path, noisy
     _, units = noisy_tars
     model = tiny_clip_model()
     calls = []
-    encode = model.model.encode_image
-    model.model.encode_image = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    encode = model.encode_pixels
+    model.encode_pixels = lambda pixels: calls.append(len(pixels)) or encode(pixels)
     out = tmp_path / "out"
     first = curate(model, units, str(out), SCORER, CurationSettings(keep_fraction=0.6, batch_size=4))
     assert sum(calls) == 20

@@ -142,7 +142,7 @@ def test_a_teacher_from_an_export_reads_the_students_pixels_in_its_own_normalisa
     tokens = source.tokenize(["a small red square", "a big blue circle", "a small green photo"])
     features = distillation.side_outputs({"image": as_data, **tokens})
     with torch.no_grad():
-        expected = source.model.encode_image(as_teacher)
+        expected = source.encode_pixels(as_teacher)
     torch.testing.assert_close(features["teacher_image_features"], expected, rtol=0, atol=1e-5)
 
     with pytest.raises(ValueError, match="another tokenizer than data.tokenizer"):

@@ -88,7 +88,7 @@ def test_a_run_keeps_saves_resumes_validates_and_loads_the_naive_average(tmp_pat
     assert moved > 1e-3  # the average is not the weights: the checks below could tell them apart
 
     loaded = clip_train.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
-    assert_close_states(loaded.model.state_dict(), expected)
+    assert_close_states(loaded.state_dict(), expected)
 
     os.makedirs(tmp_path / "eval")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

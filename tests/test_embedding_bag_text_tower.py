@@ -34,7 +34,7 @@ def test_readme_command_trains_and_the_checkpoint_loads(compose_config, colour_s
     metrics = run(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     model = clip_train.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
-    assert isinstance(model.model.text_tower, EmbeddingBagTextTower) and model.recipe.version == 2
+    assert isinstance(model.text_tower, EmbeddingBagTextTower) and model.recipe.version == 2
     assert model.encode_text(["a red square", "a blue circle"]).shape == (2, cfg.model.embed_dim)
 
 

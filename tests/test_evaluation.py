@@ -28,7 +28,6 @@ class ColourModel:
     device = torch.device("cpu")
 
     def __init__(self):
-        self.model = self
         self.embed_dim = 3
 
     @staticmethod
@@ -36,7 +35,7 @@ class ColourModel:
         image = Image.open(io.BytesIO(data)).convert("RGB")
         return torch.from_numpy(np.asarray(image.resize((4, 4)), dtype=np.float32)).permute(2, 0, 1)
 
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(pixels.mean(dim=(2, 3)), dim=-1)
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

@@ -68,7 +68,7 @@ def test_an_export_is_a_warm_start_with_its_weights_and_tokenizer(tmp_path, trai
     assert source.tokenizer == str(tmp_path / "export")
     rebuilt = instantiate(source.model_config)
     rebuilt.load_state_dict(source.state_dict, strict=True)
-    for name, value in model.model.state_dict().items():
+    for name, value in model.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
 

@@ -11,9 +11,9 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 import clip_train
 from clip_train.interop import init_from
-from clip_train.interop.hf_clip import image_tower_config
-from clip_train.interop.hf_clip_export import clip_layout_differences
-from clip_train.interop.hf_clip_keys import ours_to_clip
+from clip_train.interop.hf_keys import ours_to_clip
+from clip_train.interop.hf_read import image_tower_config
+from clip_train.interop.hf_write import clip_layout_differences
 from clip_train.interop.warm_start import load_pretrained_weights, start_from_pretrained
 from clip_train.train import run
 
@@ -67,7 +67,7 @@ def test_fine_tuning_from_clip_model_keeps_locked_weights_and_its_tokenizer(tmp_
     )  # fmt: skip
     shutil.rmtree(tmp_path / "clip")  # the checkpoint rebuilds without its source
     tuned = clip_train.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
-    weights = tuned.model.state_dict()
+    weights = tuned.state_dict()
     layers = "text_tower.transformer.encoder.layers"
     for name in ("image_tower.trunk.blocks.1.attn.qkv.weight", "image_tower.trunk.norm.weight", f"{layers}.0.mlp.fc1.weight"):
         torch.testing.assert_close(weights[name], source[name], rtol=0, atol=0)  # locked

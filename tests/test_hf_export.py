@@ -29,7 +29,7 @@ from clip_train.data.tokenizer import END, PAD, START, train_caption_tokenizer
 from clip_train.export import main as export_main
 from clip_train.inference import ClipModel
 from clip_train.interop import init_from
-from clip_train.interop.hf_export import write_hf
+from clip_train.interop.hf_write import write_hf
 from clip_train.paths import CONFIG_DIR
 from clip_train.recipe import Recipe
 from clip_train.train import run
@@ -87,7 +87,7 @@ def assert_same_embeddings(ours: ClipModel, theirs, folder: str, label: str) -> 
                            - ours.encode_text(TEXTS)).abs().max().item()  # fmt: skip
     print(f"{label}: max abs difference image {image_difference:.2e}, text {text_difference:.2e}")
     assert image_difference < 1e-5 and text_difference < 1e-5
-    assert theirs.logit_scale.item() == pytest.approx(ours.model.logit_scale.item(), abs=0)
+    assert theirs.logit_scale.item() == pytest.approx(ours.logit_scale.item(), abs=0)
 
 
 def test_fine_tuned_clip_exports_as_a_clip_model_the_pipeline_runs(fine_tuned_clip, tmp_path):
@@ -107,7 +107,7 @@ def test_fine_tuned_clip_exports_as_a_clip_model_the_pipeline_runs(fine_tuned_cl
     torch.testing.assert_close(probs, reference, rtol=0, atol=1e-5)
     # and back: the export reads in as the weights we wrote
     state = init_from(out).state_dict
-    for name, weight in ours.model.state_dict().items():
+    for name, weight in ours.state_dict().items():
         torch.testing.assert_close(state[name], weight, rtol=0, atol=0)
 
 
@@ -176,7 +176,7 @@ def test_what_transformers_cannot_express_is_named_and_nothing_is_written(tmp_pa
     bert_text = ClipModel(instantiate(config), ours.tokenizer, replace(ours.recipe, model=config))
     with pytest.raises(ValueError, match="the text tower \\(PretrainedTextTower, mean pooling\\) has no transformers form"):
         write_hf(bert_text, str(tmp_path / "bert_export"))
-    old_layout = ClipModel(ours.model, old_layout_tokenizer(), ours.recipe)
+    old_layout = ClipModel(ours.network, old_layout_tokenizer(), ours.recipe)
     with pytest.raises(ValueError, match="end of text is id 2"):
         write_hf(old_layout, str(tmp_path / "old_export"))
     assert not (tmp_path / "bert_export").exists() and not (tmp_path / "old_export").exists()
@@ -218,7 +218,7 @@ def test_export_command_dispatches_open_clip(fine_tuned_clip, tmp_path):
     pixels = torch.stack([ours.preprocess(sample.image) for sample in colour_samples(4)])
     ids = open_clip.get_tokenizer(f"local-dir:{tmp_path}/oc")(TEXTS)
     with torch.no_grad():
-        image_difference = (theirs.eval().encode_image(pixels, normalize=True) - ours.model.encode_image(pixels)).abs().max()
+        image_difference = (theirs.eval().encode_image(pixels, normalize=True) - ours.encode_pixels(pixels)).abs().max()
         text_difference = (theirs.encode_text(ids, normalize=True) - ours.encode_text(TEXTS)).abs().max()
     print(f"format=open_clip: max abs difference image {image_difference:.2e}, text {text_difference:.2e}")
     assert image_difference < 1e-5 and text_difference < 1e-5

@@ -143,8 +143,8 @@ def test_a_siglip_fine_tune_keeps_its_preprocessing(fine_tuned_siglip):
     ours = tuned.preprocess(image).unsqueeze(0)
     print(f"SigLIP preprocessing: max abs difference {(torch.as_tensor(theirs) - ours).abs().max().item():.2e}")
     torch.testing.assert_close(torch.as_tensor(theirs), ours, rtol=0, atol=1e-5)
-    assert tuned.model.logit_bias is not None
-    assert not torch.equal(tuned.model.logit_bias, init_from(source).state_dict["logit_bias"])  # it trained
+    assert tuned.logit_bias is not None
+    assert not torch.equal(tuned.logit_bias, init_from(source).state_dict["logit_bias"])  # it trained
 
 
 @pytest.mark.slow
@@ -169,7 +169,7 @@ def test_a_siglip_run_exports_as_a_siglip_model_the_pipeline_agrees_with(fine_tu
         reference = theirs(pixel_values=pixels, **tokens).logits_per_image.sigmoid()
         theirs_image = F.normalize(_features(theirs.get_image_features(pixel_values=pixels)), dim=-1)
         theirs_text = F.normalize(_features(theirs.get_text_features(**tokens)), dim=-1)
-    ours_probs = _sigmoid_probabilities(ours.model, image_features, text_features)
+    ours_probs = _sigmoid_probabilities(ours.network, image_features, text_features)
     print(f"exported SiglipModel: max abs difference image {(theirs_image - image_features).abs().max().item():.2e}, "
           f"text {(theirs_text - text_features).abs().max().item():.2e}, "
           f"probabilities {(reference - ours_probs).abs().max().item():.2e}")  # fmt: skip
@@ -182,5 +182,5 @@ def test_a_siglip_run_exports_as_a_siglip_model_the_pipeline_agrees_with(fine_tu
     print(f"SiglipModel zero-shot pipeline: max abs probability difference {(probs - ours_probs).abs().max().item():.2e}")
     torch.testing.assert_close(probs, ours_probs, rtol=0, atol=1e-5)
     state = init_from(out).state_dict  # and back: the export reads in as the weights we wrote
-    for name, weight in ours.model.state_dict().items():
+    for name, weight in ours.state_dict().items():
         torch.testing.assert_close(state[name], weight, rtol=0, atol=0)

@@ -42,7 +42,7 @@ def test_exported_image_tower_loads_in_timm(trained_checkpoint, tmp_path):
         pretrained_cfg_overlay={"file": str(tmp_path / "export" / "image_tower" / "model.safetensors")},
     )  # fmt: skip
     pixels = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(trunk.eval()(pixels), model.model.image_tower.trunk(pixels))
+    torch.testing.assert_close(trunk.eval()(pixels), model.image_tower.trunk(pixels))
 
 
 def test_load_errors_are_clear(tmp_path, trained_checkpoint):
@@ -99,10 +99,7 @@ class FixedEncoder:
     """Stands in for a ClipModel: each image is a solid colour, embedded as its normalised RGB;
     a text query names a colour and is embedded the same way. The right answers are known."""
 
-    class _Model:
-        embed_dim = 3
-
-    model = _Model()
+    embed_dim = 3
 
     def encode_image(self, images, batch_size=64):
         rgb = [Image.open(i).getpixel((0, 0)) if isinstance(i, str) else i.getpixel((0, 0)) for i in images]

@@ -133,7 +133,7 @@ def lora_run(tmp_path_factory):
 def test_a_lora_checkpoint_loads_without_its_source_with_the_source_as_its_base(lora_run):
     run_dir, source = lora_run
     tuned = clip_train.load(str(run_dir / "checkpoints" / "last.ckpt"))
-    weights = tuned.model.state_dict()
+    weights = tuned.state_dict()
     adapters = {key for key in weights if ".lora_" in key}
     assert adapters and all(weights[key].abs().sum() > 0 for key in adapters)
     for key, value in source.items():  # every source weight is the base, untouched, but projections and temperature
@@ -149,11 +149,11 @@ def test_the_merged_export_has_plain_weights_and_encodes_as_the_adapted_model(lo
     run_dir, _ = lora_run
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
     tuned = clip_train.load(checkpoint)
-    weights = tuned.model.state_dict()
+    weights = tuned.state_dict()
     images = torch.rand(4, 3, 32, 32)
     export_main([f"checkpoint={checkpoint}", f"out={tmp_path}/export"])
     exported = clip_train.load(str(tmp_path / "export"))
-    plain = exported.model.state_dict()
+    plain = exported.state_dict()
     assert not [key for key in plain if "lora_" in key or "base_layer" in key]
     assert "lora" not in json.dumps(Recipe.read(str(tmp_path / "export")).model)
     layers = {"image_tower.trunk.blocks.1.attn.qkv": 16 / 4, "text_tower.transformer.encoder.layers.0.mlp.fc2": 4 / 4}
@@ -164,7 +164,7 @@ def test_the_merged_export_has_plain_weights_and_encodes_as_the_adapted_model(lo
         assert not torch.allclose(merged_by_hand, weights[f"{layer}.base_layer.weight"], atol=1e-4)
     with torch.no_grad():
         pixels = (images - 0.5) / 0.25
-        torch.testing.assert_close(exported.model.encode_image(pixels), tuned.model.encode_image(pixels), rtol=0, atol=1e-5)
+        torch.testing.assert_close(exported.encode_pixels(pixels), tuned.encode_pixels(pixels), rtol=0, atol=1e-5)
     torch.testing.assert_close(exported.encode_text(TEXTS), tuned.encode_text(TEXTS), rtol=0, atol=1e-5)
 
 
@@ -208,23 +208,23 @@ def test_wise_ft_of_a_lora_checkpoint_interpolates_its_merged_weights_with_the_s
     run_dir, _ = lora_run
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
     base = clip_train.load(checkpoint)
-    for tower in (base.model.image_tower, base.model.text_tower):
+    for tower in (base.image_tower, base.text_tower):
         tower.lora.tuner.unload()
         tower.lora = None
-    export(ClipModel(base.model, base.tokenizer, replace(base.recipe, model=config_without_adapters(base.recipe.model))),
+    export(ClipModel(base.network, base.tokenizer, replace(base.recipe, model=config_without_adapters(base.recipe.model))),
            str(tmp_path / "base"))  # fmt: skip
     export_main([f"checkpoint={checkpoint}", f"out={tmp_path}/merged"])
-    merged_weights = clip_train.load(str(tmp_path / "merged")).model.state_dict()
-    base_weights = clip_train.load(str(tmp_path / "base")).model.state_dict()
+    merged_weights = clip_train.load(str(tmp_path / "merged")).state_dict()
+    base_weights = clip_train.load(str(tmp_path / "base")).state_dict()
     for alpha, expected in ((1, merged_weights), (0, base_weights)):
         export_main(
             [f"checkpoint={checkpoint}", f"out={tmp_path}/{alpha}", f"wise_ft.source={tmp_path}/base", f"wise_ft.alpha={alpha}"]
         )
-        mixed = clip_train.load(str(tmp_path / str(alpha))).model.state_dict()
+        mixed = clip_train.load(str(tmp_path / str(alpha))).state_dict()
         for key in expected:
             torch.testing.assert_close(mixed[key], expected[key], rtol=0, atol=0, msg=key)
     export_main([f"checkpoint={checkpoint}", f"out={tmp_path}/half", f"wise_ft.source={tmp_path}/base", "wise_ft.alpha=0.5"])
-    half = clip_train.load(str(tmp_path / "half")).model.state_dict()
+    half = clip_train.load(str(tmp_path / "half")).state_dict()
     layer = "image_tower.trunk.blocks.0.attn.qkv.weight"
     assert not torch.equal(merged_weights[layer], base_weights[layer])
     torch.testing.assert_close(half[layer], (merged_weights[layer] + base_weights[layer]) / 2)

@@ -11,8 +11,8 @@ import clip_train
 from clip_train.data.tokenizer import train_caption_tokenizer
 from clip_train.export import export
 from clip_train.inference import ClipModel
-from clip_train.interop.hf_export import write_hf
-from clip_train.interop.open_clip_format import write_open_clip
+from clip_train.interop.hf_write import write_hf
+from clip_train.interop.open_clip_write import write_open_clip
 from clip_train.model import CausalTextTower, CoCa
 from clip_train.recipe import Recipe
 
@@ -58,7 +58,7 @@ def test_the_clip_train_export_round_trips_without_a_timm_folder(model, tmp_path
     assert not os.path.exists(tmp_path / "export" / "image_tower")
     loaded = clip_train.load(str(tmp_path / "export"))
     pixels = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(loaded.model.encode_image(pixels), model.model.encode_image(pixels))
+    torch.testing.assert_close(loaded.encode_pixels(pixels), model.encode_pixels(pixels))
 
 
 @pytest.mark.parametrize(("write", "name"), [(write_hf, "format=hf"), (write_open_clip, "OpenCLIP")])

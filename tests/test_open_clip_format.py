@@ -21,7 +21,8 @@ from clip_train.export import export  # noqa: E402
 from clip_train.export import main as export_main  # noqa: E402
 from clip_train.inference import ClipModel  # noqa: E402
 from clip_train.interop import init_from  # noqa: E402
-from clip_train.interop.open_clip_format import read_open_clip, write_open_clip  # noqa: E402
+from clip_train.interop.open_clip_read import read_open_clip  # noqa: E402
+from clip_train.interop.open_clip_write import write_open_clip  # noqa: E402
 from clip_train.recipe import Recipe  # noqa: E402
 
 TOLERANCE = 2e-5  # float32 on the same operations in another order
@@ -128,7 +129,7 @@ def assert_open_clip_equal(ours: ClipModel, folder: str, label: str) -> torch.nn
         differences = max_differences(
             (ours.encode_image(images), theirs.encode_image(pixels, normalize=True)),
             (ours.encode_text(TEXTS), theirs.encode_text(ids, normalize=True)),
-            (ours.model.logit_scale, theirs.logit_scale),
+            (ours.logit_scale, theirs.logit_scale),
         )
     print(f"write_open_clip {label}: max abs differences {differences}")
     assert max(differences.values()) < TOLERANCE
@@ -148,9 +149,9 @@ def test_clip_layout_model_exports_to_open_clips_builtin_vit(tmp_path, activatio
     assert "timm_model_name" not in model_cfg["vision_cfg"] and model_cfg["quick_gelu"] == (activation == "quick_gelu")
     assert model_cfg["text_cfg"]["pool_type"] == "argmax"
     theirs = assert_open_clip_equal(ours, str(tmp_path / "open_clip"), f"built-in ViT, {activation}")
-    assert (theirs.logit_bias is None) == (ours.model.logit_bias is None)
+    assert (theirs.logit_bias is None) == (ours.logit_bias is None)
     if siglip:
-        assert theirs.logit_bias.item() == ours.model.logit_bias.item()
+        assert theirs.logit_bias.item() == ours.logit_bias.item()
 
 
 def test_default_size_timm_tower_exports_to_open_clips_timm_tower(tmp_path):

@@ -102,6 +102,7 @@ def test_ranks_draw_different_patch_dropout_masks_in_the_same_step(ranks):
         assert not torch.allclose(first[step], second[step]), step  # ...but not the same ones
 
 
+@pytest.mark.slow  # two spawned processes train and resume (the module fixture)
 def test_resume_gives_every_rank_its_own_random_state(ranks):
     """The random state as each resumed step starts, then its masks, equal the uninterrupted run's on every rank."""
     resumed_steps = list(range(SAVED_AT + 1, STEPS + 1))

@@ -72,7 +72,7 @@ def test_an_export_written_before_the_version_loads_as_version_1(old_model, tmp_
     loaded = clip_train.load(str(tmp_path))
     assert loaded.recipe.version == 1 and loaded.recipe.model == version_1["model"]
     pixels = torch.randn(2, 3, model.image_size, model.image_size)
-    torch.testing.assert_close(loaded.model.encode_image(pixels), model.encode_image(pixels))
+    torch.testing.assert_close(loaded.encode_pixels(pixels), model.encode_image(pixels))
 
 
 def test_a_version_1_coca_checkpoint_loads_without_its_loss_weights(compose_config, tmp_path):
@@ -89,4 +89,4 @@ def test_a_version_1_coca_checkpoint_loads_without_its_loss_weights(compose_conf
     loaded = clip_train.load(str(tmp_path / "coca.ckpt"))
     assert loaded.recipe.model == model_config
     pixels = torch.randn(2, 3, model.image_size, model.image_size)
-    torch.testing.assert_close(loaded.model.encode_image(pixels), model.encode_image(pixels))
+    torch.testing.assert_close(loaded.encode_pixels(pixels), model.encode_image(pixels))

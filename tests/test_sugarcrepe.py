@@ -67,7 +67,7 @@ def _naive(model, root: str) -> dict:
         correct = 0
         for item in items:
             with open(os.path.join(root, "val2017", item["filename"]), "rb") as f:
-                image = model.model.encode_image(model.preprocess_encoded(f.read())[None])[0]
+                image = model.encode_pixels(model.preprocess_encoded(f.read())[None])[0]
             positive, negative = model.encode_text([item["caption"]])[0], model.encode_text([item["negative_caption"]])[0]
             correct += float(image @ positive) > float(image @ negative)
         result[subset] = correct / len(items)

@@ -99,7 +99,7 @@ def test_retrieval_reads_a_table_as_it_reads_shards(tmp_path):
     model = tiny_clip_model()
     got = RetrievalTask(table).run(model, 0, 1)
     pixels = [model.preprocess_encoded((tmp_path / "images" / f"{s.key}.png").read_bytes()) for s in samples]
-    images = torch.cat([model.model.encode_image(p[None]) for p in pixels]).float()
+    images = torch.cat([model.encode_pixels(p[None]) for p in pixels]).float()
     texts = model.encode_text([s.caption for s in samples])
     image_hits = [float(int((texts @ image).argmax()) == i) for i, image in enumerate(images)]
     text_hits = [float(int((images @ text).argmax()) == i) for i, text in enumerate(texts)]

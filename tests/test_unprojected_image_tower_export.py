@@ -11,7 +11,7 @@ from transformers import AutoModel, VisionTextDualEncoderModel
 
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD
 from clip_train.inference import ClipModel
-from clip_train.interop.hf_export import write_hf
+from clip_train.interop.hf_write import write_hf
 from clip_train.recipe import Recipe
 
 TEXTS = ["a red square", "a blue square"]
@@ -49,7 +49,7 @@ def test_hf_export_of_an_unprojected_image_tower_embeds_as_ours(tmp_path):
 
 def test_open_clip_export_of_an_unprojected_image_tower_embeds_as_ours(tmp_path):
     open_clip = pytest.importorskip("open_clip")
-    from clip_train.interop.open_clip_format import write_open_clip
+    from clip_train.interop.open_clip_write import write_open_clip
 
     ours = unprojected_model("token")  # OpenCLIP's timm tower cannot add attention pooling to a trunk (timm refuses)
     write_open_clip(ours, str(tmp_path / "open_clip"))

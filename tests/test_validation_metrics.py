@@ -45,7 +45,7 @@ def test_a_short_run_reports_the_naive_retrieval_of_its_validation_embeddings(tm
     assert done.returncode == 0, done.stderr[-3000:]
     logged = json.loads((run_dir / "metrics.json").read_text())
 
-    model = clip_train.load(str(run_dir / "checkpoints" / "last.ckpt")).model
+    model = clip_train.load(str(run_dir / "checkpoints" / "last.ckpt")).network
     datamodule = build_datamodule(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
     datamodule.setup("validate")
     with torch.no_grad():

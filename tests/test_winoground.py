@@ -69,7 +69,7 @@ def _naive(model, root: str) -> dict:
             images = []
             for i in (0, 1):
                 with open(os.path.join(root, "images", example[f"image_{i}"] + ".png"), "rb") as image:
-                    images.append(model.model.encode_image(model.preprocess_encoded(image.read())[None])[0])
+                    images.append(model.encode_pixels(model.preprocess_encoded(image.read())[None])[0])
             captions = [model.encode_text([example[f"caption_{c}"]])[0] for c in (0, 1)]
             passed.append(_definitions(lambda c, i, captions=captions, images=images: float(captions[c] @ images[i])))
     return {name: sum(p[n] for p in passed) / len(passed) for n, name in enumerate(("text", "image", "group"))}

@@ -28,7 +28,7 @@ def _pair(tmp_path) -> tuple[str, str]:
     tuned = clip_model(vit, "gelu", image_size=32)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for parameter in tuned.model.parameters():
+        for parameter in tuned.network.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     export(source, str(tmp_path / "source"))
     export(tuned, str(tmp_path / "tuned"))
@@ -39,17 +39,18 @@ def test_both_ends_are_exact_and_the_middle_is_the_naive_mix(tmp_path):
     source, tuned = (clip_train.load(path) for path in _pair(tmp_path))
     for alpha, expected in ((0.0, source), (1.0, tuned)):
         mixed = interpolate(source, tuned, alpha)
-        for name, value in expected.model.state_dict().items():
-            assert torch.equal(mixed.model.state_dict()[name], value), (alpha, name)
+        for name, value in expected.state_dict().items():
+            assert torch.equal(mixed.state_dict()[name], value), (alpha, name)
         assert torch.equal(mixed.encode_text(TEXTS), expected.encode_text(TEXTS))
-    mixed = interpolate(source, tuned, 0.3).model.state_dict()
-    for name, value in tuned.model.state_dict().items():
-        naive = 0.7 * source.model.state_dict()[name].double() + 0.3 * value.double()
+    mixed = interpolate(source, tuned, 0.3).state_dict()
+    for name, value in tuned.state_dict().items():
+        naive = 0.7 * source.state_dict()[name].double() + 0.3 * value.double()
         torch.testing.assert_close(mixed[name].double(), naive, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="between 0"):
         interpolate(source, tuned, 1.5)
 
 
+@pytest.mark.slow  # an export and four evaluations (~70 s on a loaded 2-core machine)
 def test_export_writes_the_interpolation_and_evaluate_sweeps_it_into_one_table(tmp_path):
     source_path, tuned_path = _pair(tmp_path)
     export_main([f"checkpoint={tuned_path}", f"out={tmp_path}/mix", f"wise_ft.source={source_path}", "wise_ft.alpha=0.5"])

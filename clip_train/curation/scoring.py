@@ -32,7 +32,7 @@ def unit_file(folder: str, unit: str) -> str:
 
 @torch.no_grad()
 def _score_batch(model: ClipModel, pixels: list[torch.Tensor], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    images = model.model.encode_image(torch.stack(pixels).to(model.device)).float()  # unit norm, (B, D)
+    images = model.encode_pixels(torch.stack(pixels))  # unit norm, (B, D)
     texts = model.encode_text(captions)
     return (images * texts).sum(dim=-1).cpu(), images.cpu()
 
@@ -59,7 +59,7 @@ def score_unit(model: ClipModel, unit: str, scorer: str, batch_size: int) -> dic
             flush()
     if batch:
         flush()
-    empty = torch.zeros(0, model.model.embed_dim)
+    empty = torch.zeros(0, model.embed_dim)
     return {
         "unit": unit,
         "scorer": scorer,

@@ -17,7 +17,6 @@ import torch.distributed as dist
 from pycocoevalcap.cider.cider import Cider
 from torchmetrics.functional.text import bleu_score
 
-from clip_train.data.tokenizer import start_and_end_ids
 from clip_train.distributed import rank_and_world
 
 
@@ -65,14 +64,14 @@ class CaptionTask:
 
     def observe(self, model, batch: dict[str, torch.Tensor], features: dict[str, torch.Tensor]) -> None:
         room = self._rank_samples - len(self._predictions)
-        if room <= 0 or not hasattr(model.model, "generate"):
+        if room <= 0 or not model.can_caption:
             return
-        ids = model.model.generate(batch["image"][:room], *start_and_end_ids(model.tokenizer))
+        ids = model.caption_ids(batch["image"][:room])
         self._predictions += model.tokenizer.batch_decode(ids, skip_special_tokens=True)
         self._references += model.tokenizer.batch_decode(batch["input_ids"][:room], skip_special_tokens=True)
 
     def run(self, model, rank: int, world: int) -> dict[str, float]:
-        if not hasattr(model.model, "generate"):
+        if not model.can_caption:
             return {}
         return caption_metrics(self._predictions, self._references)  # every rank joins the gather
 

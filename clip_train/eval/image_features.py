@@ -53,7 +53,7 @@ def image_features(
         else ImageFiles(paths, model.preprocess_encoded)
     )
     features = [
-        model.model.encode_image(pixels.to(model.device)).float()
+        model.encode_pixels(pixels)
         for pixels in tqdm(loader(dataset, batch_size, num_workers), desc=desc, disable=not progress)
     ]
-    return torch.cat(features) if features else torch.zeros(0, model.model.embed_dim, device=model.device)
+    return torch.cat(features) if features else torch.zeros(0, model.embed_dim, device=model.device)

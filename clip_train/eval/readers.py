@@ -113,13 +113,13 @@ def embed_shards(
     image_features, text_features, owners = [], [], []
     seen = 0
     for pixels, captions in tqdm(batches, desc="shards", unit="batch", disable=not (progress and rank == 0)):
-        image_features.append(model.model.encode_image(pixels.to(model.device)).float())
+        image_features.append(model.encode_pixels(pixels))
         text_features.append(model.encode_text(list(itertools.chain.from_iterable(captions))))
         owners += [seen + i for i, group in enumerate(captions) for _ in group]
         seen += len(captions)
     if not all_reduce_sum(torch.tensor(seen, device=model.device)):
         raise ValueError(f"no readable image-caption sample in the shards {list(urls)[:3]}")
-    empty = torch.zeros(0, model.model.embed_dim, device=model.device)
+    empty = torch.zeros(0, model.embed_dim, device=model.device)
     return ShardEmbeddings(
         torch.cat(image_features) if image_features else empty,
         torch.cat(text_features) if text_features else empty,

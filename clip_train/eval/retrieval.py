@@ -181,7 +181,7 @@ class RetrievalTask:
         urls = self.urls or embedded_validation_urls(self.cache_dir)
         embedded = embed_shards(model, urls, self.multi_caption, rank, world, self.batch_size, self.num_workers, self.progress)
         owners = embedded.owners if self.multi_caption else None
-        return retrieval_metrics(embedded.images, embedded.texts, model.model.logit_scale.detach(), text_to_image=owners)
+        return retrieval_metrics(embedded.images, embedded.texts, model.logit_scale, text_to_image=owners)
 
 
 class ValidationRetrievalTask:
@@ -203,6 +203,6 @@ class ValidationRetrievalTask:
         if self._features:
             image_features, text_features = (torch.cat(parts) for parts in zip(*self._features))
         else:  # this rank's share of the validation shards was empty
-            image_features = text_features = torch.zeros(0, model.model.embed_dim, device=model.device)
+            image_features = text_features = torch.zeros(0, model.embed_dim, device=model.device)
         self._features = []
-        return retrieval_metrics(image_features, text_features, model.model.logit_scale.detach())
+        return retrieval_metrics(image_features, text_features, model.logit_scale)

@@ -119,7 +119,7 @@ class BenchmarkFolderTask:
         batches = loader(LabelledImages(share, model.preprocess_encoded), self.batch_size, readers)
         features, labels = [weights.new_zeros(0, weights.shape[1])], [torch.zeros(0, dtype=torch.long)]
         for pixels, batch_labels in tqdm(batches, desc=self.root, disable=not (self.progress and rank == 0)):
-            features.append(model.model.encode_image(pixels.to(model.device)).float())
+            features.append(model.encode_pixels(pixels))
             labels.append(batch_labels)
         labels = torch.cat(labels).to(model.device)
         if labels.numel() and int(labels.max()) >= len(names):

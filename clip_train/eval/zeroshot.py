@@ -185,7 +185,7 @@ class ZeroShotTask:
         share = slice(rank, None, world)
         batches = loader(ImageFiles(paths[share], model.preprocess_encoded), self.batch_size, self.num_workers)
         features = [
-            model.model.encode_image(pixels.to(model.device)).float()
+            model.encode_pixels(pixels)
             for pixels in tqdm(batches, desc=f"zero-shot {self.synthetic or root}", disable=not (self.progress and rank == 0))
         ]
         features = torch.cat(features) if features else weights.new_zeros(0, weights.shape[1])

@@ -48,4 +48,4 @@ def read_own_run(path: str) -> PretrainedCLIP:
         tokenizer = _tokenizer_folder(loaded.tokenizer, root)
     preprocessing = {"image_mean": list(recipe.image_mean), "image_std": list(recipe.image_std),
                      "image_resize": recipe.image_resize}  # fmt: skip
-    return PretrainedCLIP(recipe.model, loaded.model.state_dict(), tokenizer, preprocessing)
+    return PretrainedCLIP(recipe.model, loaded.state_dict(), tokenizer, preprocessing)

@@ -1,7 +1,7 @@
 """A published CLIP in our terms: what every format's reader returns.
 
-Every reader (transformers `CLIPModel` folders in `hf_clip`, OpenCLIP checkpoints in
-`open_clip_format`) returns the same `PretrainedCLIP`, so training and export never see
+Every reader (transformers `CLIPModel` and `SiglipModel` folders in `hf_read`, OpenCLIP checkpoints in
+`open_clip_read`) returns the same `PretrainedCLIP`, so training and export never see
 foreign key names or configs; `clip_train.interop.reader.init_from` picks the reader.
 """
 

@@ -59,11 +59,11 @@ def init_from(path: str) -> PretrainedCLIP:
     path = os.path.expanduser(resolve_source(path))
     model_type = _transformers_model_type(path) if os.path.isdir(path) else None
     if model_type == "clip":
-        from clip_train.interop.hf_clip import read_hf_clip
+        from clip_train.interop.hf_read import read_hf_clip
 
         return read_hf_clip(path)
     if model_type == "siglip":
-        from clip_train.interop.hf_siglip import read_hf_siglip
+        from clip_train.interop.hf_read import read_hf_siglip
 
         return read_hf_siglip(path)
     if model_type is None and _is_own_run(path):
@@ -71,7 +71,7 @@ def init_from(path: str) -> PretrainedCLIP:
 
         return read_own_run(path)
     if os.path.exists(path) and _is_open_clip(path):
-        from clip_train.interop.open_clip_format import read_open_clip
+        from clip_train.interop.open_clip_read import read_open_clip
 
         return read_open_clip(path)
     state = "does not exist" if not os.path.exists(path) else "is in no format this reader knows"

@@ -9,14 +9,14 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from clip_train.inference import ClipModel
-from clip_train.model import DualEncoder, ImageTower
+from clip_train.model import ImageTower
 
 IMAGE_PROJECTION = "image_tower.projection.weight"
 
 
 def timm_image_tower(model: ClipModel, format_name: str) -> ImageTower:
     """`model`'s image tower; ValueError naming the tower when it is not a timm `ImageTower`."""
-    tower = model.model.image_tower
+    tower = model.image_tower
     if not isinstance(tower, ImageTower):
         raise ValueError(
             f"{format_name} holds the image tower as a timm model, and {type(tower).__name__} is not a timm "
@@ -25,13 +25,13 @@ def timm_image_tower(model: ClipModel, format_name: str) -> ImageTower:
     return tower
 
 
-def state_with_image_projection(dual_encoder: DualEncoder) -> dict[str, torch.Tensor]:
+def state_with_image_projection(model: ClipModel) -> dict[str, torch.Tensor]:
     """The model's weights, an image tower without projection (`projection: none`, SigLIP's) given the identity
     matrix (embed_dim, embed_dim) it amounts to, for the formats whose models always project (CLIPModel's and
     VisionTextDualEncoderModel's `visual_projection`)."""
-    state = dual_encoder.state_dict()
-    if isinstance(dual_encoder.image_tower.projection, nn.Identity):
-        state[IMAGE_PROJECTION] = torch.eye(dual_encoder.embed_dim, device=dual_encoder.logit_scale.device)
+    state = model.state_dict()
+    if isinstance(model.image_tower.projection, nn.Identity):
+        state[IMAGE_PROJECTION] = torch.eye(model.embed_dim, device=model.device)
     return state
 
 

@@ -7,7 +7,7 @@
 The pooled position is the last one, not the last real token: what it holds depends on how many pads
 precede it, so captions must be padded to the full context length (our tokenizer always is). The
 transformers model's own `head` is taken out and kept as our `projection`, so the projection is named
-as in every other tower (locking keeps it trainable, CoCa reads it); `clip_train.interop.hf_siglip`
+as in every other tower (locking keeps it trainable, CoCa reads it); `clip_train.interop.hf_keys`
 maps it to and from `text_model.head`.
 """
 

@@ -4,16 +4,10 @@ Optimization is manual: one training step is one optimizer step over the whole p
 batch, split into `accumulate` micro-batches with exact gradients (`clip_train.training.accumulation`),
 then gradient clipping, the optimizer and schedule steps, and the temperature clamp.
 
-Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged
-over ranks), `train/logit_scale` (the inverse temperature exp(logit_scale), at most 100 unless
-the model leaves it unbounded), `train/logit_bias` (SigLIP), every other named term of the
-objective as `train/<name>` (CoCa's `train/contrastive_loss` and `train/caption_loss`), `lr`,
-`train/grad_norm` (the total gradient norm before clipping, unscaled under fp16), `train/samples_seen`,
-`train/skipped_steps` (steps skipped for a non-finite loss or gradient, `clip_train.training.numerics`),
-and `data/bad_samples` with
-`data/bad_samples/<kind>` (running totals since the start, summed over ranks; kinds in
-`clip_train.data.bad_data`); training data only, while each validation pass reports its own as
-`val/bad_samples` and `val/bad_samples/<kind>` (that pass's count, summed over ranks).
+Per training step it logs `train/loss` (this rank's share of the global-batch loss, averaged over ranks),
+`train/logit_scale`, every other named term of the objective as `train/<name>`, `lr`, `train/grad_norm`
+(before clipping), the counters and `data/bad_samples[/<kind>]` (running totals, summed over ranks); the
+table of every key and its meaning is in docs/training.md.
 
 Validation embeds each batch of this rank's share of the validation set and hands the embeddings to the
 validation tasks (`validation_step`'s output; `clip_train.eval.callback.EvaluationCallback` runs them):

@@ -44,7 +44,7 @@ def load_teacher(source: str) -> tuple[torch.nn.Module, PreTrainedTokenizerBase 
     path = os.path.expanduser(source)
     if is_clip_train_model(path):
         teacher = load(path)
-        return teacher.model, teacher.tokenizer, tuple(teacher.recipe.image_mean), tuple(teacher.recipe.image_std)
+        return teacher.network, teacher.tokenizer, tuple(teacher.recipe.image_mean), tuple(teacher.recipe.image_std)
     pretrained = init_from(path)
     model = instantiate(pretrained.model_config)
     load_pretrained_weights(model, pretrained)

@@ -41,12 +41,12 @@ class TowerSource:
         model_config = without_weight_sources(clip.recipe.model)
         recipe = {
             "image_tower": model_config["image_tower"],
-            "image_size": clip.model.image_size,
+            "image_size": clip.image_size,
             "image_mean": list(clip.recipe.image_mean),
             "image_std": list(clip.recipe.image_std),
             "image_resize": clip.recipe.image_resize,
         }
-        return cls(clip.model.image_tower, clip.preprocess, recipe)
+        return cls(clip.image_tower, clip.preprocess, recipe)
 
     @classmethod
     def from_recipe(cls, recipe: dict, source: str) -> "TowerSource":
