@@ -46,6 +46,16 @@ def clip_layout_differences(tower: ImageTower) -> list[str]:
     return [requirement for requirement, met in requirements.items() if not met]
 
 
+def clip_vision_config(trunk: VisionTransformer, image_size: int, **options) -> CLIPVisionConfig:
+    """The `CLIPVisionConfig` of a CLIP-layout timm ViT trunk (`clip_layout_differences` empty) at `image_size`."""
+    return CLIPVisionConfig(
+        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
+        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
+        image_size=image_size, patch_size=trunk.patch_embed.patch_size[0],
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS, **options,
+    )  # fmt: skip
+
+
 def as_clip_model(model: ClipModel) -> CLIPModel:
     """A `CLIPModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
     dual_encoder = model.model
@@ -53,12 +63,7 @@ def as_clip_model(model: ClipModel) -> CLIPModel:
     if differences:
         raise ValueError(f"the image tower is not a CLIP vision transformer: it lacks {'; '.join(differences)}")
     trunk = dual_encoder.image_tower.trunk
-    vision = CLIPVisionConfig(
-        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
-        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
-        image_size=dual_encoder.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS, projection_dim=dual_encoder.embed_dim,
-    )  # fmt: skip
+    vision = clip_vision_config(trunk, dual_encoder.image_size, projection_dim=dual_encoder.embed_dim)
     config = CLIPConfig(
         text_config=clip_text_config(model).to_dict(), vision_config=vision.to_dict(),
         projection_dim=dual_encoder.embed_dim, logit_scale_init_value=dual_encoder.logit_scale.item(),

@@ -74,10 +74,10 @@ def clip_to_ours(clip: dict[str, Tensor], depth: int, source: str) -> dict[str, 
     return ours
 
 
-def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
-    """Inverse of `clip_to_ours`: our `DualEncoder` state dict (either transformers version's text keys) -> `CLIPModel` keys."""
-    ours = dict(ours)
-    trunk = pop_prefixed(ours, "image_tower.trunk.")
+def trunk_to_clip_vision(trunk: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """A timm CLIP-layout ViT trunk's state dict with `depth` blocks -> `CLIPVisionModel` keys (`vision_model.*`),
+    which are also the vision part of a `CLIPModel`'s; a weight left over is an error."""
+    trunk = dict(trunk)
     vision = {clip_name: take(trunk, timm_name, "the image trunk") for clip_name, timm_name in _renamed(depth)}
     vision["embeddings.class_embedding"] = take(trunk, "cls_token", "the image trunk").reshape(-1)
     vision["embeddings.position_embedding.weight"] = take(trunk, "pos_embed", "the image trunk").squeeze(0)
@@ -87,7 +87,13 @@ def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
             vision |= {f"encoder.layers.{i}.self_attn.{p}_proj.{kind}": w for p, w in zip("qkv", (q, k, v), strict=True)}
     if trunk:
         raise ValueError(f"the image trunk has weights a CLIP vision model does not: {sorted(trunk)[:5]}")
-    clip = {f"vision_model.{key}": value for key, value in vision.items()}
+    return {f"vision_model.{key}": value for key, value in vision.items()}
+
+
+def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """Inverse of `clip_to_ours`: our `DualEncoder` state dict (either transformers version's text keys) -> `CLIPModel` keys."""
+    ours = dict(ours)
+    clip = trunk_to_clip_vision(pop_prefixed(ours, "image_tower.trunk."), depth)
     clip["visual_projection.weight"] = ours.pop("image_tower.projection.weight")
     clip["text_projection.weight"] = ours.pop("text_tower.projection.weight")
     clip["logit_scale"] = ours.pop("logit_scale").reshape(())  # transformers keeps it 0-d

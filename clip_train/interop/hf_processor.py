@@ -10,6 +10,7 @@ mean and std).
 import copy
 import json
 import os
+from collections.abc import Sequence
 
 from transformers import CLIPImageProcessor, PreTrainedTokenizerBase
 from transformers.image_utils import PILImageResampling
@@ -59,11 +60,17 @@ def save_processor_files(model: ClipModel, out: str) -> None:
     tokenizer.save_pretrained(out)
     if isinstance(model.model.text_tower, SiglipTextTower):  # SigLIP's text model reads no mask: give none
         _declare_input_names(out, ["input_ids"])
-    size, crop = model.model.image_size, model.recipe.image_resize == "shortest"
-    CLIPImageProcessor(
+    recipe = model.recipe
+    image_processor(model.model.image_size, recipe.image_resize, recipe.image_mean, recipe.image_std).save_pretrained(out)
+
+
+def image_processor(size: int, resize: str, mean: Sequence[float], std: Sequence[float]) -> CLIPImageProcessor:
+    """A `CLIPImageProcessor` doing our `eval_transform(size, mean, std, resize)`: the shorter side resized bicubic
+    to `size` and the centre cropped (`resize="shortest"`), or the whole image resized to the square ("squash")."""
+    crop = resize == "shortest"
+    return CLIPImageProcessor(
         do_resize=True, size={"shortest_edge": size} if crop else {"height": size, "width": size},
         resample=PILImageResampling.BICUBIC, do_center_crop=crop, crop_size={"height": size, "width": size},
         do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=list(model.recipe.image_mean), image_std=list(model.recipe.image_std),
-        do_convert_rgb=True,
-    ).save_pretrained(out)  # fmt: skip
+        do_normalize=True, image_mean=list(mean), image_std=list(std), do_convert_rgb=True,
+    )  # fmt: skip

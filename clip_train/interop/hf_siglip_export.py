@@ -28,15 +28,22 @@ LAYER_NORM_EPS = 1e-6  # SiglipVisionConfig's default, and timm's SigLIP ViTs'
 def siglip_layout_differences(model: ClipModel) -> list[str]:
     """What keeps this dual encoder from being a `SiglipModel` (empty: nothing)."""
     dual_encoder = model.model
-    tower, trunk = dual_encoder.image_tower, getattr(dual_encoder.image_tower, "trunk", None)
+    tower = dual_encoder.image_tower
+    requirements = {
+        "SigLIP's text tower (model/text_tower=siglip_base)": isinstance(dual_encoder.text_tower, SiglipTextTower),
+        "a logit_bias (loss=siglip)": dual_encoder.logit_bias is not None,
+        "no image projection (model.image_tower.projection=none)": isinstance(getattr(tower, "projection", None), nn.Identity),
+    }
+    return [requirement for requirement, met in requirements.items() if not met] + siglip_trunk_differences(getattr(tower, "trunk", None))
+
+
+def siglip_trunk_differences(trunk: nn.Module | None) -> list[str]:
+    """What keeps this image tower's trunk from being a `SiglipVisionModel` (empty: nothing)."""
     if not isinstance(trunk, VisionTransformer):
         return [f"a timm VisionTransformer image trunk (not {type(trunk).__name__})"]
     pool = trunk.attn_pool
     norms = [m for m in trunk.modules() if isinstance(m, nn.LayerNorm)]
     requirements = {
-        "SigLIP's text tower (model/text_tower=siglip_base)": isinstance(dual_encoder.text_tower, SiglipTextTower),
-        "a logit_bias (loss=siglip)": dual_encoder.logit_bias is not None,
-        "no image projection (model.image_tower.projection=none)": isinstance(tower.projection, nn.Identity),
         "attention pooling by one probe (pool=map)": trunk.global_pool == "map" and type(pool) is AttentionPoolLatent
         and pool.latent_len == 1 and pool.pos_embed is None and isinstance(pool.q_norm, nn.Identity),
         "no class or register tokens": trunk.num_prefix_tokens == 0,
@@ -53,6 +60,16 @@ def siglip_layout_differences(model: ClipModel) -> list[str]:
     return [requirement for requirement, met in requirements.items() if not met]
 
 
+def siglip_vision_config(trunk: VisionTransformer, image_size: int) -> SiglipVisionConfig:
+    """The `SiglipVisionConfig` of a SigLIP-layout timm ViT trunk (`siglip_trunk_differences` empty) at `image_size`."""
+    return SiglipVisionConfig(
+        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
+        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
+        image_size=image_size, patch_size=trunk.patch_embed.patch_size[0],
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS,
+    )  # fmt: skip
+
+
 def as_siglip_model(model: ClipModel) -> SiglipModel:
     """A `SiglipModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
     differences = siglip_layout_differences(model)
@@ -60,12 +77,7 @@ def as_siglip_model(model: ClipModel) -> SiglipModel:
         raise ValueError(f"the model is not in SigLIP's layout: it lacks {'; '.join(differences)}")
     dual_encoder = model.model
     trunk = dual_encoder.image_tower.trunk
-    vision = SiglipVisionConfig(
-        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
-        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
-        image_size=dual_encoder.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=LAYER_NORM_EPS,
-    )  # fmt: skip
+    vision = siglip_vision_config(trunk, dual_encoder.image_size)
     text = dual_encoder.text_tower.transformer.config.to_dict()
     text |= {"pad_token_id": model.tokenizer.pad_token_id, "eos_token_id": model.tokenizer.eos_token_id}
     siglip = SiglipModel(SiglipConfig(text_config=text, vision_config=vision.to_dict()))
