@@ -29,6 +29,7 @@ from clip_train.vlm.conversations import read_conversations
 from clip_train.vlm.hf_llava import as_llava
 from clip_train.vlm.run import run
 from clip_train.vlm.text import prompt_ids
+from clip_train.vlm.vision import ImageFeatures
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 TOWERS = {
@@ -115,7 +116,7 @@ def assert_same_model(vlm, folder: str, questions) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "lm, overrides", [("llama", ["vision.layer=-2"]), ("gpt2", ["vision.layer=1", "vision.with_cls=true"])], ids=["llama", "gpt2"]
+    "lm, overrides", [("llama", ["vision.layer=-2"]), ("gpt2", ["vision.layer=1", "vision.with_cls=true"])], ids=LMS
 )
 def test_the_pipeline_answers_as_ask_does(tmp_path, lm, overrides):
     stage = instruct_stage(tmp_path, "clip", lm, *overrides)
@@ -138,6 +139,27 @@ def test_the_pipeline_answers_as_ask_does(tmp_path, lm, overrides):
     print(f"{len(answers)} answers, {len(set(answers))} distinct: {sorted(set(answers))}")
     assert theirs == answers
     assert len(set(answers)) > 1 and all(answer and "<" not in answer for answer in answers)  # words, not specials
+
+
+def test_a_tower_without_class_token_gives_its_patch_tokens():
+    """SigLIP's ViT has no prefix tokens, for which timm returns the patch tokens alone (this failed to unpack)."""
+    tower = instantiate({"_target_": "clip_train.model.ImageTower", "embed_dim": 32, "image_size": 32, **TOWERS["siglip"]})
+    pixels = torch.randn(2, 3, 32, 32)
+    for with_cls in (False, True):
+        tokens = ImageFeatures(tower, layer=-1, with_cls=with_cls)(pixels)
+        torch.testing.assert_close(tower.trunk.norm(tokens), tower.trunk.forward_features(pixels))  # 4×4 patches, no more
+
+
+@pytest.mark.slow
+def test_a_siglip_tower_exports_as_llava_on_a_siglip_vision_model(tmp_path):
+    stage = instruct_stage(tmp_path, "siglip", "llama", "stages.instruct.steps=2")
+    out = str(tmp_path / "llava")
+    export_main([f"checkpoint={stage}", f"out={out}", "format=hf"])
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["vision_config"]["model_type"] == "siglip_vision_model"
+    assert config["vision_feature_select_strategy"] == "full" and config["image_seq_length"] == 16  # no class token
+    assert_same_model(clip_train.load_vlm(stage), out, held_out_questions(stage)[:2])
 
 
 class LinearConnector(nn.Module):

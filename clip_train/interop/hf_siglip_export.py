@@ -34,7 +34,8 @@ def siglip_layout_differences(model: ClipModel) -> list[str]:
         "a logit_bias (loss=siglip)": dual_encoder.logit_bias is not None,
         "no image projection (model.image_tower.projection=none)": isinstance(getattr(tower, "projection", None), nn.Identity),
     }
-    return [requirement for requirement, met in requirements.items() if not met] + siglip_trunk_differences(getattr(tower, "trunk", None))
+    differences = [requirement for requirement, met in requirements.items() if not met]
+    return differences + siglip_trunk_differences(getattr(tower, "trunk", None))
 
 
 def siglip_trunk_differences(trunk: nn.Module | None) -> list[str]:

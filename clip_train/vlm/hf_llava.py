@@ -75,7 +75,7 @@ def is_vlm_stage(path: str) -> bool:
 
 
 def tower_layout(assistant: VisionLanguageAssistant) -> str:
-    """"clip" or "siglip": the transformers vision model the VLM's tower is; ValueError naming what it lacks."""
+    """The transformers vision model the VLM's tower is, "clip" or "siglip"; ValueError naming what it lacks."""
     if assistant.model.blind:
         raise ValueError("format=hf: a blind baseline has no image tower for LLaVA to hold; export the instruct stage")
     connector = assistant.model.connector
