@@ -22,11 +22,13 @@ from clip_train.data.tokenizer import train_caption_tokenizer
 from clip_train.export import export
 from clip_train.export import main as export_main
 from clip_train.inference import ClipModel
+from clip_train.model import ImageTower
 from clip_train.paths import CONFIG_DIR
 from clip_train.recipe import Recipe
 from clip_train.vlm.assistant import VisionLanguageAssistant
 from clip_train.vlm.conversations import read_conversations
 from clip_train.vlm.hf_llava import as_llava
+from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.run import run
 from clip_train.vlm.text import prompt_ids
 from clip_train.vlm.vision import ImageFeatures
@@ -182,6 +184,10 @@ def test_towers_and_connectors_llava_cannot_hold_are_refused_by_name():
     with pytest.raises(ValueError, match="VisionTransformer\\) is neither a transformers CLIP nor SigLIP vision model.*"
                        "As CLIP it lacks .*a LayerNorm before the blocks"):  # fmt: skip
         as_llava(_assistant(model, tokenizer))
+    convnext = ImageFeatures(ImageTower("test_convnext", embed_dim=16, image_size=32, pool="avg"), layer=-1)
+    with pytest.raises(ValueError, match="image tower \\(ConvNeXt\\) is neither.*ConvNeXt is not a timm VisionTransformer"):
+        on_convnext = VisionLanguageModel(model.language_model, model.image_token_id, convnext, model.connector)
+        as_llava(_assistant(on_convnext, tokenizer))
     model.connector = LinearConnector(model.vision.width, 32)
     with pytest.raises(ValueError, match="the connector LinearConnector has no form in LlavaForConditionalGeneration"):
         as_llava(_assistant(model, tokenizer))
