@@ -191,6 +191,8 @@ def test_towers_and_connectors_llava_cannot_hold_are_refused_by_name():
     model.connector = LinearConnector(model.vision.width, 32)
     with pytest.raises(ValueError, match="the connector LinearConnector has no form in LlavaForConditionalGeneration"):
         as_llava(_assistant(model, tokenizer))
+    with pytest.raises(ValueError, match="written before stage checkpoints carried the tower's recipe"):
+        as_llava(VisionLanguageAssistant(model, tokenizer, None, {}))
     blind, _ = tiny_vlm(blind=True)
     with pytest.raises(ValueError, match="a blind baseline has no image tower"):
         as_llava(_assistant(blind, tokenizer))

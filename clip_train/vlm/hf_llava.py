@@ -76,6 +76,11 @@ def is_vlm_stage(path: str) -> bool:
 
 def tower_layout(assistant: VisionLanguageAssistant) -> str:
     """The transformers vision model the VLM's tower is, "clip" or "siglip"; ValueError naming what it lacks."""
+    if "tower" not in assistant.recipe:
+        raise ValueError(
+            "format=hf: this stage checkpoint was written before stage checkpoints carried the tower's recipe (its "
+            "image size and preprocessing); a stage trained from it (init_from=IT vision.checkpoint=ITS_CLIP) exports"
+        )
     if assistant.model.blind:
         raise ValueError("format=hf: a blind baseline has no image tower for LLaVA to hold; export the instruct stage")
     connector = assistant.model.connector
