@@ -14,6 +14,8 @@ format=clip_train (default): the folder `clip_train.load` reads without Lightnin
     transformers' AutoConfig and AutoImageProcessor do not take them for theirs.)
 format=hf: a transformers `CLIPModel` or `VisionTextDualEncoderModel` folder (`clip_train.interop.hf_write`).
 format=open_clip: an OpenCLIP checkpoint (`clip_train.interop.open_clip_write`).
+A `python -m clip_train.vlm` stage checkpoint exports with format=hf as a transformers `LlavaForConditionalGeneration`
+(`clip_train.vlm.hf_llava`).
 
 Every format gets plain weights: a model trained with LoRA adapters (`clip_train.model.lora`) has them merged
 into its layers first (`merged`), and its recipe then builds the towers without adapters.
@@ -88,6 +90,16 @@ def writer(format: str) -> Callable[[ClipModel, str], None]:
     raise ValueError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
 
 
+def write_vlm_stage(options: dict[str, str], format: str) -> None:
+    """Export the VLM stage checkpoint `options["checkpoint"]` (format=hf only: the stage is self-contained already)."""
+    if format != "hf" or "wise_ft.source" in options:
+        sys.exit(f"{options['checkpoint']} is a VLM stage checkpoint: it exports with format=hf alone (no wise_ft)")
+    from clip_train.vlm.hf_llava import write_llava
+
+    write_llava(options["checkpoint"], options["out"])
+    print(f"exported {options['checkpoint']} to {options['out']} (hf: LlavaForConditionalGeneration)")
+
+
 def main(argv: list[str]) -> None:
     refuse_repeated_keys(argv)
     options = dict(arg.split("=", 1) for arg in argv)
@@ -100,6 +112,10 @@ def main(argv: list[str]) -> None:
         sys.exit("wise_ft.source and wise_ft.alpha go together: the weights are (1 - alpha) * source + alpha * checkpoint")
     format = options.get("format", "clip_train")
     write = writer(format)  # an unknown format fails before the checkpoint is read
+    from clip_train.vlm.hf_llava import is_vlm_stage  # here: the VLM's imports (Lightning, peft) only when exporting
+
+    if is_vlm_stage(options["checkpoint"]):  # a clip_train.vlm stage: transformers' LLaVA is its one export
+        return write_vlm_stage(options, format)
     model = merged(load(options["checkpoint"]))
     if "wise_ft.source" in options:
         from clip_train.wise_ft import interpolate

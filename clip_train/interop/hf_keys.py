@@ -111,17 +111,23 @@ def clip_to_ours(clip: dict[str, Tensor], depth: int, source: str) -> dict[str, 
     return ours
 
 
-def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
-    """Inverse of `clip_to_ours`: our `DualEncoder` state dict (either transformers version's text keys) -> `CLIPModel` keys."""
-    ours = dict(ours)
-    trunk = pop_prefixed(ours, "image_tower.trunk.")
+def trunk_to_clip_vision(trunk: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """A timm CLIP-layout ViT trunk's state dict with `depth` blocks -> `CLIPVisionModel` keys (`vision_model.*`),
+    which are also the vision part of a `CLIPModel`'s; a weight left over is an error."""
+    trunk = dict(trunk)
     vision = {clip_name: take(trunk, timm_name, "the image trunk") for clip_name, timm_name in _clip_renamed(depth)}
     vision["embeddings.class_embedding"] = take(trunk, "cls_token", "the image trunk").reshape(-1)
     vision["embeddings.position_embedding.weight"] = take(trunk, "pos_embed", "the image trunk").squeeze(0)
     vision |= _split_qkv(trunk, depth)
     if trunk:
         raise ValueError(f"the image trunk has weights a CLIP vision model does not: {sorted(trunk)[:5]}")
-    clip = {f"vision_model.{key}": value for key, value in vision.items()}
+    return {f"vision_model.{key}": value for key, value in vision.items()}
+
+
+def ours_to_clip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """Inverse of `clip_to_ours`: our `DualEncoder` state dict (either transformers version's text keys) -> `CLIPModel` keys."""
+    ours = dict(ours)
+    clip = trunk_to_clip_vision(pop_prefixed(ours, "image_tower.trunk."), depth)
     clip["visual_projection.weight"] = ours.pop("image_tower.projection.weight")
     clip["text_projection.weight"] = ours.pop("text_tower.projection.weight")
     clip["logit_scale"] = ours.pop("logit_scale").reshape(())  # transformers keeps it 0-d
@@ -169,10 +175,10 @@ def siglip_to_ours(siglip: dict[str, Tensor], depth: int, source: str) -> dict[s
     return ours
 
 
-def ours_to_siglip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
-    """Inverse of `siglip_to_ours`: our `DualEncoder` state dict -> `SiglipModel` keys."""
-    ours = dict(ours)
-    trunk = pop_prefixed(ours, "image_tower.trunk.")
+def trunk_to_siglip_vision(trunk: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """A timm SigLIP ViT trunk's state dict with `depth` blocks -> `SiglipVisionModel` keys (`vision_model.*`),
+    which are also the vision part of a `SiglipModel`'s; a weight left over is an error."""
+    trunk = dict(trunk)
     vision = {siglip_name: take(trunk, timm_name, "the image trunk") for siglip_name, timm_name in _siglip_renamed(depth)}
     vision["embeddings.position_embedding.weight"] = take(trunk, "pos_embed", "the image trunk").squeeze(0)
     vision[f"{HEAD}probe"] = take(trunk, f"{ATTN_POOL}latent", "the image trunk")
@@ -182,7 +188,13 @@ def ours_to_siglip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
         vision[f"{HEAD}attention.in_proj_{kind}"] = torch.cat(parts)
     if trunk:
         raise ValueError(f"the image trunk has weights a SigLIP vision model does not: {sorted(trunk)[:5]}")
-    siglip = {f"vision_model.{key}": value for key, value in vision.items()}
+    return {f"vision_model.{key}": value for key, value in vision.items()}
+
+
+def ours_to_siglip(ours: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """Inverse of `siglip_to_ours`: our `DualEncoder` state dict -> `SiglipModel` keys."""
+    ours = dict(ours)
+    siglip = trunk_to_siglip_vision(pop_prefixed(ours, "image_tower.trunk."), depth)
     siglip |= {f"text_model.{HEAD}{kind}": ours.pop(f"text_tower.projection.{kind}") for kind in ("weight", "bias")}
     text = pop_prefixed(ours, "text_tower.transformer.")
     siglip |= {f"text_model.{key.removeprefix('text_model.')}": weight for key, weight in text.items()}

@@ -28,6 +28,7 @@ it has no export.
 import copy
 import json
 import os
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,18 +136,23 @@ def clip_layout_differences(tower: ImageTower) -> list[str]:
     return [requirement for requirement, met in requirements.items() if not met]
 
 
+def clip_vision_config(trunk: VisionTransformer, image_size: int, **options) -> CLIPVisionConfig:
+    """The `CLIPVisionConfig` of a CLIP-layout timm ViT trunk (`clip_layout_differences` empty) at `image_size`."""
+    return CLIPVisionConfig(
+        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
+        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
+        image_size=image_size, patch_size=trunk.patch_embed.patch_size[0],
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=CLIP_LAYER_NORM_EPS, **options,
+    )  # fmt: skip
+
+
 def as_clip_model(model: ClipModel) -> CLIPModel:
     """A `CLIPModel` holding `model`'s weights; ValueError naming what cannot be expressed."""
     differences = clip_layout_differences(model.image_tower)
     if differences:
         raise ValueError(f"the image tower is not a CLIP vision transformer: it lacks {'; '.join(differences)}")
     trunk = model.image_tower.trunk
-    vision = CLIPVisionConfig(
-        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
-        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
-        image_size=model.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=CLIP_LAYER_NORM_EPS, projection_dim=model.embed_dim,
-    )  # fmt: skip
+    vision = clip_vision_config(trunk, model.image_size, projection_dim=model.embed_dim)
     config = CLIPConfig(
         text_config=clip_text_config(model).to_dict(), vision_config=vision.to_dict(),
         projection_dim=model.embed_dim, logit_scale_init_value=model.logit_scale.item(),
@@ -164,15 +170,23 @@ SIGLIP_LAYER_NORM_EPS = 1e-6  # SiglipVisionConfig's default, and timm's SigLIP 
 
 def siglip_layout_differences(model: ClipModel) -> list[str]:
     """What keeps this dual encoder from being a `SiglipModel` (empty: nothing)."""
-    tower, trunk = model.image_tower, getattr(model.image_tower, "trunk", None)
+    tower = model.image_tower
+    requirements = {
+        "SigLIP's text tower (model/text_tower=siglip_base)": isinstance(model.text_tower, SiglipTextTower),
+        "a logit_bias (loss=siglip)": model.logit_bias is not None,
+        "no image projection (model.image_tower.projection=none)": isinstance(getattr(tower, "projection", None), nn.Identity),
+    }
+    differences = [requirement for requirement, met in requirements.items() if not met]
+    return differences + siglip_trunk_differences(getattr(tower, "trunk", None))
+
+
+def siglip_trunk_differences(trunk: nn.Module | None) -> list[str]:
+    """What keeps this image tower's trunk from being a `SiglipVisionModel` (empty: nothing)."""
     if not isinstance(trunk, VisionTransformer):
         return [f"a timm VisionTransformer image trunk (not {type(trunk).__name__})"]
     pool = trunk.attn_pool
     norms = [m for m in trunk.modules() if isinstance(m, nn.LayerNorm)]
     requirements = {
-        "SigLIP's text tower (model/text_tower=siglip_base)": isinstance(model.text_tower, SiglipTextTower),
-        "a logit_bias (loss=siglip)": model.logit_bias is not None,
-        "no image projection (model.image_tower.projection=none)": isinstance(tower.projection, nn.Identity),
         "attention pooling by one probe (pool=map)": trunk.global_pool == "map" and type(pool) is AttentionPoolLatent
         and pool.latent_len == 1 and pool.pos_embed is None and isinstance(pool.q_norm, nn.Identity),
         "no class or register tokens": trunk.num_prefix_tokens == 0,
@@ -190,6 +204,16 @@ def siglip_layout_differences(model: ClipModel) -> list[str]:
     return [requirement for requirement, met in requirements.items() if not met]
 
 
+def siglip_vision_config(trunk: VisionTransformer, image_size: int) -> SiglipVisionConfig:
+    """The `SiglipVisionConfig` of a SigLIP-layout timm ViT trunk (`siglip_trunk_differences` empty) at `image_size`."""
+    return SiglipVisionConfig(
+        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
+        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
+        image_size=image_size, patch_size=trunk.patch_embed.patch_size[0],
+        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=SIGLIP_LAYER_NORM_EPS,
+    )  # fmt: skip
+
+
 def as_siglip_model(model: ClipModel) -> SiglipModel:
     """A `SiglipModel` holding `model`'s weights; ValueError naming what cannot be expressed. (Its processor's
     tokenizer gives no attention mask: the text model reads none, and a mask passed to `SiglipModel` would hide
@@ -198,12 +222,7 @@ def as_siglip_model(model: ClipModel) -> SiglipModel:
     if differences:
         raise ValueError(f"the model is not in SigLIP's layout: it lacks {'; '.join(differences)}")
     trunk = model.image_tower.trunk
-    vision = SiglipVisionConfig(
-        hidden_size=trunk.embed_dim, intermediate_size=trunk.blocks[0].mlp.fc1.out_features,
-        num_hidden_layers=len(trunk.blocks), num_attention_heads=trunk.blocks[0].attn.num_heads,
-        image_size=model.image_size, patch_size=trunk.patch_embed.patch_size[0],
-        hidden_act=block_activation(trunk.blocks[0]), layer_norm_eps=SIGLIP_LAYER_NORM_EPS,
-    )  # fmt: skip
+    vision = siglip_vision_config(trunk, model.image_size)
     text = model.text_tower.transformer.config.to_dict()
     text |= {"pad_token_id": model.tokenizer.pad_token_id, "eos_token_id": model.tokenizer.eos_token_id}
     siglip = SiglipModel(SiglipConfig(text_config=text, vision_config=vision.to_dict()))
@@ -320,11 +339,17 @@ def save_processor_files(model: ClipModel, out: str) -> None:
     tokenizer.save_pretrained(out)
     if isinstance(model.text_tower, SiglipTextTower):  # SigLIP's text model reads no mask: give none
         _declare_input_names(out, ["input_ids"])
-    size, crop = model.image_size, model.recipe.image_resize == "shortest"
-    CLIPImageProcessor(
+    recipe = model.recipe
+    image_processor(model.image_size, recipe.image_resize, recipe.image_mean, recipe.image_std).save_pretrained(out)
+
+
+def image_processor(size: int, resize: str, mean: Sequence[float], std: Sequence[float]) -> CLIPImageProcessor:
+    """A `CLIPImageProcessor` doing our `eval_transform(size, mean, std, resize)`: the shorter side resized bicubic
+    to `size` and the centre cropped (`resize="shortest"`), or the whole image resized to the square ("squash")."""
+    crop = resize == "shortest"
+    return CLIPImageProcessor(
         do_resize=True, size={"shortest_edge": size} if crop else {"height": size, "width": size},
         resample=PILImageResampling.BICUBIC, do_center_crop=crop, crop_size={"height": size, "width": size},
         do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=list(model.recipe.image_mean), image_std=list(model.recipe.image_std),
-        do_convert_rgb=True,
-    ).save_pretrained(out)  # fmt: skip
+        do_normalize=True, image_mean=list(mean), image_std=list(std), do_convert_rgb=True,
+    )  # fmt: skip

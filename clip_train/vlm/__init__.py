@@ -9,5 +9,6 @@ vision.py / connector.py / model.py   tower tokens -> MLP -> spliced at <image>
 data.py / sampler.py / module.py / stages.py   batches in a resumable order, the LightningModule, a stage
 answers.py / vqa.py               VQAv2 normalisation, accuracy per question type, grounding IoU
 eval_task.py                      those scores as a `python -m clip_train.evaluate` task (eval/task=vlm)
+hf_llava.py                       a stage as transformers' LlavaForConditionalGeneration (`export format=hf`)
 run.py / __main__.py              the command
 """

@@ -64,10 +64,12 @@ class ImageFeatures(nn.Module):
         # preprocessing that scores it afterwards gives fp32 pixels
         pixels = pixels.to(next(self.trunk.parameters()).dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            (spatial, prefix), *_ = self.trunk.forward_intermediates(
+            (read,) = self.trunk.forward_intermediates(
                 pixels, indices=[self.layer], return_prefix_tokens=True, norm=False, output_fmt="NLC",
                 intermediates_only=True, stop_early=True,
             )  # fmt: skip
+        # (patch tokens, prefix tokens); a trunk without prefix tokens (SigLIP's ViT) gives the patch tokens alone
+        spatial, prefix = read if isinstance(read, tuple) else (read, None)
         if spatial.ndim == 4:  # a convolutional trunk: (B, C, H, W) -> (B, H·W, C)
             spatial = spatial.flatten(2).transpose(1, 2)
         if self.with_cls and prefix is not None:
