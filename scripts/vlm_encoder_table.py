@@ -24,6 +24,8 @@ import statistics
 import subprocess
 import sys
 
+from clip_train.vlm.questions import QUESTION_TYPES
+
 TOWERS = {
     "random": ["trainer.max_steps=1", "optim.optimizer.lr=0.0"],
     "default": [],
@@ -68,7 +70,7 @@ def cell(values: list[float]) -> str:
 def table(rows: dict[str, list[dict[str, float]]], prefixes: dict[str, str]) -> str:
     """Markdown: one row per tower (`prefixes[name]` picks its keys: "" or "blind/"), one column per question type."""
     first = next(iter(rows.values()))[0]
-    kinds = sorted(key.removeprefix("vqa/") for key in first if key.startswith("vqa/") and key != "vqa/mean")
+    kinds = [kind for kind in QUESTION_TYPES if f"vqa/{kind}" in first]  # the order of clip_train/vlm/questions.py
     lines = ["| tower | " + " | ".join(kinds) + " | mean |", "| --- " * (len(kinds) + 2) + "|"]
     for name, runs in rows.items():
         prefix = prefixes[name]
