@@ -78,7 +78,9 @@ def _rank_main(rank: int, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=2)
     strategy = DDPStrategy(process_group_backend="gloo")
     keys = RecordKeys()
-    weights = _train(f"{folder}/ddp", batch_size=2, trainer_settings=CPU | {"devices": 2, "strategy": strategy}, callbacks=[keys])
+    weights = _train(
+        f"{folder}/ddp", batch_size=2, trainer_settings=CPU | {"devices": 2, "strategy": strategy}, callbacks=[keys]
+    )
     torch.save((weights, keys.keys), f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -239,7 +239,6 @@ class PairStream(IterableDataset):
                 shards = self.urls if self.shard_sizes is not None else self._reader_urls(worker, workers, epoch)
                 raise RuntimeError(f"no readable sample in any of these shards: {shards}")
 
-
     def _collate(self, pairs: list[tuple[torch.Tensor, str, str]], counter: BadSampleCounter, augment_seed: int) -> dict:
         with seeded_torch(augment_seed):  # one seed per batch: the draws differ between its images
             images = torch.stack([self.image_transform(image) for image, _, _ in pairs])

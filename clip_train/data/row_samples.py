@@ -2,10 +2,10 @@
 
 A sample is a dict with `__key__`, `__url__` (the unit it came from), the image bytes under their
 format's extension (`jpg`, `png`, `webp`; another format under `jpg`: decoding sniffs the bytes) and
-`txt`, the caption in UTF-8 (a cell holding a list or mapping, such as LLaVA's `conversations`, as JSON), exactly what `clip_train.data.shard_reader` makes of a tar; from there
-on decoding, bad-sample counting, shuffling, batching and resume do not know the source. An image
-that cannot be read leaves the sample without an image (counted as `missing_image`, with why); a row that
-cannot be read at all is a sample with only `__unreadable__`, why (counted as `unreadable_row`).
+`txt`, the caption in UTF-8 (a cell holding a list or mapping, such as LLaVA's `conversations`, as JSON),
+exactly what `clip_train.data.shard_reader` makes of a tar; from there on decoding, bad-sample counting,
+shuffling, batching and resume do not know the source. An image that cannot be read leaves the sample
+without an image (counted as `missing_image`, with why); a row that cannot be read at all is a sample with only `__unreadable__`, why (counted as `unreadable_row`).
 """
 
 import json

@@ -49,7 +49,9 @@ def llava_records(path: str) -> tuple:
         if path.endswith(".json"):
             records = json.load(f)
             if not isinstance(records, list):
-                raise ValueError(f"{path}: a LLaVA conversation file holds a JSON list of records, not {type(records).__name__}")
+                raise ValueError(
+                    f"{path}: a LLaVA conversation file holds a JSON list of records, not {type(records).__name__}"
+                )
             return tuple(records)
         lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
     records = []

@@ -96,7 +96,12 @@ class ConversationStream(IterableDataset):
     ):
         super().__init__()
         self.units, self.sizes, self.rank, self.world = list(units), list(sizes), rank, world
-        self.batch_size, self.batches_per_rank, self.seed, self.shuffle_buffer = batch_size, batches_per_rank, seed, shuffle_buffer
+        self.batch_size, self.batches_per_rank, self.seed, self.shuffle_buffer = (
+            batch_size,
+            batches_per_rank,
+            seed,
+            shuffle_buffer,
+        )
         self.epoch, self.resume_point, self.collate, self.with_image = epoch, resume_point, collate, with_image
         self.bad_data = bad_data or BadDataPolicy()
 
@@ -129,4 +134,3 @@ class ConversationStream(IterableDataset):
         skip(groups, skipped, counter.take)
         for group in groups:
             yield self.collate(group) | {"bad_samples": counter.take()}
-

@@ -58,7 +58,9 @@ class VisionLanguageTask:
         metrics = {}
         for prefix, checkpoint in self.checkpoints.items():
             vlm = load_vlm(checkpoint, device=model.device)
-            conversations, _ = read_conversations(ConversationSource.of(self._questions_file(checkpoint, vlm.recipe), "questions"))
+            conversations, _ = read_conversations(
+                ConversationSource.of(self._questions_file(checkpoint, vlm.recipe), "questions")
+            )
             preprocess = None if vlm.model.blind else vlm.preprocess
             metrics |= evaluate_questions(vlm.model, vlm.tokenizer, conversations, preprocess, self.batch_size, prefix)
         return metrics

@@ -52,7 +52,10 @@ def conversation_sources(cfg: DictConfig, files: dict[str, str]) -> dict[str, Co
     options = {key: cfg.data[key] for key in ("image_folder", "img_key", "caption_key", "rows_per_unit")}
     if not cfg.data.train:  # the embedded Q/A, whose images lie beside its files
         options["image_folder"] = None
-    return {name: ConversationSource.of(path, f"data.{name}", **options, cache_dir=cfg.paths.cache_dir) for name, path in files.items()}
+    return {
+        name: ConversationSource.of(path, f"data.{name}", **options, cache_dir=cfg.paths.cache_dir)
+        for name, path in files.items()
+    }
 
 
 def _texts(sources: list[ConversationSource]) -> list[str]:
@@ -123,7 +126,9 @@ def _bad_records(stage: str, skipped: dict[str, int]) -> dict[str, float]:
     """{"<stage>/bad_samples": total, "<stage>/bad_samples/<kind>": count} of the kinds met; {} when none were."""
     if not skipped:
         return {}
-    return {f"{stage}/bad_samples": float(sum(skipped.values()))} | {f"{stage}/bad_samples/{k}": float(n) for k, n in skipped.items()}
+    return {f"{stage}/bad_samples": float(sum(skipped.values()))} | {
+        f"{stage}/bad_samples/{k}": float(n) for k, n in skipped.items()
+    }
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
