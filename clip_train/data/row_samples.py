@@ -5,7 +5,8 @@ format's extension (`jpg`, `png`, `webp`; another format under `jpg`: decoding s
 `txt`, the caption in UTF-8 (a cell holding a list or mapping, such as LLaVA's `conversations`, as JSON),
 exactly what `clip_train.data.shard_reader` makes of a tar; from there on decoding, bad-sample counting,
 shuffling, batching and resume do not know the source. An image that cannot be read leaves the sample
-without an image (counted as `missing_image`, with why); a row that cannot be read at all is a sample with only `__unreadable__`, why (counted as `unreadable_row`).
+without an image (counted as `missing_image`, with why); a row that cannot be read at all is a sample
+with only `__unreadable__`, why (counted as `unreadable_row`).
 """
 
 import json
