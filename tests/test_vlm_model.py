@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from tiny_vlm import tiny_vlm
 
 from clip_train.vlm.conversations import Conversation, Turn
-from clip_train.vlm.data import PadConversations
+from clip_train.vlm.conversation_stream import PadConversations
 from clip_train.vlm.language_model import set_language_model_mode
 from clip_train.vlm.text import IGNORE, encode_conversation, prompt_ids
 
@@ -59,9 +59,8 @@ def test_loss_equals_a_naive_masked_loss():
         _conversation(("describe the image.", "red square")),
     ]
     pixels = torch.randn(3, 3, 32, 32)
-    items = [dict(zip(("input_ids", "labels"), encode_conversation(tokenizer, c))) for c in conversations]
-    batch = PadConversations(tokenizer.pad_token_id)(items)
-    assert batch["attention_mask"].sum(1).tolist() == [len(item["input_ids"]) for item in items]
+    batch = PadConversations(tokenizer, None)(conversations)  # no preprocess: the pixels are given
+    assert batch["attention_mask"].sum(1).tolist() == [len(encode_conversation(tokenizer, c)[0]) for c in conversations]
     loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"], pixels)
     torch.testing.assert_close(loss, _naive_loss(model, tokenizer, conversations, pixels))
 
