@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 import clip_train
 from clip_train.evaluate import run as evaluate
 from clip_train.paths import CONFIG_DIR
-from clip_train.vlm.conversations import read_conversations
+from clip_train.vlm.conversation_source import ConversationSource, read_conversations
 from clip_train.vlm.run import run
 from clip_train.vlm.vqa import answer, score
 
@@ -45,7 +45,7 @@ def _scored_by_hand(checkpoint: str, questions: str, prefix: str) -> dict[str, f
     """Each question answered alone (no batch, no padding) and scored by `vqa.score`, averaged per type by hand."""
     vlm = clip_train.load_vlm(checkpoint)
     scores = defaultdict(list)
-    for conversation in read_conversations(questions):
+    for conversation in read_conversations(ConversationSource.of(questions, "questions"))[0]:
         turn = conversation.turns[0]
         preprocess = None if vlm.model.blind else vlm.preprocess
         (predicted,) = answer(vlm.model, vlm.tokenizer, [(conversation.image, turn.question)], preprocess)

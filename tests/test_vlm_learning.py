@@ -28,8 +28,10 @@ def test_the_default_command_beats_the_blind_baseline_on_colour(trained_checkpoi
     for prefix in ("", "blind/"):
         assert {f"{prefix}vqa/color", f"{prefix}vqa/mean"} <= set(metrics)
     assert all(os.path.isfile(tmp_path / stage / "checkpoints" / "last.ckpt") for stage in ("align", "instruct", "blind"))
-    # measured: vqa/color 0.71 against blind/vqa/color 0.07 (8 colours: blind, the LM can only guess)
-    assert metrics["vqa/color"] >= metrics["blind/vqa/color"] + 0.4, metrics
+    # measured with the seam loader: vqa/color 0.36 against blind/vqa/color 0.07 (8 colours: blind, the LM can only
+    # guess). This tiny run swings with the data order: seeds 1 and 2 gave colour 0.43 and 0.29 (0.32 and 0.25 with
+    # the loader before, whose seed 0 gave 0.71), so the margin asked is 0.2
+    assert metrics["vqa/color"] >= metrics["blind/vqa/color"] + 0.2, metrics
 
 
 @pytest.mark.slow

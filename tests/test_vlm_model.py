@@ -1,13 +1,17 @@
 """The VLM's parts: answer-only labels by hand, the loss against a naive per-sample masked loss, the image tokens
 (layer, class token, connector shapes, freezing), and greedy answers against unpadded one-by-one decoding."""
 
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tiny_vlm import tiny_vlm
 
+from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
+from clip_train.vlm.conversation_stream import PadConversations
 from clip_train.vlm.conversations import Conversation, Turn
-from clip_train.vlm.data import PadConversations
 from clip_train.vlm.language_model import set_language_model_mode
 from clip_train.vlm.text import IGNORE, encode_conversation, prompt_ids
 
@@ -58,10 +62,13 @@ def test_loss_equals_a_naive_masked_loss():
         _conversation(("how many circles are there?", "2"), ("what color is the square?", "blue green")),
         _conversation(("describe the image.", "red square")),
     ]
-    pixels = torch.randn(3, 3, 32, 32)
-    items = [dict(zip(("input_ids", "labels"), encode_conversation(tokenizer, c))) for c in conversations]
-    batch = PadConversations(tokenizer.pad_token_id)(items)
-    assert batch["attention_mask"].sum(1).tolist() == [len(item["input_ids"]) for item in items]
+    png = io.BytesIO()
+    Image.effect_noise((32, 32), 60).convert("RGB").save(png, format="PNG")
+    conversations = [Conversation(png.getvalue(), c.turns) for c in conversations]
+    batch = PadConversations(tokenizer, eval_transform(32, CLIP_MEAN, CLIP_STD))(conversations)
+    assert batch["attention_mask"].sum(1).tolist() == [len(encode_conversation(tokenizer, c)[0]) for c in conversations]
+    pixels = batch["pixels"]
+    assert pixels.shape == (3, 3, 32, 32)
     loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"], pixels)
     torch.testing.assert_close(loss, _naive_loss(model, tokenizer, conversations, pixels))
 

@@ -8,7 +8,8 @@ import pytest
 from scipy import ndimage
 
 from clip_train.data.world.scenes import COLORS, REGIONS, SHAPES, draw_scene
-from clip_train.vlm.conversations import IMAGE, SceneQuestionSet, read_conversations
+from clip_train.vlm.conversation_source import ConversationSource, read_conversations
+from clip_train.vlm.conversations import IMAGE, SceneQuestionSet, record_turns
 from clip_train.vlm.questions import QUESTION_TYPES, scene_questions
 
 SIZE = 96
@@ -86,14 +87,14 @@ def test_the_set_is_llava_json_held_out_by_scene(tmp_path):
     assert set(records[0]) == {"id", "image", "conversations", "question_types"}
     assert [t["from"] for t in records[0]["conversations"]] == ["human", "gpt"]
     assert records[0]["conversations"][0]["value"].startswith(f"{IMAGE}\n")
-    train, test = (read_conversations(f"{folder}/{name}.json") for name in ("train", "test"))
-    captions = read_conversations(f"{folder}/captions.json")
-    assert len(captions) == 200 and len({c.image for c in test}) == 100
+    read = lambda name: read_conversations(ConversationSource.of(f"{folder}/{name}.json", name))[0]  # noqa: E731
+    train, test, captions = read("train"), read("test"), read("captions")
+    assert len(captions) == 200 and len({c.key for c in test}) == 100  # a record's id is its scene's index
     assert {c.turns[0].kind for c in test} == {"color", "count", "shape", "position", "yesno"}
-    train_scenes = {draw_scene(5, int(c.image[-13:-4]), 16)[1] for c in train}
-    test_scenes = [draw_scene(5, int(c.image[-13:-4]), 16)[1] for c in test]
+    train_scenes = {draw_scene(5, int(c.key), 16)[1] for c in train}
+    test_scenes = [draw_scene(5, int(c.key), 16)[1] for c in test]
     assert not train_scenes & set(test_scenes)
-    indices = sorted({int(c.image[-13:-4]) for c in test})
+    indices = sorted({int(c.key) for c in test})
     skipped = set(range(200, indices[-1] + 1)) - set(indices)
     assert skipped and all(draw_scene(5, i, 16)[1] in train_scenes for i in skipped)  # skipped exactly the repeats
 
@@ -101,15 +102,12 @@ def test_the_set_is_llava_json_held_out_by_scene(tmp_path):
 @pytest.mark.parametrize(
     "record, problem",
     [
-        ({"conversations": []}, "no 'image'"),
+        ({"image": "a.png", "conversations": []}, "non-empty"),
         ({"image": "a.png", "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}, "speakers"),
         ({"image": "a.png", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "<image>"),
         ({"image": "a.png", "conversations": [{"from": "human", "value": "<image> q"}]}, "pairs"),
     ],
 )
-def test_bad_records_are_refused_by_index(tmp_path, record, problem):
-    path = tmp_path / "bad.json"
-    good = {"image": "b.png", "conversations": [{"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}]}
-    path.write_text(json.dumps([good, record]))
-    with pytest.raises(ValueError, match=f"record 1: .*{problem}"):
-        read_conversations(str(path))
+def test_a_bad_record_is_refused_saying_why(record, problem):
+    with pytest.raises(ValueError, match=problem):
+        record_turns(record)

@@ -1,6 +1,7 @@
-"""A VLM stage under Lightning: 2 gloo processes and gradient accumulation equal one full batch, a resumed stage
-equals an uninterrupted one, and the batches each rank reads."""
+"""A VLM stage under Lightning: 2 gloo processes and gradient accumulation equal one full batch of the records the
+ranks read, and a resumed stage equals an uninterrupted one."""
 
+import json
 import os
 
 import lightning as L
@@ -14,8 +15,7 @@ from PIL import Image
 from tiny_vlm import tiny_vlm
 
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
-from clip_train.vlm.conversations import Conversation, Turn
-from clip_train.vlm.sampler import ResumableSampler
+from clip_train.vlm.conversation_source import ConversationSource
 from clip_train.vlm.stages import train_stage
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -33,23 +33,43 @@ SETTINGS = OmegaConf.create(
 CPU = {"accelerator": "cpu", "enable_progress_bar": False}
 
 
-def _conversations(folder: str, count: int = 12) -> list[Conversation]:
-    """Squares of three colours; every answer is one word, so every sample has as many answer tokens."""
-    conversations = []
+def _records(folder: str, count: int = 12) -> list[dict]:
+    """Squares of three colours as LLaVA records; every answer is one word, so every record has as many answer tokens."""
+    records = []
     for index in range(count):
         colour = list(COLOURS)[index % 3]
-        path = os.path.join(folder, f"{index}.png")
-        Image.new("RGB", (32, 32), COLOURS[colour]).save(path)
-        conversations.append(Conversation(path, (Turn("what color is the square?", colour, "color"),)))
-    return conversations
+        Image.new("RGB", (32, 32), COLOURS[colour]).save(os.path.join(folder, f"{index}.png"))
+        turns = [{"from": "human", "value": "<image>\nwhat color is the square?"}, {"from": "gpt", "value": colour}]
+        records.append({"id": str(index), "image": f"{index}.png", "conversations": turns})
+    return records
 
 
-def _train(run_dir: str, batch_size: int, trainer_settings: dict, settings=SETTINGS, callbacks=()) -> dict:
+def _write(path: str, records: list[dict]) -> str:
+    with open(path, "w") as f:
+        json.dump(records, f)
+    return path
+
+
+class RecordKeys(L.Callback):
+    """The record keys of every batch this rank trains on, in order."""
+
+    def __init__(self):
+        self.keys = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+        self.keys.append(list(batch["key"]))
+
+
+def _train(run_dir: str, batch_size: int, trainer_settings: dict, settings=SETTINGS, callbacks=(), data=None, **loader):
+    """The trained weights of a stage on `data` (a JSON file; default the 12 squares beside `run_dir`), read in
+    units of 4 records."""
     model, tokenizer = tiny_vlm()
-    conversations = _conversations(os.path.dirname(run_dir))
+    folder = os.path.dirname(run_dir)
+    data = data or _write(os.path.join(folder, "squares.json"), _records(folder))
+    source = ConversationSource.of(data, "data.train", rows_per_unit=loader.pop("rows_per_unit", 4))
     preprocess = eval_transform(32, CLIP_MEAN, CLIP_STD)
-    train_stage("instruct", model, tokenizer, conversations, preprocess, settings, trainer_settings, run_dir,
-                batch_size=batch_size, num_workers=0, callbacks=callbacks)  # fmt: skip
+    train_stage("instruct", model, tokenizer, source, preprocess, settings, trainer_settings, run_dir,
+                batch_size=batch_size, num_workers=0, callbacks=callbacks, **loader)  # fmt: skip
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
@@ -57,17 +77,28 @@ def _rank_main(rank: int, folder: str) -> None:
     os.environ["LOCAL_RANK"] = str(rank)  # Lightning then takes the processes as launched for it
     dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=2)
     strategy = DDPStrategy(process_group_backend="gloo")
-    weights = _train(f"{folder}/ddp", batch_size=2, trainer_settings=CPU | {"devices": 2, "strategy": strategy})
-    torch.save(weights, f"{folder}/rank{rank}.pt")
+    keys = RecordKeys()
+    weights = _train(
+        f"{folder}/ddp", batch_size=2, trainer_settings=CPU | {"devices": 2, "strategy": strategy}, callbacks=[keys]
+    )
+    torch.save((weights, keys.keys), f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path):
+    """The reference reads, in file order (one unit, no shuffle), the records the two ranks read at each step."""
     mp.spawn(_rank_main, args=(str(tmp_path),), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
-    full = _train(str(tmp_path / "full"), batch_size=4, trainer_settings=CPU | {"devices": 1})
-    accumulated = _train(str(tmp_path / "accumulated"), batch_size=2, trainer_settings=CPU | {"accumulate_grad_batches": 2})
+    (rank_0, keys_0), (rank_1, keys_1) = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
+    ranks = [rank_0, rank_1]
+    read = [key for step in zip(keys_0, keys_1) for batch in step for key in batch]
+    assert sorted(read, key=int) == [str(i) for i in range(12)]  # 3 steps × 2 ranks × 2: each record once
+    by_key = {record["id"]: record for record in _records(str(tmp_path))}
+    ordered = _write(str(tmp_path / "ordered.json"), [by_key[key] for key in read])
+    in_order = dict(data=ordered, rows_per_unit=12, shuffle_buffer=1)
+    full = _train(str(tmp_path / "full"), batch_size=4, trainer_settings=CPU | {"devices": 1}, **in_order)
+    accumulated = _train(str(tmp_path / "accumulated"), batch_size=2, trainer_settings=CPU | {"accumulate_grad_batches": 2},
+                         **in_order)  # fmt: skip
     start = tiny_vlm()[0].state_dict()
     assert any(not torch.allclose(full[name], start[name]) for name in full)  # the weights moved
     for name in full:
@@ -94,14 +125,3 @@ def test_a_resumed_stage_equals_an_uninterrupted_one(tmp_path):
     resumed = _train(str(tmp_path / "stopped"), batch_size=2, trainer_settings=CPU, settings=settings)
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], msg=name)
-
-
-def test_ranks_read_disjoint_shares_of_one_order_and_resume_where_they_stopped():
-    reads = lambda sampler, n: [index for index, _ in zip(sampler, range(n))]  # noqa: E731
-    alone = reads(ResumableSampler(10, seed=3), 20)
-    assert sorted(alone[:10]) == sorted(alone[10:]) == list(range(10)) and alone[:10] != alone[10:]
-    ranks = [reads(ResumableSampler(10, seed=3, rank=r, world=2), 10) for r in range(2)]
-    assert ranks[0][:5] == alone[0:10:2] and ranks[1][:5] == alone[1:10:2]
-    assert reads(ResumableSampler(10, seed=3, rank=1, world=2, start=3), 7) == ranks[1][3:]
-    with pytest.raises(ValueError, match="3 conversations cannot be shared by 4 ranks"):
-        ResumableSampler(3, seed=0, world=4)

@@ -92,13 +92,26 @@ def decode_pair(
     return image, caption, sample["__key__"]
 
 
-def _slice_samples(piece: ShardSlice, counter: BadSampleCounter) -> Iterator[dict]:
+def slice_samples(piece: ShardSlice, counter: BadSampleCounter) -> Iterator[dict]:
     """The samples of one shard slice; the shard is read from its start, and closed once the slice is out."""
     samples = unit_samples(iter([{"url": piece.url}]), counter)
     try:
         yield from itertools.islice(samples, piece.skip, piece.skip + piece.take)
     finally:
         samples.close()
+
+
+def shuffled(items: Iterator, rng: random.Random, size: int) -> Iterator:
+    """`items` through a seeded shuffle buffer of `size` (1: in order); what is left shuffled at the end."""
+    buffer = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= size:
+            index = rng.randrange(len(buffer))
+            buffer[index], buffer[-1] = buffer[-1], buffer[index]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 class PairStream(IterableDataset):
@@ -196,7 +209,7 @@ class PairStream(IterableDataset):
         urls, sizes = [self.urls[i] for i in order], [self.shard_sizes[i] for i in order]
         share = ReaderShare.of(self.rank, worker, workers, self.batches_per_rank, self.batch_size)
         passes = (
-            (sample for piece in slices(urls, sizes, start, length) for sample in _slice_samples(piece, counter))
+            (sample for piece in slices(urls, sizes, start, length) for sample in slice_samples(piece, counter))
             for start, length in share.chunks()
         )
         return passes, math.ceil(sum(sizes) / max(share.length, 1))  # that many chunks cover every sample
@@ -217,7 +230,7 @@ class PairStream(IterableDataset):
                 if (pair := decode_pair(sample, counter, self.decode_image, defer=self.training)) is not None
             )
             if self.training and self.shuffle_buffer > 1:
-                pairs = self._shuffled(pairs, rng)
+                pairs = shuffled(pairs, rng, self.shuffle_buffer)
             if self.training and self.neighbour_share > 0:
                 pairs = neighbour_batches(pairs, self.batch_size, self.neighbour_share, self.neighbour_pool)
             yield from pairs
@@ -225,17 +238,6 @@ class PairStream(IterableDataset):
             if self.training and dry >= dry_limit:  # a reader going round unreadable shards
                 shards = self.urls if self.shard_sizes is not None else self._reader_urls(worker, workers, epoch)
                 raise RuntimeError(f"no readable sample in any of these shards: {shards}")
-
-    def _shuffled(self, pairs: Iterator, rng: random.Random) -> Iterator:
-        buffer = []
-        for pair in pairs:
-            buffer.append(pair)
-            if len(buffer) >= self.shuffle_buffer:
-                index = rng.randrange(len(buffer))
-                buffer[index], buffer[-1] = buffer[-1], buffer[index]
-                yield buffer.pop()
-        rng.shuffle(buffer)
-        yield from buffer
 
     def _collate(self, pairs: list[tuple[torch.Tensor, str, str]], counter: BadSampleCounter, augment_seed: int) -> dict:
         with seeded_torch(augment_seed):  # one seed per batch: the draws differ between its images

@@ -1,4 +1,4 @@
-"""LLaVA's conversation JSON: reading it with checks, and writing the embedded world's captions and Q/A in it.
+"""LLaVA's conversation records: checking one, and writing the embedded world's captions and Q/A as LLaVA JSON.
 
 A file is a list of records, as LLaVA's training sets are:
 
@@ -8,8 +8,9 @@ A file is a list of records, as LLaVA's training sets are:
      "question_types": ["count", ...]}
 
 Turns alternate human/gpt from a human one; the first human turn holds the `<image>` placeholder once and
-no other turn does. `image` is relative to the JSON file's folder. `question_types` (ours, optional) names
-each gpt turn's question type, for accuracy per type.
+no other turn does. `image` is relative to the JSON file's folder (or `data.image_folder`). `question_types` (ours,
+optional) names each gpt turn's question type, for accuracy per type. Files, JSONL, tables and shards of such
+records are read by `clip_train.vlm.conversation_source`.
 """
 
 import json
@@ -38,45 +39,35 @@ class Turn:
 
 @dataclass(frozen=True)
 class Conversation:
-    """One record: the image's path (absolute) and its human/gpt turns; the first question starts with `<image>`."""
+    """One record: its image (encoded bytes, or a path), its human/gpt turns (the first question held `<image>`)
+    and its key (the record's `id`, else its row; for logs and tests)."""
 
-    image: str
+    image: bytes | str
     turns: tuple[Turn, ...]
+    key: str = ""
 
 
-def _record_error(path: str, index: int, problem: str) -> ValueError:
-    return ValueError(f"{path}: record {index}: {problem} (LLaVA's format: image, conversations of human/gpt turns)")
-
-
-def read_conversations(path: str) -> list[Conversation]:
-    """The records of a LLaVA conversation file, checked; a bad record raises ValueError naming it and its key."""
-    with open(path) as f:
-        records = json.load(f)
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: a LLaVA conversation file holds a JSON list of records, not {type(records).__name__}")
-    folder = os.path.dirname(os.path.abspath(path))
-    conversations = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict) or not isinstance(record.get("image"), str):
-            raise _record_error(path, index, "no 'image' path")
-        turns = record.get("conversations")
-        if not isinstance(turns, list) or not turns or len(turns) % 2:
-            raise _record_error(path, index, "'conversations' must be a non-empty list of human/gpt pairs")
-        speakers = [turn.get("from") if isinstance(turn, dict) else None for turn in turns]
-        if speakers != ["human", "gpt"] * (len(turns) // 2):
-            raise _record_error(path, index, f"'conversations' speakers are {speakers}, not alternating human, gpt")
-        values = [turn.get("value") for turn in turns]
-        if not all(isinstance(value, str) for value in values):
-            raise _record_error(path, index, "every turn needs a string 'value'")
-        if values[0].count(IMAGE) != 1 or any(IMAGE in value for value in values[1:]):
-            raise _record_error(path, index, f"the first human turn must hold {IMAGE} once, and no other turn")
-        kinds = record.get("question_types", [None] * (len(turns) // 2))
-        if len(kinds) != len(turns) // 2:
-            raise _record_error(path, index, f"'question_types' has {len(kinds)} entries for {len(turns) // 2} questions")
-        questions = [values[0].replace(IMAGE, "").strip(), *values[2::2]]
-        pairs = tuple(Turn(q, a, k) for q, a, k in zip(questions, values[1::2], kinds))
-        conversations.append(Conversation(os.path.join(folder, record["image"]), pairs))
-    return conversations
+def record_turns(record) -> tuple[Turn, ...]:
+    """The turns of one LLaVA record (a dict with `conversations` and optionally `question_types`), checked;
+    ValueError saying what is wrong with it (the reader names the record)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record is a JSON object, not {type(record).__name__}")
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns or len(turns) % 2:
+        raise ValueError("'conversations' must be a non-empty list of human/gpt pairs")
+    speakers = [turn.get("from") if isinstance(turn, dict) else None for turn in turns]
+    if speakers != ["human", "gpt"] * (len(turns) // 2):
+        raise ValueError(f"'conversations' speakers are {speakers}, not alternating human, gpt")
+    values = [turn.get("value") for turn in turns]
+    if not all(isinstance(value, str) for value in values):
+        raise ValueError("every turn needs a string 'value'")
+    if values[0].count(IMAGE) != 1 or any(IMAGE in value for value in values[1:]):
+        raise ValueError(f"the first human turn must hold {IMAGE} once, and no other turn")
+    kinds = record.get("question_types") or [None] * (len(turns) // 2)
+    if len(kinds) != len(turns) // 2:
+        raise ValueError(f"'question_types' has {len(kinds)} entries for {len(turns) // 2} questions")
+    questions = [values[0].replace(IMAGE, "").strip(), *values[2::2]]
+    return tuple(Turn(q, a, k) for q, a, k in zip(questions, values[1::2], kinds))
 
 
 def _record(key: str, turns: list[Turn]) -> dict:

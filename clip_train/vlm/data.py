@@ -1,73 +1,99 @@
-"""Conversations as training batches: token ids, answer-only labels and the image's pixels."""
+"""A stage's loader: the conversation stream for this rank, its epoch, and its position in every checkpoint.
 
-from collections.abc import Callable
+The loader is built once Lightning knows this rank and the world (`setup`). Its position is kept as the CLIP
+trainer keeps its own (`clip_train.data.position`): the epoch and the batches consumed in it go into each
+checkpoint (`state_dict`), and a resumed stage's workers skip exactly those (`load_state_dict`).
+"""
+
+import logging
+import math
+import multiprocessing
 
 import lightning as L
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader
 
-from clip_train.vlm.conversations import Conversation
-from clip_train.vlm.sampler import ResumableSampler
-from clip_train.vlm.text import IGNORE, encode_conversation
+from clip_train.data.bad_data import BadDataPolicy
+from clip_train.data.position import (
+    ResumePoint,
+    StreamLayout,
+    batches_into_epoch,
+    check_layout,
+    position_state,
+    resume_position,
+)
+from clip_train.data.reader_shares import coverage_problem
+from clip_train.vlm.conversation_source import ConversationSource
+from clip_train.vlm.conversation_stream import ConversationStream, PadConversations
 
-
-class ConversationDataset(Dataset):
-    """Item i: {"input_ids", "labels"} as lists (`encode_conversation`) and "pixels" (3, H, W) from `preprocess`
-    (the CLIP model's evaluation transform), or no pixels for the blind baseline (`with_image=False`)."""
-
-    def __init__(self, conversations: list[Conversation], tokenizer, preprocess: Callable | None, with_image: bool = True):
-        self.conversations, self.tokenizer = conversations, tokenizer
-        self.preprocess, self.with_image = preprocess, with_image
-
-    def __len__(self) -> int:
-        return len(self.conversations)
-
-    def __getitem__(self, index: int) -> dict:
-        conversation = self.conversations[index]
-        ids, labels = encode_conversation(self.tokenizer, conversation, self.with_image)
-        item = {"input_ids": ids, "labels": labels}
-        if self.with_image:
-            with Image.open(conversation.image) as image:
-                item["pixels"] = self.preprocess(image.convert("RGB"))
-        return item
-
-
-class PadConversations:
-    """A list of items -> {"input_ids" (B, L) padded with `pad_id` on the right, "attention_mask" (B, L),
-    "labels" (B, L) padded with IGNORE, "pixels" (B, 3, H, W) when the items have them}."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, items: list[dict]) -> dict:
-        length = max(len(item["input_ids"]) for item in items)
-        ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, item in enumerate(items):
-            size = len(item["input_ids"])
-            ids[row, :size] = torch.tensor(item["input_ids"])
-            labels[row, :size] = torch.tensor(item["labels"])
-            mask[row, :size] = 1
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        if "pixels" in items[0]:
-            batch["pixels"] = torch.stack([item["pixels"] for item in items])
-        return batch
+log = logging.getLogger(__name__)
 
 
 class ConversationDataModule(L.LightningDataModule):
-    """A stage's loader, built once Lightning knows this rank, the world and (when resuming) the step reached:
-    a `ResumableSampler` then continues exactly where the checkpoint stopped."""
+    """`source`'s conversations in batches of `batch_size` per rank, read by `num_workers` workers, in the order of
+    `seed`; `preprocess` (the CLIP model's evaluation transform) makes the pixels, None for the blind baseline."""
 
-    def __init__(self, dataset: ConversationDataset, batch_size: int, num_workers: int, seed: int, pad_id: int):
+    def __init__(
+        self,
+        source: ConversationSource,
+        tokenizer,
+        preprocess,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        shuffle_buffer: int = 1000,
+        bad_data: BadDataPolicy | None = None,
+    ):
         super().__init__()
-        self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
-        self.collate = PadConversations(pad_id)
+        self.source, self.batch_size, self.num_workers, self.seed = source, batch_size, num_workers, seed
+        self.collate, self.with_image = PadConversations(tokenizer, preprocess), preprocess is not None
+        self.shuffle_buffer, self.bad_data = shuffle_buffer, bad_data or BadDataPolicy()
+        self._epoch, self._resume_point = multiprocessing.Value("i", 0), ResumePoint()
+        self.rank, self.world = 0, 1
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:
+            self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
+        problem = coverage_problem(self.source.records, self.batches_per_epoch, self.world, self.batch_size)
+        if problem is not None and self.rank == 0:
+            log.warning("%s: %s", self.source.option, problem)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches each rank yields per epoch: the same on every rank, enough for every record."""
+        return math.ceil(self.source.records / (self.batch_size * self.world))
+
+    @property
+    def layout(self) -> StreamLayout:
+        return StreamLayout(
+            self.world, max(1, self.num_workers), self.batch_size, self.batches_per_epoch, False, self.seed,
+            len(self.source.units), self.source.records,
+        )  # fmt: skip
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seeds the next epoch's order (also in persistent workers); the stage's module calls it."""
+        self._epoch.value = epoch
+
+    def state_dict(self) -> dict:
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return position_state(self.trainer.current_epoch, batches_into_epoch(processed, self.batches_per_epoch), self.layout)
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        check_layout(state["layout"], self.layout)
+        epoch, consumed = resume_position(state)
+        self.set_epoch(epoch)  # a mid-epoch restart does not call on_train_epoch_start
+        self._resume_point.set(epoch, consumed)
+        log.info("resuming %s at epoch %d after %d batches", self.source.option, epoch, consumed)
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        start = trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
-        sampler = ResumableSampler(len(self.dataset), self.seed, trainer.global_rank, trainer.world_size, start)
-        return DataLoader(self.dataset, self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=self.collate, persistent_workers=self.num_workers > 0)  # fmt: skip
+        stream = ConversationStream(
+            self.source.units, self.source.sizes, rank=self.rank, world=self.world, batch_size=self.batch_size,
+            batches_per_rank=self.batches_per_epoch, seed=self.seed, shuffle_buffer=self.shuffle_buffer,
+            epoch=self._epoch, resume_point=self._resume_point, collate=self.collate, with_image=self.with_image,
+            bad_data=self.bad_data,
+        )  # fmt: skip
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)

@@ -14,7 +14,7 @@ import os
 
 from clip_train.inference import ClipModel
 from clip_train.vlm.assistant import load_vlm
-from clip_train.vlm.conversations import read_conversations
+from clip_train.vlm.conversation_source import ConversationSource, read_conversations
 from clip_train.vlm.vqa import evaluate_questions
 
 STAGE_CHECKPOINT = os.path.join("checkpoints", "last.ckpt")
@@ -58,7 +58,9 @@ class VisionLanguageTask:
         metrics = {}
         for prefix, checkpoint in self.checkpoints.items():
             vlm = load_vlm(checkpoint, device=model.device)
-            conversations = read_conversations(self._questions_file(checkpoint, vlm.recipe))
+            conversations, _ = read_conversations(
+                ConversationSource.of(self._questions_file(checkpoint, vlm.recipe), "questions")
+            )
             preprocess = None if vlm.model.blind else vlm.preprocess
             metrics |= evaluate_questions(vlm.model, vlm.tokenizer, conversations, preprocess, self.batch_size, prefix)
         return metrics

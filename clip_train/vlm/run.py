@@ -16,9 +16,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clip_train.data.bad_data import BadDataPolicy
 from clip_train.data.tokenizer import tokenizer_from_files
 from clip_train.distributed import launcher_rank
-from clip_train.vlm.conversations import SceneQuestionSet, read_conversations
+from clip_train.vlm.conversation_source import ConversationSource, read_conversations
+from clip_train.vlm.conversations import SceneQuestionSet
 from clip_train.vlm.language_model import build_language_model
 from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.stages import RECIPE_KEY, TOKENIZER_KEY, train_stage
@@ -31,7 +33,8 @@ STAGES = ("align", "instruct")
 
 
 def conversation_files(cfg: DictConfig, image_size: int) -> dict[str, str]:
-    """{"captions", "train", "test": LLaVA JSON path}: the user's files, or the embedded world's Q/A written once."""
+    """{"captions", "train", "test": the user's data (any `ConversationSource` path), or the embedded world's Q/A
+    (LLaVA JSON files) written once}."""
     given = {name: cfg.data[name] for name in ("captions", "train", "test")}
     if all(given.values()):
         return given
@@ -44,7 +47,20 @@ def conversation_files(cfg: DictConfig, image_size: int) -> dict[str, str]:
     return {name: os.path.join(folder, f"{name}.json") for name in given}
 
 
-def _texts(conversations) -> list[str]:
+def conversation_sources(cfg: DictConfig, files: dict[str, str]) -> dict[str, ConversationSource]:
+    """Every file's units, checked at start-up: a missing path or field stops the run, naming the data.* key."""
+    options = {key: cfg.data[key] for key in ("image_folder", "img_key", "caption_key", "rows_per_unit")}
+    if not cfg.data.train:  # the embedded Q/A, whose images lie beside its files
+        options["image_folder"] = None
+    return {
+        name: ConversationSource.of(path, f"data.{name}", **options, cache_dir=cfg.paths.cache_dir)
+        for name, path in files.items()
+    }
+
+
+def _texts(sources: list[ConversationSource]) -> list[str]:
+    """Every question and answer of `sources`, which a word tokenizer learns its vocabulary from."""
+    conversations = [c for source in sources for c in read_conversations(source, with_image=False)[0]]
     return [text for c in conversations for turn in c.turns for text in (turn.question, turn.answer)]
 
 
@@ -106,36 +122,52 @@ def build_vlm(cfg: DictConfig, source: TowerSource, texts: list[str], blind: boo
     return model, tokenizer
 
 
+def _bad_records(stage: str, skipped: dict[str, int]) -> dict[str, float]:
+    """{"<stage>/bad_samples": total, "<stage>/bad_samples/<kind>": count} of the kinds met; {} when none were."""
+    if not skipped:
+        return {}
+    return {f"{stage}/bad_samples": float(sum(skipped.values()))} | {
+        f"{stage}/bad_samples/{k}": float(n) for k, n in skipped.items()
+    }
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.stage not in (None, *STAGES):
         raise ValueError(f"stage={cfg.stage}: choose align, instruct, or leave it unset for both")
     run_dir = cfg.paths.output_dir
     source = tower_source(cfg)
     files = conversation_files(cfg, source.image_size)
-    data = {name: read_conversations(path) for name, path in files.items()}
-    texts = _texts(data["captions"]) + _texts(data["train"])
+    sources = conversation_sources(cfg, files)
+    scratch = cfg.lm is None and cfg.init_from is None  # only a word tokenizer learnt here needs the texts
+    texts = _texts([sources["captions"], sources["train"]]) if scratch else []
     trainer_settings = OmegaConf.to_container(cfg.trainer)
     recipe = {name: OmegaConf.to_container(cfg[name]) for name in ("vision", "lm_config", "connector")} | {"lm": cfg.lm}
     recipe["tower"] = source.recipe  # the tower's architecture and preprocessing: the stage loads without the CLIP
     recipe["test_questions"] = os.path.abspath(files["test"])  # what `VisionLanguageTask` scores by default
-    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, recipe=recipe)
+    bad_data = BadDataPolicy(cfg.data.max_bad_sample_rate, cfg.data.bad_sample_rate_min_items)
+    loader = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, recipe=recipe,
+                  shuffle_buffer=cfg.data.shuffle_buffer, bad_data=bad_data)  # fmt: skip
     model, tokenizer = build_vlm(cfg, source, texts, blind=False)
     metrics = {}
+    test = None if cfg.stage == "align" else read_conversations(sources["test"])
     for stage in [cfg.stage] if cfg.stage else STAGES:
         started = time.perf_counter()
-        conversations = data["captions"] if stage == "align" else data["train"]
-        train_stage(
-            stage, model, tokenizer, conversations, source.preprocess, cfg.stages[stage], trainer_settings, run_dir, **loader
-        )
+        data = sources["captions"] if stage == "align" else sources["train"]
+        skipped = train_stage(stage, model, tokenizer, data, source.preprocess, cfg.stages[stage], trainer_settings, run_dir,
+                              **loader)  # fmt: skip
         metrics[f"time/{stage}_s"] = time.perf_counter() - started
-    if cfg.stage != "align":
-        metrics |= evaluate_questions(model, tokenizer, data["test"], source.preprocess, cfg.eval.batch_size)
+        metrics |= _bad_records(stage, skipped)
+    if test is not None:
+        metrics |= _bad_records("test", test[1])
+        metrics |= evaluate_questions(model, tokenizer, test[0], source.preprocess, cfg.eval.batch_size)
     if cfg.stage is None and cfg.blind_baseline:
         started = time.perf_counter()
         blind, _ = build_vlm(cfg, source, texts, blind=True)
-        train_stage("blind", blind, tokenizer, data["train"], None, cfg.stages.instruct, trainer_settings, run_dir, **loader)
+        skipped = train_stage("blind", blind, tokenizer, sources["train"], None, cfg.stages.instruct, trainer_settings,
+                              run_dir, **loader)  # fmt: skip
         metrics["time/blind_s"] = time.perf_counter() - started
-        metrics |= evaluate_questions(blind, tokenizer, data["test"], None, cfg.eval.batch_size, prefix="blind/")
+        metrics |= _bad_records("blind", skipped)
+        metrics |= evaluate_questions(blind, tokenizer, test[0], None, cfg.eval.batch_size, prefix="blind/")
     if launcher_rank() == 0:
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)

@@ -12,8 +12,10 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from clip_train.data.bad_data import BAD_KINDS, BadDataPolicy
 from clip_train.data.tokenizer import tokenizer_files
-from clip_train.vlm.data import ConversationDataModule, ConversationDataset
+from clip_train.vlm.conversation_source import ConversationSource
+from clip_train.vlm.data import ConversationDataModule
 from clip_train.vlm.language_model import set_language_model_mode
 from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.module import VisionLanguageModule
@@ -37,7 +39,7 @@ def train_stage(
     name: str,
     model: VisionLanguageModel,
     tokenizer,
-    conversations,
+    source: ConversationSource,
     preprocess,
     settings,
     trainer_settings: dict,
@@ -47,18 +49,21 @@ def train_stage(
     seed: int = 0,
     callbacks: tuple = (),
     recipe: dict | None = None,
-) -> VisionLanguageModel:
+    shuffle_buffer: int = 1000,
+    bad_data: BadDataPolicy | None = None,
+) -> dict[str, int]:
     """Train `model` in place for `settings.steps` optimizer steps of `settings` (lm mode full|frozen|lora, lr,
-    warmup_steps, weight_decay) on `batch_size` conversations per rank and step, in the order of `seed`, and return it;
-    `trainer_settings` pass to lightning.Trainer (devices, strategy, precision, accumulate_grad_batches, ...),
+    warmup_steps, weight_decay) on `batch_size` conversations of `source` per rank and step, in the order of `seed`
+    (`clip_train.vlm.conversation_stream`), and return the records skipped by kind over all ranks (the kinds with
+    any). `trainer_settings` pass to lightning.Trainer (devices, strategy, precision, accumulate_grad_batches, ...),
     and `callbacks` are added to the stage's checkpointing; `recipe` goes into the checkpoints (`SaveRecipe`)."""
     model.language_model = set_language_model_mode(model.language_model, settings.lm, settings.lora_rank)
     if model.connector is not None:
         model.connector.requires_grad_(True)
     folder = os.path.join(run_dir, name)
     last = os.path.join(folder, "checkpoints", "last.ckpt")
-    dataset = ConversationDataset(conversations, tokenizer, preprocess, with_image=not model.blind)
-    data = ConversationDataModule(dataset, batch_size, num_workers, seed, tokenizer.pad_token_id)
+    preprocess = None if model.blind else preprocess
+    data = ConversationDataModule(source, tokenizer, preprocess, batch_size, num_workers, seed, shuffle_buffer, bad_data)
     stage_recipe = {"blind": model.blind, "lm_mode": settings.lm, "lora_rank": settings.lora_rank}
     module = VisionLanguageModule(model, settings.lr, settings.weight_decay, settings.warmup_steps, settings.steps)
     saves = ModelCheckpoint(os.path.join(folder, "checkpoints"), save_last=True, save_top_k=0,
@@ -70,4 +75,4 @@ def train_stage(
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=last if os.path.isfile(last) else None)
-    return model
+    return {kind: n for kind, n in zip(BAD_KINDS, module.bad_sample_totals.tolist()) if n}

@@ -5,6 +5,7 @@ ranks, so every rank returns the same metrics (a task never runs on rank 0 alone
 `vqa/mean` is the mean over question types, so a frequent type does not outweigh a rare one.
 """
 
+import io
 import re
 from collections.abc import Callable
 
@@ -43,6 +44,13 @@ def score(kind: str | None, prediction: str, answer: str) -> float:
     return vqa_accuracy(prediction, [answer])
 
 
+def _as_image(image) -> Image.Image:
+    """A PIL image from a path, encoded bytes (a `Conversation`'s) or a PIL image."""
+    if isinstance(image, bytes):
+        return Image.open(io.BytesIO(image))
+    return Image.open(image) if isinstance(image, str) else image
+
+
 @torch.no_grad()
 def answer(
     model: VisionLanguageModel,
@@ -51,7 +59,7 @@ def answer(
     preprocess: Callable | None,
     max_new_tokens: int = 6,
 ) -> list[str]:
-    """Greedy answers to [(image path or PIL image, question)], one batch, prompts left-padded."""
+    """Greedy answers to [(image path, encoded bytes or PIL image, question)], one batch, prompts left-padded."""
     prompts = [prompt_ids(tokenizer, question, with_image=not model.blind) for _, question in questions]
     length = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
@@ -60,7 +68,7 @@ def answer(
         ids[row, length - len(prompt) :], mask[row, length - len(prompt) :] = torch.tensor(prompt), 1
     pixels = None
     if not model.blind:
-        images = [Image.open(image) if isinstance(image, str) else image for image, _ in questions]
+        images = [_as_image(image) for image, _ in questions]
         pixels = torch.stack([preprocess(image.convert("RGB")) for image in images])
     device = next(model.parameters()).device
     new = model.generate(ids.to(device), mask.to(device), None if pixels is None else pixels.to(device),
