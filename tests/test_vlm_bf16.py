@@ -2,6 +2,7 @@
 computes in bfloat16, and the first step's loss is finite and within bfloat16's rounding of the fp32 loss on the
 same batch (same weights, same data order). And a stage trained in `bf16-true` is scored afterwards."""
 
+import json
 import os
 
 import lightning as L
@@ -9,10 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_vlm import tiny_vlm
+from tiny_vlm import read_test_set, tiny_vlm
 
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
-from clip_train.vlm.conversations import Conversation, Turn
+from clip_train.vlm.conversation_source import ConversationSource
 from clip_train.vlm.qformer import QFormerConnector
 from clip_train.vlm.stages import train_stage
 from clip_train.vlm.text import prompt_ids
@@ -46,22 +47,26 @@ class FirstLoss(L.Callback):
 
 
 def _train(folder, precision: str, connector: str):
-    """(FirstLoss, model, tokenizer, conversations) after a 2-step stage at `precision`."""
-    conversations = []
+    """(FirstLoss, model, tokenizer, LLaVA JSON path) after a 2-step stage at `precision` on 6 plain squares."""
+    records = []
     for index in range(6):
         colour = list(COLOURS)[index % 3]
-        path = os.path.join(folder, f"{index}.png")
-        Image.new("RGB", (32, 32), COLOURS[colour]).save(path)
-        conversations.append(Conversation(path, (Turn("what color is the square?", colour, "color"),)))
+        Image.new("RGB", (32, 32), COLOURS[colour]).save(os.path.join(folder, f"{index}.png"))
+        turns = [{"from": "human", "value": "<image>\nwhat color is the square?"}, {"from": "gpt", "value": colour}]
+        records.append({"id": str(index), "image": f"{index}.png", "conversations": turns, "question_types": ["color"]})
+    path = os.path.join(folder, "squares.json")
+    with open(path, "w") as f:
+        json.dump(records, f)
     model, tokenizer = tiny_vlm()
     if connector == "qformer":
         torch.manual_seed(2)
         model.connector = QFormerConnector(model.vision.width, 32, num_queries=4, width=16, num_heads=2)
     first = FirstLoss()
     trainer_settings = {"accelerator": "cpu", "enable_progress_bar": False, "precision": precision}
-    train_stage("align", model, tokenizer, conversations, eval_transform(32, CLIP_MEAN, CLIP_STD), SETTINGS,
+    source = ConversationSource.of(path, "data.train")
+    train_stage("align", model, tokenizer, source, eval_transform(32, CLIP_MEAN, CLIP_STD), SETTINGS,
                 trainer_settings, os.path.join(folder, precision), batch_size=3, num_workers=0, callbacks=(first,))  # fmt: skip
-    return first, model, tokenizer, conversations
+    return first, model, tokenizer, path
 
 
 @pytest.mark.slow
@@ -78,13 +83,13 @@ def test_a_bf16_stage_starts_at_the_fp32_loss(tmp_path, connector):
 def test_a_stage_trained_in_bf16_true_is_scored_on_fp32_pixels(tmp_path):
     """bf16-true leaves the weights in bf16 (Lightning converts the module), and the scoring after the stage
     preprocesses images to fp32: the tower takes them in its own dtype, as Lightning fed them in training."""
-    _, model, tokenizer, conversations = _train(tmp_path, "bf16-true", "mlp2x")
+    _, model, tokenizer, path = _train(tmp_path, "bf16-true", "mlp2x")
     assert next(model.vision.parameters()).dtype == torch.bfloat16
-    pixels = eval_transform(32, CLIP_MEAN, CLIP_STD)(Image.open(conversations[0].image))[None]
+    pixels = eval_transform(32, CLIP_MEAN, CLIP_STD)(Image.open(tmp_path / "0.png"))[None]
     ids = torch.tensor([prompt_ids(tokenizer, "what color is the square?", with_image=True)])
     with torch.no_grad():
         got = model.splice(ids, torch.ones_like(ids), pixels)[0]
         expected = model.splice(ids, torch.ones_like(ids), pixels.bfloat16())[0]
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    scores = evaluate_questions(model.eval(), tokenizer, conversations, eval_transform(32, CLIP_MEAN, CLIP_STD))
+    scores = evaluate_questions(model.eval(), tokenizer, read_test_set(path), eval_transform(32, CLIP_MEAN, CLIP_STD))
     assert set(scores) == {"vqa/color", "vqa/mean"}

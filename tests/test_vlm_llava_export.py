@@ -5,6 +5,7 @@ CLIP- or SigLIP-layout tower, with a tiny Llama or GPT-2 trained from scratch lo
 greedy answers are words of the embedded world, not near-ties of random logits.
 """
 
+import io
 import json
 import os
 
@@ -13,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
-from tiny_vlm import tiny_vlm
+from tiny_vlm import read_test_set, tiny_vlm
 from torch import nn
 from transformers import AutoProcessor, LlavaForConditionalGeneration, pipeline
 
@@ -26,7 +27,6 @@ from clip_train.model import ImageTower
 from clip_train.paths import CONFIG_DIR
 from clip_train.recipe import Recipe
 from clip_train.vlm.assistant import VisionLanguageAssistant
-from clip_train.vlm.conversations import read_conversations
 from clip_train.vlm.hf_llava import as_llava
 from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.run import run
@@ -72,17 +72,19 @@ def instruct_stage(folder, tower: str, lm: str, *overrides: str) -> str:
             f"paths.output_dir={folder}/vlm", f"paths.cache_dir={folder}/cache", "stage=instruct",
             f"vision.checkpoint={clip}", "data.scenes.num_train=40", "data.scenes.num_test=12", "data.scenes.image_size=48",
             "data.scenes.kinds=[color]",
-            "data.batch_size=16", "stages.instruct.steps=80", "stages.instruct.lr=1e-2", "stages.instruct.warmup_steps=0",
+            "data.batch_size=16", "stages.instruct.steps=150", "stages.instruct.lr=1e-2", "stages.instruct.warmup_steps=0",
             "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *LMS[lm], *overrides,
         ])  # fmt: skip
     run(cfg)
     return str(folder / "vlm" / "instruct" / "checkpoints" / "last.ckpt")
 
 
-def held_out_questions(checkpoint: str) -> list[tuple[str, str]]:
-    """(image path, question) of the stage's held-out questions: one of each type per scene, images 48 px."""
+def held_out_questions(checkpoint: str) -> list[tuple[Image.Image, str]]:
+    """(image, question) of the stage's held-out questions: one of each type per scene, images 48 px."""
     recipe = torch.load(checkpoint, weights_only=True)["vlm_recipe"]
-    return [(c.image, c.turns[0].question) for c in read_conversations(recipe["test_questions"])]
+    return [
+        (Image.open(io.BytesIO(c.image)).convert("RGB"), c.turns[0].question) for c in read_test_set(recipe["test_questions"])
+    ]
 
 
 def _messages(image: Image.Image, question: str) -> list[dict]:
@@ -95,8 +97,7 @@ def assert_same_model(vlm, folder: str, questions) -> None:
     image tokens and our logits on them."""
     llava = LlavaForConditionalGeneration.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder, backend="pil")  # PIL resizes exactly as our eval transform
-    for path, question in questions:
-        image = Image.open(path).convert("RGB")
+    for image, question in questions:
         inputs = processor.apply_chat_template(_messages(image, question), tokenize=True, return_dict=True,
                                                add_generation_prompt=True, return_tensors="pt")  # fmt: skip
         pixels = vlm.preprocess(image)[None]
@@ -132,11 +133,11 @@ def test_the_pipeline_answers_as_ask_does(tmp_path, lm, overrides):
     questions = held_out_questions(stage)
     assert_same_model(vlm, out, questions[:3])
     answering = pipeline("image-text-to-text", model=out, device="cpu")
-    answers = [vlm.ask(path, question) for path, question in questions]
+    answers = [vlm.ask(image, question) for image, question in questions]
     theirs = [
-        answering(text=_messages(Image.open(path).convert("RGB"), question), max_new_tokens=32,
+        answering(text=_messages(image, question), max_new_tokens=32,
                   generate_kwargs={"do_sample": False}, return_full_text=False)[0]["generated_text"].strip()
-        for path, question in questions
+        for image, question in questions
     ]  # fmt: skip
     print(f"{len(answers)} answers, {len(set(answers))} distinct: {sorted(set(answers))}")
     assert theirs == answers

@@ -10,10 +10,9 @@ import sys
 
 import pytest
 import torch
-from tiny_vlm import tiny_vlm
+from tiny_vlm import read_test_set, tiny_vlm
 
 import clip_train
-from clip_train.vlm.conversations import read_conversations
 from clip_train.vlm.qformer import QFormerConnector
 from clip_train.vlm.vqa import evaluate_questions
 
@@ -122,6 +121,6 @@ def test_the_command_trains_a_qformer_stage_that_load_vlm_reloads(trained_checkp
         torch.testing.assert_close(value, state[f"model.{name}"], rtol=0, atol=0, msg=name)
     with open(tmp_path / "metrics.json") as f:
         measured = json.load(f)
-    test = read_conversations(vlm.recipe["test_questions"])
+    test = read_test_set(vlm.recipe["test_questions"])
     rescored = evaluate_questions(vlm.model, vlm.tokenizer, test, vlm.preprocess)
     assert rescored == {name: value for name, value in measured.items() if not name.startswith("time/")}

@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import tarfile
 
-import lightning as L
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_vlm import WORDS, tiny_vlm
+from tiny_vlm import WORDS, StopAfter, tiny_vlm
 from torch.utils.data import DataLoader
 
 from clip_train.data.position import ResumePoint
@@ -131,15 +130,6 @@ SETTINGS = OmegaConf.create(
         "checkpoint_every_n_steps": 3,
     }
 )
-
-
-class StopAfter(L.Callback):
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
-        if trainer.global_step == self.steps:
-            trainer.should_stop = True
 
 
 def _stage(run_dir, data: str, callbacks=()) -> dict:

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_vlm import tiny_vlm
+from tiny_vlm import StopAfter, tiny_vlm
 
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
 from clip_train.vlm.conversation_source import ConversationSource
@@ -104,15 +104,6 @@ def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path):
     for name in full:
         for other in (*ranks, accumulated):
             torch.testing.assert_close(other[name], full[name], rtol=1e-4, atol=1e-5, msg=name)
-
-
-class StopAfter(L.Callback):
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
-        if trainer.global_step == self.steps:
-            trainer.should_stop = True
 
 
 @pytest.mark.slow

@@ -1,10 +1,13 @@
 """A tiny vision-language model for the VLM tests: timm's test_vit tower (32 px) -> MLP -> a 2-layer, 32-wide Llama."""
 
+import lightning as L
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from clip_train.model import ImageTower
 from clip_train.vlm.connector import MlpConnector
+from clip_train.vlm.conversation_source import ConversationSource, read_conversations
+from clip_train.vlm.conversations import Conversation
 from clip_train.vlm.model import VisionLanguageModel
 from clip_train.vlm.text import build_word_tokenizer
 from clip_train.vlm.vision import ImageFeatures
@@ -32,3 +35,21 @@ def tiny_vlm(texts=WORDS, blind: bool = False, seed: int = 0, **vision_options) 
         vision = ImageFeatures(ImageTower("test_vit", embed_dim=16, image_size=32), **vision_options)
         connector = MlpConnector(vision.width, 32)
     return VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids("<image>"), vision, connector), tokenizer
+
+
+class StopAfter(L.Callback):
+    """Stops a stage after optimizer step `steps`, as a killed run would stop: its last checkpoint is then resumed."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
+        if trainer.global_step == self.steps:
+            trainer.should_stop = True
+
+
+def read_test_set(path: str) -> list[Conversation]:
+    """The conversations of a stage's test file (its recipe's `test_questions`), read as the run reads them."""
+    conversations, skipped = read_conversations(ConversationSource.of(path, "data.test"))
+    assert not skipped, skipped
+    return conversations

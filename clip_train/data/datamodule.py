@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 
 import lightning as L
 from lightning.pytorch.accelerators import CUDAAccelerator
-from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from clip_train.data.augmentation import train_transform
@@ -30,14 +29,7 @@ from clip_train.data.device_normalize import normalize_batch
 from clip_train.data.image_decode import decode_rgb
 from clip_train.data.negative_batch import NegativeCaptions
 from clip_train.data.pipeline import PairStream
-from clip_train.data.position import (
-    ResumePoint,
-    StreamLayout,
-    batches_into_epoch,
-    check_layout,
-    position_state,
-    resume_position,
-)
+from clip_train.data.position import ResumePoint, StreamLayout, StreamPosition
 from clip_train.data.reader_shares import coverage_problem
 from clip_train.data.row_source import RowSource
 from clip_train.data.shards import expand_shards, refuse_empty_shards, shard_sizes
@@ -75,7 +67,7 @@ def _one_of(value, alias, name: str, alias_name: str) -> tuple:
     return (value, name) if value is not None else (alias, alias_name)
 
 
-class ShardDataModule(L.LightningDataModule):
+class ShardDataModule(StreamPosition, L.LightningDataModule):
     """Image-text shards (img2dataset layout) for training and validation.
 
     train, val: the training and validation data: a shard pattern or list (see `clip_train.data.shards`), a table
@@ -282,10 +274,6 @@ class ShardDataModule(L.LightningDataModule):
         """Training batches each rank yields per epoch: the same on every rank, enough for `samples_per_epoch`."""
         return math.ceil(self.samples_per_epoch / (self.batch_size * self.world))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Seeds the next epoch's shard and sample order (also in persistent workers)."""
-        self._epoch.value = epoch
-
     @property
     def layout(self) -> StreamLayout:
         return StreamLayout(
@@ -297,25 +285,6 @@ class ShardDataModule(L.LightningDataModule):
     def _sized_samples(self) -> int | None:
         """Samples in the training shards by their sizes, which place the readers' ranges (None: unknown)."""
         return sum(self.train_shard_sizes) if self.train_shard_sizes is not None else None
-
-    def state_dict(self) -> dict:
-        """The training stream's position, saved in every checkpoint: the epoch and the batches this rank's
-        training loop has consumed in it (the same on every rank), as Lightning's progress tracking counts them."""
-        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
-            return {}
-        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        consumed = batches_into_epoch(processed, self.batches_per_epoch)
-        return position_state(self.trainer.current_epoch, consumed, self.layout)
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume the stream where the checkpoint left it (see `clip_train.data.position`)."""
-        if not state:
-            return
-        check_layout(state["layout"], self.layout)
-        epoch, consumed = resume_position(state)
-        self.set_epoch(epoch)  # a mid-epoch restart does not call on_train_epoch_start
-        self._resume_point.set(epoch, consumed)
-        log.info("resuming the training stream at epoch %d after %d batches", epoch, consumed)
 
     def _loader(self, urls: list[str], training: bool) -> DataLoader:
         stream = PairStream(

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +124,37 @@ def check_layout(saved: dict, layout: StreamLayout) -> None:
             "batch count of the new layout, so samples of this epoch may repeat or be skipped",
             changed,
         )
+
+
+class StreamPosition:
+    """A LightningDataModule's stream position in every checkpoint, and a resumed stream's start: mixed into the
+    trainer's `ShardDataModule` and the VLM's `ConversationDataModule` before `LightningDataModule`.
+
+    The class it is mixed into holds `_epoch` (a shared `multiprocessing.Value`, read by persistent workers),
+    `_resume_point` (a `ResumePoint`), `batches_per_epoch` and `layout` (a `StreamLayout`); `stream_name` names
+    the stream in the resume log line.
+    """
+
+    stream_name = "the training stream"
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seeds the next epoch's order (also in persistent workers)."""
+        self._epoch.value = epoch
+
+    def state_dict(self) -> dict:
+        """The epoch and the batches this rank's training loop has consumed in it (the same on every rank), as
+        Lightning's progress tracking counts them; nothing outside fitting."""
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return position_state(self.trainer.current_epoch, batches_into_epoch(processed, self.batches_per_epoch), self.layout)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume the stream where the checkpoint left it."""
+        if not state:
+            return
+        check_layout(state["layout"], self.layout)
+        epoch, consumed = resume_position(state)
+        self.set_epoch(epoch)  # a mid-epoch restart does not call on_train_epoch_start
+        self._resume_point.set(epoch, consumed)
+        log.info("resuming %s at epoch %d after %d batches", self.stream_name, epoch, consumed)

@@ -10,18 +10,10 @@ import math
 import multiprocessing
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from clip_train.data.bad_data import BadDataPolicy
-from clip_train.data.position import (
-    ResumePoint,
-    StreamLayout,
-    batches_into_epoch,
-    check_layout,
-    position_state,
-    resume_position,
-)
+from clip_train.data.position import ResumePoint, StreamLayout, StreamPosition
 from clip_train.data.reader_shares import coverage_problem
 from clip_train.vlm.conversation_source import ConversationSource
 from clip_train.vlm.conversation_stream import ConversationStream, PadConversations
@@ -29,7 +21,7 @@ from clip_train.vlm.conversation_stream import ConversationStream, PadConversati
 log = logging.getLogger(__name__)
 
 
-class ConversationDataModule(L.LightningDataModule):
+class ConversationDataModule(StreamPosition, L.LightningDataModule):
     """`source`'s conversations in batches of `batch_size` per rank, read by `num_workers` workers, in the order of
     `seed`; `preprocess` (the CLIP model's evaluation transform) makes the pixels, None for the blind baseline."""
 
@@ -64,30 +56,15 @@ class ConversationDataModule(L.LightningDataModule):
         return math.ceil(self.source.records / (self.batch_size * self.world))
 
     @property
+    def stream_name(self) -> str:
+        return self.source.option
+
+    @property
     def layout(self) -> StreamLayout:
         return StreamLayout(
             self.world, max(1, self.num_workers), self.batch_size, self.batches_per_epoch, False, self.seed,
             len(self.source.units), self.source.records,
         )  # fmt: skip
-
-    def set_epoch(self, epoch: int) -> None:
-        """Seeds the next epoch's order (also in persistent workers); the stage's module calls it."""
-        self._epoch.value = epoch
-
-    def state_dict(self) -> dict:
-        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
-            return {}
-        processed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return position_state(self.trainer.current_epoch, batches_into_epoch(processed, self.batches_per_epoch), self.layout)
-
-    def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        check_layout(state["layout"], self.layout)
-        epoch, consumed = resume_position(state)
-        self.set_epoch(epoch)  # a mid-epoch restart does not call on_train_epoch_start
-        self._resume_point.set(epoch, consumed)
-        log.info("resuming %s at epoch %d after %d batches", self.source.option, epoch, consumed)
 
     def train_dataloader(self) -> DataLoader:
         stream = ConversationStream(
