@@ -101,9 +101,13 @@ def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path):
                          **in_order)  # fmt: skip
     start = tiny_vlm()[0].state_dict()
     assert any(not torch.allclose(full[name], start[name]) for name in full)  # the weights moved
+    # Adam divides each gradient element by its own running RMS, so an element whose gradient is at rounding level
+    # (summed in another order by 2 ranks or 2 micro-batches) moves by a visible share of lr = 3e-3 either way:
+    # measured 3.9e-5 on 1 of 2048 connector weights with 2 threads. atol lr/30 allows that; a batch read wrongly
+    # (a record missing or doubled) moves the weights by ~lr in most elements
     for name in full:
         for other in (*ranks, accumulated):
-            torch.testing.assert_close(other[name], full[name], rtol=1e-4, atol=1e-5, msg=name)
+            torch.testing.assert_close(other[name], full[name], rtol=1e-4, atol=1e-4, msg=name)
 
 
 @pytest.mark.slow
