@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 
 from clip_train.vlm.answers import normalize_answer
 from clip_train.vlm.assistant import load_vlm
-from clip_train.vlm.conversations import read_conversations
+from clip_train.vlm.conversation_source import ConversationSource, read_conversations
 from clip_train.vlm.vqa import answer
 
 MAX_CONFUSION_ANSWERS = 10
@@ -46,8 +46,9 @@ def main() -> None:
     blind = os.path.join(args.run, "blind", "checkpoints", "last.ckpt")
     recipe = load_vlm(instruct).recipe
     test_file = recipe["test_questions"]
-    test = [(c.image, c.turns[0]) for c in read_conversations(test_file)]
-    train = [c.turns[0] for c in read_conversations(os.path.join(os.path.dirname(test_file), "train.json"))]
+    test = [(c.image, c.turns[0]) for c in read_conversations(ConversationSource.of(test_file, "test"))[0]]
+    train_file = os.path.join(os.path.dirname(test_file), "train.json")
+    train = [c.turns[0] for c in read_conversations(ConversationSource.of(train_file, "train"), with_image=False)[0]]
     by_question = defaultdict(Counter)
     for turn in train:
         by_question[turn.question][normalize_answer(turn.answer)] += 1

@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -101,3 +104,16 @@ def test_the_scores_are_the_answers_scored_one_by_one(vlm_run, trained_checkpoin
 def test_a_folder_that_is_no_vlm_run_is_refused_by_name(tmp_path, trained_checkpoint):
     with pytest.raises(InstantiationException, match="is not a clip_train.vlm run folder"):  # Hydra wraps the ValueError
         _evaluate(trained_checkpoint, tmp_path, f"eval.tasks.vlm.checkpoint={tmp_path}")
+
+
+@pytest.mark.slow
+def test_the_diagnosis_script_gives_the_runs_own_accuracies(vlm_run):
+    """scripts/vlm_diagnose.py answers the held-out questions again, per type, for both models of a run folder."""
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "vlm_diagnose.py")
+    printed = subprocess.run([sys.executable, script, vlm_run], capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(vlm_run, "metrics.json")) as f:
+        trained = json.load(f)
+    for kind in ("color", "count"):
+        line = next(line for line in printed.splitlines() if line.startswith(f"## {kind}:"))
+        image, blind = re.search(r"image ([\d.]+), blind ([\d.]+)", line).groups()
+        assert (float(image), float(blind)) == pytest.approx((trained[f"vqa/{kind}"], trained[f"blind/vqa/{kind}"]), abs=5e-4)
