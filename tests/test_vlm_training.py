@@ -60,10 +60,19 @@ class RecordKeys(L.Callback):
         self.keys.append(list(batch["key"]))
 
 
-def _train(run_dir: str, batch_size: int, trainer_settings: dict, settings=SETTINGS, callbacks=(), data=None, **loader):
-    """The trained weights of a stage on `data` (a JSON file; default the 12 squares beside `run_dir`), read in
-    units of 4 records."""
-    model, tokenizer = tiny_vlm()
+def _train(
+    run_dir: str,
+    batch_size: int,
+    trainer_settings: dict,
+    settings=SETTINGS,
+    callbacks=(),
+    data=None,
+    connector="mlp2x",
+    **loader,
+):
+    """The trained weights of a stage of the tiny VLM with `connector` on `data` (a JSON file; default the 12 squares
+    beside `run_dir`), read in units of 4 records."""
+    model, tokenizer = tiny_vlm(connector=connector)
     folder = os.path.dirname(run_dir)
     data = data or _write(os.path.join(folder, "squares.json"), _records(folder))
     source = ConversationSource.of(data, "data.train", rows_per_unit=loader.pop("rows_per_unit", 4))
@@ -73,33 +82,38 @@ def _train(run_dir: str, batch_size: int, trainer_settings: dict, settings=SETTI
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _rank_main(rank: int, folder: str) -> None:
+def _rank_main(rank: int, folder: str, connector: str) -> None:
     os.environ["LOCAL_RANK"] = str(rank)  # Lightning then takes the processes as launched for it
     dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=2)
     strategy = DDPStrategy(process_group_backend="gloo")
     keys = RecordKeys()
     weights = _train(
-        f"{folder}/ddp", batch_size=2, trainer_settings=CPU | {"devices": 2, "strategy": strategy}, callbacks=[keys]
+        f"{folder}/ddp",
+        batch_size=2,
+        trainer_settings=CPU | {"devices": 2, "strategy": strategy},
+        callbacks=[keys],
+        connector=connector,
     )
     torch.save((weights, keys.keys), f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path):
+@pytest.mark.parametrize("connector", ["mlp2x", "qformer"])
+def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path, connector):
     """The reference reads, in file order (one unit, no shuffle), the records the two ranks read at each step."""
-    mp.spawn(_rank_main, args=(str(tmp_path),), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(str(tmp_path), connector), nprocs=2, join=True)
     (rank_0, keys_0), (rank_1, keys_1) = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
     ranks = [rank_0, rank_1]
     read = [key for step in zip(keys_0, keys_1) for batch in step for key in batch]
     assert sorted(read, key=int) == [str(i) for i in range(12)]  # 3 steps × 2 ranks × 2: each record once
     by_key = {record["id"]: record for record in _records(str(tmp_path))}
     ordered = _write(str(tmp_path / "ordered.json"), [by_key[key] for key in read])
-    in_order = dict(data=ordered, rows_per_unit=12, shuffle_buffer=1)
+    in_order = dict(data=ordered, rows_per_unit=12, shuffle_buffer=1, connector=connector)
     full = _train(str(tmp_path / "full"), batch_size=4, trainer_settings=CPU | {"devices": 1}, **in_order)
     accumulated = _train(str(tmp_path / "accumulated"), batch_size=2, trainer_settings=CPU | {"accumulate_grad_batches": 2},
                          **in_order)  # fmt: skip
-    start = tiny_vlm()[0].state_dict()
+    start = tiny_vlm(connector=connector)[0].state_dict()
     assert any(not torch.allclose(full[name], start[name]) for name in full)  # the weights moved
     # Adam divides each gradient element by its own running RMS, so an element whose gradient is at rounding level
     # (summed in another order by 2 ranks or 2 micro-batches) moves by a visible share of lr = 3e-3 either way:
@@ -111,12 +125,14 @@ def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_resumed_stage_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("connector", ["mlp2x", "qformer"])
+def test_a_resumed_stage_equals_an_uninterrupted_one(tmp_path, connector):
     """8 steps of 2 of the 12 conversations cross an epoch boundary (6 steps), after a stop at step 2."""
     settings = OmegaConf.merge(SETTINGS, {"steps": 8, "checkpoint_every_n_steps": 2})
-    whole = _train(str(tmp_path / "whole"), batch_size=2, trainer_settings=CPU, settings=settings)
-    _train(str(tmp_path / "stopped"), batch_size=2, trainer_settings=CPU, settings=settings, callbacks=[StopAfter(2)])
+    common = dict(batch_size=2, trainer_settings=CPU, settings=settings, connector=connector)
+    whole = _train(str(tmp_path / "whole"), **common)
+    _train(str(tmp_path / "stopped"), callbacks=[StopAfter(2)], **common)
     assert torch.load(tmp_path / "stopped/instruct/checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
-    resumed = _train(str(tmp_path / "stopped"), batch_size=2, trainer_settings=CPU, settings=settings)
+    resumed = _train(str(tmp_path / "stopped"), **common)
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], msg=name)

@@ -1,4 +1,5 @@
-"""A tiny vision-language model for the VLM tests: timm's test_vit tower (32 px) -> MLP -> a 2-layer, 32-wide Llama."""
+"""A tiny vision-language model for the VLM tests: timm's test_vit tower (32 px) -> MLP or Q-Former -> a 2-layer,
+32-wide Llama."""
 
 import lightning as L
 import torch
@@ -9,6 +10,7 @@ from clip_train.vlm.connector import MlpConnector
 from clip_train.vlm.conversation_source import ConversationSource, read_conversations
 from clip_train.vlm.conversations import Conversation
 from clip_train.vlm.model import VisionLanguageModel
+from clip_train.vlm.qformer import QFormerConnector
 from clip_train.vlm.text import build_word_tokenizer
 from clip_train.vlm.vision import ImageFeatures
 
@@ -25,16 +27,23 @@ def tiny_lm(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def tiny_vlm(texts=WORDS, blind: bool = False, seed: int = 0, **vision_options) -> tuple[VisionLanguageModel, object]:
-    """(model, word tokenizer of `texts`), seeded: the blind model's LM starts from the same weights."""
+def tiny_vlm(
+    texts=WORDS, blind: bool = False, seed: int = 0, connector: str = "mlp2x", **vision_options
+) -> tuple[VisionLanguageModel, object]:
+    """(model, word tokenizer of `texts`), seeded: the blind model's LM starts from the same weights. `connector`:
+    mlp2x (LLaVA's MLP) or qformer (4 queries, 1 layer of width 16)."""
     tokenizer = build_word_tokenizer(texts)
     language_model = tiny_lm(tokenizer, seed)
-    vision = connector = None
-    if not blind:
-        torch.manual_seed(seed + 1)
-        vision = ImageFeatures(ImageTower("test_vit", embed_dim=16, image_size=32), **vision_options)
-        connector = MlpConnector(vision.width, 32)
-    return VisionLanguageModel(language_model, tokenizer.convert_tokens_to_ids("<image>"), vision, connector), tokenizer
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    if blind:
+        return VisionLanguageModel(language_model, image_id, None, None), tokenizer
+    torch.manual_seed(seed + 1)
+    vision = ImageFeatures(ImageTower("test_vit", embed_dim=16, image_size=32), **vision_options)
+    connectors = {
+        "mlp2x": lambda: MlpConnector(vision.width, 32),
+        "qformer": lambda: QFormerConnector(vision.width, 32, num_queries=4, num_layers=1, width=16, num_heads=2),
+    }
+    return VisionLanguageModel(language_model, image_id, vision, connectors[connector]()), tokenizer
 
 
 class StopAfter(L.Callback):
