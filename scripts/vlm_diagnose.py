@@ -16,10 +16,11 @@ the held-out questions; the training questions are the `train.json` beside them.
 
 import argparse
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 
 from clip_train.vlm.answers import normalize_answer
 from clip_train.vlm.assistant import load_vlm
+from clip_train.vlm.blind_ceiling import blind_ceiling
 from clip_train.vlm.conversation_source import ConversationSource, read_conversations
 from clip_train.vlm.vqa import answer
 
@@ -49,29 +50,18 @@ def main() -> None:
     test = [(c.image, c.turns[0]) for c in read_conversations(ConversationSource.of(test_file, "test"))[0]]
     train_file = os.path.join(os.path.dirname(test_file), "train.json")
     train = [c.turns[0] for c in read_conversations(ConversationSource.of(train_file, "train"), with_image=False)[0]]
-    by_question = defaultdict(Counter)
-    for turn in train:
-        by_question[turn.question][normalize_answer(turn.answer)] += 1
-    overall = defaultdict(Counter)
-    for turn in train:
-        overall[turn.kind][normalize_answer(turn.answer)] += 1
+    ceilings = blind_ceiling(train, [turn for _, turn in test])
     seen = predictions(instruct, test, args.batch_size)
     unseen = predictions(blind, test, args.batch_size) if os.path.isfile(blind) else None
     kinds = sorted({turn.kind for _, turn in test} & set(args.types or [turn.kind for _, turn in test]))
     for kind in kinds:
         rows = [i for i, (_, turn) in enumerate(test) if turn.kind == kind]
         truth = [normalize_answer(test[i][1].answer) for i in rows]
-
-        def best_guess(question: str, kind: str = kind) -> str:
-            counts = by_question.get(question) or overall[kind]
-            return counts.most_common(1)[0][0]
-
-        ceiling = sum(best_guess(test[i][1].question) == t for i, t in zip(rows, truth)) / len(rows)
         accuracy = sum(seen[i] == t for i, t in zip(rows, truth)) / len(rows)
         line = f"## {kind}: {len(rows)} questions; image {accuracy:.3f}"
         if unseen is not None:
             line += f", blind {sum(unseen[i] == t for i, t in zip(rows, truth)) / len(rows):.3f}"
-        print(f"{line}, blind ceiling {ceiling:.3f}")
+        print(f"{line}, blind ceiling {ceilings[kind]:.3f}")
         distribution = Counter(truth)
         print("answers: " + ", ".join(f"{a} {n / len(rows):.2f}" for a, n in distribution.most_common()))
         if len(distribution) <= MAX_CONFUSION_ANSWERS:

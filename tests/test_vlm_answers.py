@@ -7,6 +7,7 @@ from tiny_vlm import tiny_vlm
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
 from clip_train.vlm import vqa
 from clip_train.vlm.answers import normalize_answer, vqa_accuracy
+from clip_train.vlm.blind_ceiling import blind_ceiling, question_only_answers
 from clip_train.vlm.conversations import Conversation, Turn
 from clip_train.vlm.vqa import box_from_tokens, evaluate_questions, iou, score
 
@@ -82,3 +83,17 @@ def test_scores_per_type_are_the_mean_of_each_questions_score(tmp_path):
     metrics = evaluate_questions(model, tokenizer, conversations, preprocess, batch_size=3)
     grounded = score("grounding", predicted[3], asked[3][2])
     assert metrics == pytest.approx({"vqa/color": 0.5, "vqa/count": 1.0, "vqa/mean": 0.75, "grounding/acc@0.5": grounded})
+
+
+def test_the_blind_ceiling_answers_each_wording_as_training_did_most_often():
+    train = [Turn("how many squares?", "1", "count")] * 3 + [Turn("how many squares?", "Two.", "count")] * 2
+    train += [Turn("how many red objects?", "2", "count")] * 2 + [Turn("is there a circle?", "no", "yesno")]
+    test = [
+        Turn("how many squares?", "1", "count"),  # most often 1: right
+        Turn("how many squares?", "2", "count"),  # wrong
+        Turn("how many red objects?", "two", "count"),  # 2, normalised: right
+        Turn("how many circles?", "1", "count"),  # unseen wording: the commonest count answer, 2 (4 of 7): wrong
+        Turn("is there a square?", "yes", "yesno"),  # unseen: "no", wrong
+    ]
+    assert question_only_answers(train, test) == ["1", "1", "2", "2", "no"]
+    assert blind_ceiling(train, test) == {"count": 2 / 4, "yesno": 0.0}
