@@ -11,10 +11,8 @@ logged after the resume. `ResumableCSVLogger` decides at the first save, once it
 - a run that does not resume deletes a stale `metrics.csv` of an earlier run in the folder, as Lightning does.
 
 It is a Callback as well as a logger (Lightning hands a logger no trainer): pass it in `callbacks` too, as
-`clip_train.train` and `clip_train.vlm.stages` do. It also writes its rows to disk when a checkpoint has been saved
-(at the next batch's start, when the checkpoint step's row is logged), so a run killed with `kill -9` has on disk
-every row up to its last checkpoint; Lightning alone writes every `flush_logs_every_n_steps` (100) steps.
-Only rank 0 writes (Lightning's `rank_zero_experiment`).
+`clip_train.train` and `clip_train.vlm.stages` do. Lightning's Trainer writes each row to disk as it logs it, so
+a run killed with `kill -9` leaves every row it logged. Only rank 0 writes (Lightning's `rank_zero_experiment`).
 """
 
 import csv
@@ -25,24 +23,42 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
-def _step(row: dict, path: str, line: int) -> int:
-    try:
-        return int(row["step"])
-    except (TypeError, ValueError):
-        raise ValueError(f"{path} line {line}: step {row['step']!r} is not an integer; the resumed run's log "
-                         "cannot be joined to it: move the file away to start a new one") from None  # fmt: skip
+def _read_rows(path: str, fs) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(step, row)]) of a metrics.csv; a file without a `step` column or with a step that is not an integer
+    is refused, naming the file and line, since the resumed run's rows could not be placed after its rows."""
+    fix = "move the file away to start a new log"
+    with fs.open(path, "r", newline="") as file:
+        reader = csv.DictReader(file)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    if "step" not in header:
+        raise ValueError(f"{path}: no 'step' column (header {header}); {fix}")
+    stepped = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            stepped.append((int(row["step"]), row))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} line {line}: step {row['step']!r} is not an integer; {fix}") from None
+    return header, stepped
 
 
 class _ResumingWriter(ExperimentWriter):
-    """Lightning's writer, except that an existing metrics.csv is kept or deleted at the first save (`resumes`)."""
+    """Lightning's writer, except that an existing metrics.csv is not deleted when the writer is created: a resumed
+    run (`resume`) keeps its earlier rows, cut at the first step it logs (the first save); otherwise the first save
+    deletes it."""
 
     def __init__(self, log_dir: str):
-        self.resumes = False  # set by the logger once the trainer knows its checkpoint
+        self._earlier: tuple[list[str], list[tuple[int, dict]]] | None = None  # (header, [(step, row)]) once resumed
         self._joined = False
         super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
-        """Lightning deletes metrics.csv here; the decision waits for the first save."""
+        """Lightning deletes metrics.csv here; the logger decides when fitting starts (`resume`)."""
+
+    def resume(self) -> None:
+        """Reads (and checks) the earlier rows now, before the first training step."""
+        if self._fs.isfile(self.metrics_file_path):
+            self._earlier = _read_rows(self.metrics_file_path, self._fs)
 
     def save(self) -> None:
         if self.metrics and not self._joined:
@@ -51,26 +67,18 @@ class _ResumingWriter(ExperimentWriter):
         super().save()
 
     def _join_earlier_rows(self, first_new_step: int) -> None:
-        """Keeps the rows of the existing file logged before `first_new_step` (resumed) or deletes the file."""
+        """Writes the earlier rows logged before `first_new_step` (resumed), or deletes a stale file (not resumed)."""
         path = self.metrics_file_path
-        if not self._fs.isfile(path):
+        if self._earlier is None:
+            if self._fs.isfile(path):
+                self._fs.rm_file(path)
             return
-        if not self.resumes:
-            self._fs.rm_file(path)
-            return
-        with self._fs.open(path, "r", newline="") as file:
-            reader = csv.DictReader(file)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-        if "step" not in header:
-            raise ValueError(f"{path}: no 'step' column (header {header}); the resumed run's log cannot be joined to it: "
-                             "move the file away to start a new one")  # fmt: skip
-        kept = [row for line, row in enumerate(rows, start=2) if _step(row, path, line) < first_new_step]
+        header, rows = self._earlier
         partial = f"{path}.partial"  # written whole, then renamed: a kill mid-write leaves the old file
         with self._fs.open(partial, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=header)
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(row for step, row in rows if step < first_new_step)
         self._fs.mv(partial, path)
         self.metrics_keys = header  # new columns extend it, and Lightning's writer rewrites the header
 
@@ -78,10 +86,6 @@ class _ResumingWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger, L.Callback):
     """Lightning's CSVLogger (same arguments, same `<save_dir>/<name>/<version>/metrics.csv`) that keeps the rows
     of a resumed run (see the module docstring). Pass it as `logger` and in `callbacks`."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._checkpoint_saved = False
 
     @property
     @rank_zero_experiment
@@ -92,13 +96,5 @@ class ResumableCSVLogger(CSVLogger, L.Callback):
         return self._experiment
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            self.experiment.resumes = trainer.ckpt_path is not None
-
-    def after_save_checkpoint(self, checkpoint_callback) -> None:
-        self._checkpoint_saved = True
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self._checkpoint_saved:  # the checkpoint step's row was logged after the save: write both to disk
-            self.save()
-            self._checkpoint_saved = False
+        if trainer.is_global_zero and trainer.ckpt_path is not None:
+            self.experiment.resume()
