@@ -2,7 +2,8 @@
 
 Lightning's CSVLogger deletes an existing `<log dir>/metrics.csv` when its writer is created (Lightning PR #19446:
 appending to another run's file broke on changed columns), so a run resumed in its own folder kept only the rows
-logged after the resume. `ResumableCSVLogger` decides at the first save, once it knows whether the run resumes:
+logged after the resume. `ResumableCSVLogger` learns when fitting starts whether the run resumes (then it reads and
+checks the old rows) and writes at its first save, when it knows the first step the resumed run logs:
 
 - a resumed run (`trainer.fit(..., ckpt_path=...)` with a checkpoint) keeps every old row whose step is below the
   first step the resumed run logs, and appends the new rows under one header (old and new columns). The rows the
