@@ -147,6 +147,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     log.info(trainable_parameter_report(module.model))
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else False
+    callbacks += [logger for logger in loggers or [] if isinstance(logger, L.Callback)]  # ResumableCSVLogger
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -5,7 +5,7 @@ import json
 import os
 
 import numpy as np
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
 
@@ -42,7 +42,7 @@ def log_table(trainer, key: str, columns: list[str], rows: list[list[str]]) -> N
         elif name == "TensorBoardLogger":
             lines = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns), *(f"| {' | '.join(row)} |" for row in rows)]
             logger.experiment.add_text(key, "\n".join(lines), step)
-        elif name == "CSVLogger":
+        elif isinstance(logger, CSVLogger):  # clip_train's ResumableCSVLogger too
             os.makedirs(logger.log_dir, exist_ok=True)
             with open(os.path.join(logger.log_dir, f"{key.rsplit('/', 1)[-1]}.jsonl"), "a") as f:
                 f.write(json.dumps({"step": step, "examples": rows}) + "\n")

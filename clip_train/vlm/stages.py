@@ -10,10 +10,10 @@ import os
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from clip_train.data.bad_data import BAD_KINDS, BadDataPolicy
 from clip_train.data.tokenizer import tokenizer_files
+from clip_train.training.csv_log import ResumableCSVLogger
 from clip_train.vlm.conversation_source import ConversationSource
 from clip_train.vlm.data import ConversationDataModule
 from clip_train.vlm.language_model import set_language_model_mode
@@ -68,10 +68,11 @@ def train_stage(
     module = VisionLanguageModule(model, settings.lr, settings.weight_decay, settings.warmup_steps, settings.steps)
     saves = ModelCheckpoint(os.path.join(folder, "checkpoints"), save_last=True, save_top_k=0,
                             every_n_train_steps=settings.checkpoint_every_n_steps or settings.steps)  # fmt: skip
+    csv_log = ResumableCSVLogger(folder, name="csv", version="")  # a resumed stage keeps its earlier rows
     trainer = L.Trainer(
         **trainer_settings, max_steps=settings.steps, default_root_dir=folder,
-        callbacks=[saves, SaveRecipe(tokenizer, {**(recipe or {}), **stage_recipe}), *callbacks],
-        logger=CSVLogger(folder, name="csv", version=""),
+        callbacks=[saves, SaveRecipe(tokenizer, {**(recipe or {}), **stage_recipe}), csv_log, *callbacks],
+        logger=csv_log,
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=last if os.path.isfile(last) else None)
