@@ -3,7 +3,6 @@ each step once, equal (step and train/loss) to the rows of a run that was never 
 uninterrupted run is the reference. Lightning's own CSVLogger deleted the earlier rows when the run resumed."""
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -12,8 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from PIL import Image
-from tiny_vlm import StopAfter, tiny_vlm
+from tiny_vlm import StopAfter, square_records, tiny_vlm, write_records
 
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
 from clip_train.paths import CONFIG_DIR
@@ -51,16 +49,8 @@ def _vlm_stage(run_dir: str, data: str, callbacks=(), steps: int = 6) -> None:
 
 
 def _squares(folder) -> str:
-    """8 LLaVA records of squares of three colours, asked for their colour; the JSON file's path."""
-    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-    records = []
-    for index in range(8):
-        colour = list(colours)[index % 3]
-        Image.new("RGB", (32, 32), colours[colour]).save(folder / f"{index}.png")
-        turns = [{"from": "human", "value": "<image>\nwhat color is the square?"}, {"from": "gpt", "value": colour}]
-        records.append({"id": str(index), "image": f"{index}.png", "conversations": turns})
-    (folder / "squares.json").write_text(json.dumps(records))
-    return str(folder / "squares.json")
+    """8 LLaVA records of coloured squares (`square_records`); the JSON file's path."""
+    return write_records(str(folder / "squares.json"), square_records(str(folder), 8))
 
 
 def test_a_resumed_vlm_stage_logs_the_rows_of_an_uninterrupted_one(tmp_path):

@@ -1,7 +1,6 @@
 """A VLM stage under Lightning: 2 gloo processes and gradient accumulation equal one full batch of the records the
 ranks read, and a resumed stage equals an uninterrupted one."""
 
-import json
 import os
 
 import lightning as L
@@ -11,14 +10,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
-from PIL import Image
-from tiny_vlm import StopAfter, tiny_vlm
+from tiny_vlm import StopAfter, square_records, tiny_vlm, write_records
 
 from clip_train.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
 from clip_train.vlm.conversation_source import ConversationSource
 from clip_train.vlm.stages import train_stage
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 SETTINGS = OmegaConf.create(
     {
         "steps": 3,
@@ -31,23 +28,6 @@ SETTINGS = OmegaConf.create(
     }
 )
 CPU = {"accelerator": "cpu", "enable_progress_bar": False}
-
-
-def _records(folder: str, count: int = 12) -> list[dict]:
-    """Squares of three colours as LLaVA records; every answer is one word, so every record has as many answer tokens."""
-    records = []
-    for index in range(count):
-        colour = list(COLOURS)[index % 3]
-        Image.new("RGB", (32, 32), COLOURS[colour]).save(os.path.join(folder, f"{index}.png"))
-        turns = [{"from": "human", "value": "<image>\nwhat color is the square?"}, {"from": "gpt", "value": colour}]
-        records.append({"id": str(index), "image": f"{index}.png", "conversations": turns})
-    return records
-
-
-def _write(path: str, records: list[dict]) -> str:
-    with open(path, "w") as f:
-        json.dump(records, f)
-    return path
 
 
 class RecordKeys(L.Callback):
@@ -74,7 +54,7 @@ def _train(
     beside `run_dir`), read in units of 4 records."""
     model, tokenizer = tiny_vlm(connector=connector)
     folder = os.path.dirname(run_dir)
-    data = data or _write(os.path.join(folder, "squares.json"), _records(folder))
+    data = data or write_records(os.path.join(folder, "squares.json"), square_records(folder, 12))
     source = ConversationSource.of(data, "data.train", rows_per_unit=loader.pop("rows_per_unit", 4))
     preprocess = eval_transform(32, CLIP_MEAN, CLIP_STD)
     train_stage("instruct", model, tokenizer, source, preprocess, settings, trainer_settings, run_dir,
@@ -107,8 +87,8 @@ def test_two_processes_and_accumulation_equal_one_full_batch(tmp_path, connector
     ranks = [rank_0, rank_1]
     read = [key for step in zip(keys_0, keys_1) for batch in step for key in batch]
     assert sorted(read, key=int) == [str(i) for i in range(12)]  # 3 steps × 2 ranks × 2: each record once
-    by_key = {record["id"]: record for record in _records(str(tmp_path))}
-    ordered = _write(str(tmp_path / "ordered.json"), [by_key[key] for key in read])
+    by_key = {record["id"]: record for record in square_records(str(tmp_path), 12)}
+    ordered = write_records(str(tmp_path / "ordered.json"), [by_key[key] for key in read])
     in_order = dict(data=ordered, rows_per_unit=12, shuffle_buffer=1, connector=connector)
     full = _train(str(tmp_path / "full"), batch_size=4, trainer_settings=CPU | {"devices": 1}, **in_order)
     accumulated = _train(str(tmp_path / "accumulated"), batch_size=2, trainer_settings=CPU | {"accumulate_grad_batches": 2},

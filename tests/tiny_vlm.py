@@ -1,8 +1,12 @@
 """A tiny vision-language model for the VLM tests: timm's test_vit tower (32 px) -> MLP or Q-Former -> a 2-layer,
 32-wide Llama."""
 
+import json
+import os
+
 import lightning as L
 import torch
+from PIL import Image
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from clip_train.model import ImageTower
@@ -62,3 +66,25 @@ def read_test_set(path: str) -> list[Conversation]:
     conversations, skipped = read_conversations(ConversationSource.of(path, "data.test"))
     assert not skipped, skipped
     return conversations
+
+
+SQUARE_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def square_records(folder: str, count: int) -> list[dict]:
+    """`count` LLaVA records of 32-px squares of three colours in turn (the PNGs written into `folder`), each asked
+    its colour; every answer is one word, so every record has as many answer tokens."""
+    records = []
+    for index in range(count):
+        colour = list(SQUARE_COLOURS)[index % 3]
+        Image.new("RGB", (32, 32), SQUARE_COLOURS[colour]).save(os.path.join(folder, f"{index}.png"))
+        turns = [{"from": "human", "value": "<image>\nwhat color is the square?"}, {"from": "gpt", "value": colour}]
+        records.append({"id": str(index), "image": f"{index}.png", "conversations": turns})
+    return records
+
+
+def write_records(path: str, records: list[dict]) -> str:
+    """`records` as LLaVA's JSON list at `path`; returns `path`."""
+    with open(path, "w") as f:
+        json.dump(records, f)
+    return path
